@@ -1,0 +1,98 @@
+"""The one interface every transport implements, and the one result type it returns.
+
+Shaped after invoke's Runner/Result and fabric's Remote: a driver runs an argv in a cwd with an
+environment and a stdin payload, streams output to a callback, and knows nothing about agents.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Callable, Protocol
+
+# Error codes a driver raises; the user can act on each of them.
+DEVICE_UNREACHABLE = "device_unreachable"
+AUTH_FAILED = "auth_failed"
+HOST_KEY_MISMATCH = "host_key_mismatch"
+HOST_KEY_UNKNOWN = "host_key_unknown"
+CONNECTION_LOST = "connection_lost"
+CWD_NOT_FOUND = "cwd_not_found"
+
+
+class DriverError(Exception):
+    """A transport failure with a machine-readable code.
+
+    `before_start` is True when the command never started on the device, which is the only case a
+    caller may retry without risking a second execution.
+    """
+
+    def __init__(self, code: str, message: str, *, before_start: bool):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.before_start = before_start
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """How to reach a device; secrets are already decrypted and must never be logged."""
+
+    id: str
+    driver: str  # "ssh" | "local"
+    host: str | None = None
+    port: int = 22
+    username: str | None = None
+    private_key: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
+    host_key: str | None = None  # one known_hosts line
+    trust_on_first_use: bool = False
+    login_shell: bool = True  # run under the user's login shell so PATH matches an interactive one
+    connect_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class ExecRequest:
+    """One command to run: argv is never joined from user input without quoting."""
+
+    argv: list[str]
+    cwd: str
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+    stdin: bytes = b""
+    timeout: float = 1800.0
+    kill_grace: float = 2.0  # seconds between TERM and KILL
+    output_cap: int = 1024 * 1024  # bytes kept per stream
+
+
+@dataclass
+class ExecResult:
+    exit_code: int | None  # None when the process died from a signal or was never reaped
+    stdout: bytes
+    stderr: bytes
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    killed: str | None = None  # None | "timeout" | "canceled"
+    pgid: int | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+OutputCallback = Callable[[str, bytes], None]  # (stream name "stdout"|"stderr", chunk)
+StartCallback = Callable[[int], None]  # receives the process group id once the command runs
+
+
+class Driver(Protocol):
+    def run(
+        self,
+        req: ExecRequest,
+        *,
+        on_output: OutputCallback | None = None,
+        on_start: StartCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> ExecResult:
+        """Run req to completion, a timeout, or until `cancel` is set; kill the whole tree on stop."""
+
+    def kill_group(self, pgid: int) -> bool:
+        """Kill a process group on the device (TERM, then KILL); True if it was found."""
+
+    def ping(self) -> float:
+        """Open (or reuse) a connection and run `true`; return the latency in seconds."""
