@@ -1,0 +1,52 @@
+"""Configuration from environment variables; one frozen object shared by the API and the workers."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+
+
+def _env(name: str, default, cast=str):
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if cast is bool:
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    return cast(raw)
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/agentruns"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Fernet key (urlsafe base64, 32 bytes) that encrypts device and run secrets at rest.
+    secret_key: str = ""
+    max_prompt_chars: int = 100_000
+    max_body_bytes: int = 2 * 1024 * 1024
+    idempotency_ttl_seconds: int = 24 * 3600
+    idempotency_wait_seconds: float = 5.0
+    default_cwd: str = "/workspace"
+    default_timeout: int = 1800
+    output_cap_bytes: int = 1024 * 1024
+    lease_seconds: int = 30
+    heartbeat_seconds: float = 1.0
+    reaper_interval_seconds: float = 15.0
+    queued_stale_seconds: int = 60
+    device_retry_seconds: float = 1.0
+    shutdown_grace_seconds: float = 30.0
+    kill_grace_seconds: float = 2.0
+    max_events_per_run: int = 10_000
+    rate_limit_per_minute: int = 0  # 0 disables the per-tenant limiter
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        """Read every field from AGENTRUNS_<NAME> (DATABASE_URL and REDIS_URL also bare)."""
+        values = {}
+        for f in fields(cls):
+            default = f.default
+            cast = type(default)
+            name = f"AGENTRUNS_{f.name.upper()}"
+            if f.name in ("database_url", "redis_url"):
+                values[f.name] = _env(name, _env(f.name.upper(), default))
+            else:
+                values[f.name] = _env(name, default, cast)
+        return cls(**values)

@@ -1,0 +1,47 @@
+"""Engine and session factory; initialised explicitly by the API factory or the worker, never at import."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+from sqlalchemy import create_engine
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+_engine: Engine | None = None
+_factory: sessionmaker | None = None
+
+
+def init(url: str, **engine_kwargs) -> Engine:
+    """Create the process-wide engine (idempotent per URL)."""
+    global _engine, _factory
+    if _engine is not None and str(_engine.url) == str(create_engine(url).url):
+        return _engine
+    engine_kwargs.setdefault("pool_pre_ping", True)
+    engine_kwargs.setdefault("pool_size", 10)
+    engine_kwargs.setdefault("max_overflow", 40)
+    _engine = create_engine(url, **engine_kwargs)
+    _factory = sessionmaker(_engine, expire_on_commit=False)
+    return _engine
+
+
+def engine() -> Engine:
+    if _engine is None:
+        raise RuntimeError("app.db.init() has not been called")
+    return _engine
+
+
+@contextmanager
+def session() -> Iterator[Session]:
+    """A session that commits on success and rolls back on error."""
+    if _factory is None:
+        raise RuntimeError("app.db.init() has not been called")
+    s = _factory()
+    try:
+        yield s
+        s.commit()
+    except BaseException:
+        s.rollback()
+        raise
+    finally:
+        s.close()

@@ -1,0 +1,142 @@
+"""Tables. Run status is written only by app.runstate; everything else here is plain data."""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text,
+    func, text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Run statuses. queued -> running -> succeeded | failed | canceled; queued -> canceled.
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = "queued", "running", "succeeded", "failed", "canceled"
+STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED)
+TERMINAL = (SUCCEEDED, FAILED, CANCELED)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def _now():
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = _now()
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = _now()
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Device(Base):
+    __tablename__ = "devices"
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str | None] = mapped_column(String(200))
+    driver: Mapped[str] = mapped_column(String(16))
+    host: Mapped[str | None] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer, default=22)
+    username: Mapped[str | None] = mapped_column(String(200))
+    host_key: Mapped[str | None] = mapped_column(Text)
+    trust_on_first_use: Mapped[bool] = mapped_column(Boolean, default=False)
+    login_shell: Mapped[bool] = mapped_column(Boolean, default=True)
+    labels: Mapped[dict] = mapped_column(JSONB, default=dict)
+    max_concurrent_runs: Mapped[int] = mapped_column(Integer, default=1)
+    default_cwd: Mapped[str | None] = mapped_column(Text)
+    # Non-secret provider settings: {"codex": {"executable": "...", "extra_args": [...]}}
+    providers: Mapped[dict] = mapped_column(JSONB, default=dict)
+    # Fernet blob of {"private_key", "password", "env", "provider_env": {provider: {...}}}
+    secrets_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False)
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    target_kind: Mapped[str] = mapped_column(String(16))
+    target_id: Mapped[str] = mapped_column(String(200))
+    provider: Mapped[str] = mapped_column(String(32))
+    prompt: Mapped[str] = mapped_column(Text)
+    model: Mapped[str | None] = mapped_column(String(200))
+    command: Mapped[str | None] = mapped_column(Text)
+    cwd: Mapped[str] = mapped_column(Text)
+    timeout: Mapped[int] = mapped_column(Integer)
+    metadata_: Mapped[dict] = mapped_column("metadata", JSONB, default=dict)
+    env_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    status: Mapped[str] = mapped_column(String(16), default=QUEUED)
+    output: Mapped[str | None] = mapped_column(Text)
+    stdout: Mapped[str | None] = mapped_column(Text)
+    stderr: Mapped[str | None] = mapped_column(Text)
+    stdout_truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    stderr_truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[dict | None] = mapped_column(JSONB)
+    usage: Mapped[dict | None] = mapped_column(JSONB)
+    cost_usd: Mapped[float | None] = mapped_column(Float)
+    session_id: Mapped[str | None] = mapped_column(String(255))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    # Fencing: every claim bumps epoch; every later write names the epoch it holds.
+    epoch: Mapped[int] = mapped_column(Integer, default=0)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    worker_id: Mapped[str | None] = mapped_column(String(255))
+    pgid: Mapped[int | None] = mapped_column(Integer)
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False)
+
+    __table_args__ = (
+        Index("ix_runs_tenant_created", "tenant_id", text("created_at DESC"), text("id DESC")),
+        Index("ix_runs_tenant_target_created", "tenant_id", "target_id", text("created_at DESC"), text("id DESC")),
+        Index("ix_runs_tenant_status_created", "tenant_id", "status", text("created_at DESC"), text("id DESC")),
+        Index("ix_runs_metadata", "metadata", postgresql_using="gin", postgresql_ops={"metadata": "jsonb_path_ops"}),
+        # The reaper, the sweeper and the device queue only look at live runs.
+        Index("ix_runs_live", "status", "target_id", "created_at", postgresql_where=text("status IN ('queued', 'running')")),
+    )
+
+
+class IdempotencyKey(Base):
+    __tablename__ = "idempotency_keys"
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    created_at: Mapped[datetime] = _now()
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class RunEvent(Base):
+    """Ordered log of a run's status changes and output chunks; seq is global, so ordered per run too."""
+    __tablename__ = "run_events"
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(16))
+    data: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = _now()
+
+    __table_args__ = (Index("ix_run_events_run_seq", "run_id", "seq"),)
+
+
+__all__ = ["Base", "Tenant", "ApiKey", "Device", "Run", "IdempotencyKey", "RunEvent", "STATUSES", "TERMINAL",
+           "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELED"]

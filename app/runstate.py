@@ -1,0 +1,151 @@
+"""The one writer of run status.
+
+Every transition is a guarded UPDATE: `WHERE id = :id AND status IN (:allowed) [AND epoch = :epoch]`.
+Zero rows back means another actor owns the run (or it already moved on): the caller does nothing.
+Each transition also appends a `status` event in the same transaction, so the event log and the row
+never disagree.
+
+    queued  -> running   claim()          (worker; bumps epoch, sets the lease)
+    queued  -> canceled  cancel()         (API; the run never executes)
+    running -> succeeded | failed | canceled   finish()   (worker holding the epoch)
+    running -> failed    reap_expired()   (beat; lease expired -> worker_lost)
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from app.models import CANCELED, FAILED, QUEUED, RUNNING, TERMINAL, Run, RunEvent
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _status_event(s: Session, run_id, status: str, error: dict | None = None) -> None:
+    payload = {"status": status}
+    if error:
+        payload["error"] = error
+    s.execute(insert(RunEvent).values(run_id=run_id, type="status", data=json.dumps(payload)))
+
+
+def _transition(s: Session, run_id, allowed: tuple[str, ...], values: dict, epoch: int | None = None):
+    cond = [Run.id == run_id, Run.status.in_(allowed)]
+    if epoch is not None:
+        cond.append(Run.epoch == epoch)
+    row = s.execute(update(Run).where(and_(*cond)).values(**values).returning(Run)).scalar_one_or_none()
+    if row is not None and "status" in values:
+        _status_event(s, run_id, values["status"], values.get("error"))
+    return row
+
+
+def record_created(s: Session, run: Run) -> None:
+    """Log the initial `queued` event for a freshly inserted run."""
+    _status_event(s, run.id, QUEUED)
+
+
+def claim(s: Session, run_id: uuid.UUID, worker_id: str, lease_seconds: int) -> Run | None:
+    """queued -> running; returns the run with its new epoch, or None if someone else has it."""
+    return _transition(s, run_id, (QUEUED,), {
+        "status": RUNNING, "epoch": Run.epoch + 1, "worker_id": worker_id,
+        "lease_until": func.now() + timedelta(seconds=lease_seconds),
+    })
+
+
+def unclaim(s: Session, run_id: uuid.UUID, epoch: int) -> bool:
+    """running -> queued before anything touched the device (device busy or unreachable, retry later)."""
+    row = s.execute(update(Run).where(Run.id == run_id, Run.status == RUNNING, Run.epoch == epoch,
+                                      Run.started_at.is_(None))
+                    .values(status=QUEUED, lease_until=None, worker_id=None).returning(Run.id)).first()
+    if row is not None:
+        _status_event(s, run_id, QUEUED)
+    return row is not None
+
+
+def mark_started(s: Session, run_id: uuid.UUID, epoch: int, pgid: int | None, started_at: datetime) -> bool:
+    """Record that the command is running on the device (its process group, for kill and reap)."""
+    row = s.execute(update(Run).where(Run.id == run_id, Run.status == RUNNING, Run.epoch == epoch)
+                    .values(pgid=pgid, started_at=started_at).returning(Run.id)).first()
+    return row is not None
+
+
+@dataclass
+class LeaseState:
+    held: bool
+    cancel_requested: bool
+
+
+def renew_lease(s: Session, run_id: uuid.UUID, epoch: int, lease_seconds: int) -> LeaseState:
+    """Extend the DB lease if we still hold the epoch; also report a pending cancel request."""
+    row = s.execute(update(Run).where(Run.id == run_id, Run.status == RUNNING, Run.epoch == epoch)
+                    .values(lease_until=func.now() + timedelta(seconds=lease_seconds))
+                    .returning(Run.cancel_requested_at)).first()
+    if row is None:
+        return LeaseState(held=False, cancel_requested=False)
+    return LeaseState(held=True, cancel_requested=row[0] is not None)
+
+
+def finish(s: Session, run_id: uuid.UUID, epoch: int, status: str, **fields) -> Run | None:
+    """running -> succeeded | failed | canceled, fenced by epoch."""
+    assert status in TERMINAL
+    fields.setdefault("finished_at", utcnow())
+    return _transition(s, run_id, (RUNNING,), {"status": status, "lease_until": None, **fields}, epoch=epoch)
+
+
+def fail_unstarted(s: Session, run_id: uuid.UUID, epoch: int, error: dict) -> Run | None:
+    """running -> failed for a run that never reached its device."""
+    return finish(s, run_id, epoch, FAILED, error=error)
+
+
+class CancelConflict(Exception):
+    """The run already finished."""
+
+
+def cancel(s: Session, run_id: uuid.UUID) -> Run:
+    """Cancel: a queued run ends now; a running run gets cancel_requested_at for its worker to act on."""
+    now = utcnow()
+    err = {"code": "canceled", "message": "canceled by request"}
+    row = _transition(s, run_id, (QUEUED,), {"status": CANCELED, "finished_at": now,
+                                            "cancel_requested_at": now, "error": err})
+    if row is not None:
+        return row
+    row = s.execute(update(Run).where(Run.id == run_id, Run.status == RUNNING)
+                    .values(cancel_requested_at=func.coalesce(Run.cancel_requested_at, now))
+                    .returning(Run)).scalar_one_or_none()
+    if row is not None:
+        return row
+    run = s.get(Run, run_id)
+    if run is not None and run.status == CANCELED:
+        return run  # repeating a cancel changes nothing
+    raise CancelConflict(run.status if run else "missing")
+
+
+def reap_expired(s: Session, limit: int = 100) -> list[Run]:
+    """running runs whose lease expired -> failed/worker_lost. Never re-executed: agents change files."""
+    ids = s.execute(select(Run.id, Run.epoch).where(Run.status == RUNNING, Run.lease_until < func.now())
+                    .order_by(Run.lease_until).limit(limit).with_for_update(skip_locked=True)).all()
+    err = {"code": "worker_lost", "message": "the worker running this run stopped renewing its lease"}
+    reaped = []
+    for run_id, epoch in ids:
+        row = finish(s, run_id, epoch, FAILED, error=err)
+        if row is not None:
+            reaped.append(row)
+    return reaped
+
+
+def stale_queued(s: Session, older_than_seconds: int, limit: int = 500) -> list[uuid.UUID]:
+    """Queued runs nobody enqueued or claimed for a while (Redis was down, or a message was lost)."""
+    cutoff = func.now() - timedelta(seconds=older_than_seconds)
+    rows = s.execute(select(Run.id).where(Run.status == QUEUED, func.coalesce(Run.enqueued_at, Run.created_at) < cutoff)
+                     .order_by(Run.created_at).limit(limit)).scalars().all()
+    return list(rows)
+
+
+def mark_enqueued(s: Session, run_ids: list[uuid.UUID]) -> None:
+    if run_ids:
+        s.execute(update(Run).where(Run.id.in_(run_ids), Run.status == QUEUED).values(enqueued_at=func.now()))
