@@ -1,0 +1,60 @@
+"""/api/v1/devices: the tenant's sandboxes and computers."""
+from __future__ import annotations
+
+from flask import current_app, g
+from flask_smorest import Blueprint
+
+from app import db
+from app.api.device_schemas import DeviceCreate, DeviceEnvelope, DeviceListEnvelope, DevicePatch
+from app.services import devices as device_service
+
+blp = Blueprint("devices", __name__, url_prefix="/api/v1", description="Devices")
+
+
+def _key() -> str:
+    return current_app.extensions["settings"].secret_key
+
+
+@blp.route("/devices", methods=["POST"])
+@blp.arguments(DeviceCreate)
+@blp.response(201, DeviceEnvelope)
+def create_device(data):
+    """Register a device; secrets are write-only."""
+    with db.session() as s:
+        device = device_service.create(s, g.tenant_id, data, _key())
+        out = device_service.to_out(device, _key())
+    return {"data": out}, 201, {"Location": f"/api/v1/devices/{out['id']}"}
+
+
+@blp.route("/devices", methods=["GET"])
+@blp.response(200, DeviceListEnvelope)
+def list_devices():
+    """All devices of the caller's tenant."""
+    with db.session() as s:
+        return {"data": [device_service.to_out(d, _key()) for d in device_service.list_all(s, g.tenant_id)]}
+
+
+@blp.route("/devices/<device_id>", methods=["GET"])
+@blp.response(200, DeviceEnvelope)
+def get_device(device_id):
+    """One device."""
+    with db.session() as s:
+        return {"data": device_service.to_out(device_service.get(s, g.tenant_id, device_id), _key())}
+
+
+@blp.route("/devices/<device_id>", methods=["PATCH"])
+@blp.arguments(DevicePatch)
+@blp.response(200, DeviceEnvelope)
+def patch_device(data, device_id):
+    """Change some fields; a secret set to null is removed."""
+    with db.session() as s:
+        device = device_service.update(s, g.tenant_id, device_id, data, _key())
+        return {"data": device_service.to_out(device, _key())}
+
+
+@blp.route("/devices/<device_id>", methods=["DELETE"])
+@blp.response(204)
+def delete_device(device_id):
+    """Delete a device with no runs in flight."""
+    with db.session() as s:
+        device_service.delete(s, g.tenant_id, device_id)

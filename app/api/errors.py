@@ -1,0 +1,115 @@
+"""The one error body: {"error": {"code", "message", "details"}, "request_id"} plus X-Request-Id."""
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+
+from flask import g, jsonify, request
+from flask_smorest import Api
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("agentruns.api")
+
+_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+          405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
+          415: "unsupported_media_type", 422: "validation_error", 429: "rate_limited",
+          500: "internal_error", 503: "unavailable"}
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_FRIENDLY = {"Missing data for required field.": "required", "Unknown field.": "unknown field",
+             "Field may not be null.": "may not be null"}
+
+
+class APIError(Exception):
+    """Raise from views and services to answer with the one error format."""
+
+    def __init__(self, status: int, code: str, message: str, details: dict | None = None,
+                 headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.details = details or {}
+        self.headers = headers or {}
+
+
+def request_id() -> str:
+    rid = getattr(g, "request_id", None)
+    if rid is None:
+        given = request.headers.get("X-Request-Id", "")
+        rid = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        g.request_id = rid
+    return rid
+
+
+def error_response(status: int, code: str, message: str, details: dict | None = None, headers=None):
+    body = {"error": {"code": code, "message": message, "details": details or {}}, "request_id": request_id()}
+    resp = jsonify(body)
+    resp.status_code = status
+    for k, v in (headers or {}).items():
+        resp.headers[k] = v
+    return resp
+
+
+def _flatten(messages, prefix="") -> dict[str, list[str]]:
+    """webargs nests errors by location and field; callers want `field.sub: [messages]`."""
+    out: dict[str, list[str]] = {}
+    if isinstance(messages, dict):
+        for key, val in messages.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            out.update(_flatten(val, name))
+    elif isinstance(messages, list) and all(isinstance(m, str) for m in messages):
+        out[prefix or "_schema"] = [_FRIENDLY.get(m, m) for m in messages]
+    elif isinstance(messages, list):
+        for i, val in enumerate(messages):
+            out.update(_flatten(val, f"{prefix}[{i}]"))
+    else:
+        out[prefix or "_schema"] = [_FRIENDLY.get(str(messages), str(messages))]
+    return out
+
+
+def validation_error(fields: dict[str, list[str]]):
+    summary = "; ".join(f"{name}: {', '.join(msgs)}" for name, msgs in sorted(fields.items()))
+    return error_response(422, "validation_error", summary or "invalid request", {"fields": fields})
+
+
+class AgentrunsApi(Api):
+    """flask-smorest's Api with our error body in place of its own."""
+
+    def handle_http_exception(self, error: HTTPException):
+        data = getattr(error, "data", None) or {}
+        if error.code == 422 and "messages" in data:
+            messages = data["messages"]
+            # Drop the webargs location level ("json", "query") when there is only one.
+            if isinstance(messages, dict) and len(messages) == 1:
+                messages = next(iter(messages.values()))
+            return validation_error(_flatten(messages))
+        if error.code == 400 and "messages" in data:
+            return error_response(400, "invalid_json", "the request body is not valid JSON")
+        code = _CODES.get(error.code or 500, "error")
+        message = data.get("message") or error.description or error.name
+        if (error.code or 500) >= 500:
+            message = "internal error"
+        return error_response(error.code or 500, code, message, headers=data.get("headers"))
+
+
+def register(app) -> None:
+    """Attach the request-id hooks and the handlers for our own and unexpected exceptions."""
+
+    @app.before_request
+    def _assign_request_id():
+        request_id()
+
+    @app.after_request
+    def _echo_request_id(resp):
+        resp.headers["X-Request-Id"] = request_id()
+        return resp
+
+    @app.errorhandler(APIError)
+    def _api_error(err: APIError):
+        return error_response(err.status, err.code, err.message, err.details, err.headers)
+
+    @app.errorhandler(Exception)
+    def _unexpected(err: Exception):
+        if isinstance(err, HTTPException):
+            return app.extensions["agentruns_api"].handle_http_exception(err)
+        log.exception("unhandled error request_id=%s", request_id())
+        return error_response(500, "internal_error", "internal error")

@@ -1,0 +1,101 @@
+"""/api/v1/agent-runs: create, list, get (long-poll), cancel, events."""
+from __future__ import annotations
+
+from flask import current_app, g, request
+from flask_smorest import Blueprint
+
+from app import db, idempotency
+from app.api.errors import APIError, request_id
+from app.api.schemas import (EventListEnvelope, EventsQuery, RunCreate, RunEnvelope, RunListEnvelope,
+                             RunListQuery, WaitQuery)
+from app.enqueue import enqueue
+from app.notify import publish
+from app.services import runs as run_service
+from app.services.waiting import wait_terminal
+
+blp = Blueprint("agent-runs", __name__, url_prefix="/api/v1", description="Agent runs")
+
+
+def _ext(name):
+    return current_app.extensions[name]
+
+
+@blp.route("/agent-runs", methods=["POST"])
+@blp.arguments(RunCreate)
+@blp.response(201, RunEnvelope)
+@blp.alt_response(200, schema=RunEnvelope, description="Replayed by Idempotency-Key")
+def create_run(data):
+    """Create a run (optionally wait for it to finish)."""
+    settings = _ext("settings")
+    wait = data.pop("wait")
+
+    def create(s):
+        return run_service.create(s, g.tenant_id, data, request_id(), settings)
+
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        with db.session() as s:
+            run = create(s)
+        replayed = False
+    else:
+        fp = idempotency.fingerprint(settings.secret_key, request.get_json())
+        run, replayed = idempotency.create_once(
+            _ext("redis"), g.tenant_id, idempotency.validate_key(key), fp, settings.idempotency_ttl_seconds,
+            settings.idempotency_wait_seconds, create)
+    if not replayed:
+        enqueue(_ext("celery"), [run.id])
+    if wait:
+        run = wait_terminal(_ext("redis"), run.id, wait)
+    headers = {"Location": f"/api/v1/agent-runs/{run.id}"}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return {"data": run}, 200 if replayed else 201, headers
+
+
+@blp.route("/agent-runs", methods=["GET"])
+@blp.arguments(RunListQuery, location="query", unknown="include")
+@blp.response(200, RunListEnvelope)
+def list_runs(query):
+    """List runs, newest first; follow next_cursor for more."""
+    metadata = {k[len("metadata["):-1]: v for k, v in request.args.items()
+                if k.startswith("metadata[") and k.endswith("]") and len(k) > len("metadata[]")}
+    unknown = [k for k in query if k not in RunListQuery().fields and not k.startswith("metadata[")]
+    if unknown:
+        raise APIError(422, "validation_error", f"{', '.join(unknown)}: unknown query parameter",
+                       {"fields": {k: ["unknown query parameter"] for k in unknown}})
+    with db.session() as s:
+        rows, next_cursor = run_service.list_runs(s, g.tenant_id, query, metadata)
+    return {"data": rows, "next_cursor": next_cursor}
+
+
+@blp.route("/agent-runs/<run_id>", methods=["GET"])
+@blp.arguments(WaitQuery, location="query")
+@blp.response(200, RunEnvelope)
+def get_run(query, run_id):
+    """Get a run; `?wait=SECONDS` holds the answer until the run is terminal."""
+    with db.session() as s:
+        run = run_service.get(s, g.tenant_id, run_id)
+    if query["wait"]:
+        run = wait_terminal(_ext("redis"), run.id, query["wait"])
+    return {"data": run}
+
+
+@blp.route("/agent-runs/<run_id>/cancel", methods=["POST"])
+@blp.response(200, RunEnvelope)
+def cancel_run(run_id):
+    """Cancel: queued runs end at once, running runs are killed by their worker."""
+    with db.session() as s:
+        run = run_service.cancel(s, g.tenant_id, run_id)
+    publish(_ext("redis"), run.id, "cancel")
+    return {"data": run}
+
+
+@blp.route("/agent-runs/<run_id>/events", methods=["GET"])
+@blp.arguments(EventsQuery, location="query")
+@blp.response(200, EventListEnvelope)
+def run_events(query, run_id):
+    """The run's ordered event log (status changes and output chunks)."""
+    with db.session() as s:
+        run = run_service.get(s, g.tenant_id, run_id)
+        rows = run_service.events(s, run.id, query["after_seq"], query["limit"])
+    return {"data": rows}

@@ -1,0 +1,206 @@
+"""Request (load) and response (dump) schemas for runs. Load and dump are separate on purpose."""
+from __future__ import annotations
+
+import json
+import re
+from datetime import timezone
+
+from flask import current_app, has_app_context
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates, validates_schema
+
+PROVIDERS = ("osa", "codex", "claude", "claude-code", "pi", "hermes", "custom")
+KINDS = ("sandbox", "computer")
+STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MODEL = re.compile(r"^[A-Za-z0-9._:/@-]{1,200}$")
+MAX_WAIT_SECONDS = 600
+
+
+def check_cwd(value: str) -> None:
+    if "\x00" in value:
+        raise ValidationError("must not contain NUL")
+    if not value.startswith("/"):
+        raise ValidationError("must be an absolute path")
+    if len(value.encode()) > 4096:
+        raise ValidationError("at most 4096 bytes")
+
+
+def check_env(value: dict) -> None:
+    for name, val in value.items():
+        if not ENV_NAME.match(name):
+            raise ValidationError(f"invalid variable name {name!r}")
+        if not isinstance(val, str):
+            raise ValidationError(f"value of {name} must be a string")
+        if "\x00" in val:
+            raise ValidationError(f"value of {name} must not contain NUL")
+
+
+class UTCDateTime(fields.Field):
+    """RFC 3339 in UTC with a `Z`, whatever the database session's time zone was."""
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        if value is None:
+            return None
+        return value.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+class Wait(fields.Field):
+    """`true` (60 s), `false`/0 (no wait) or a number of seconds."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if value is True:
+            return 60
+        if value is False or value is None:
+            return 0
+        if isinstance(value, int) and 0 <= value <= MAX_WAIT_SECONDS:
+            return value
+        raise ValidationError(f"must be a boolean or an integer from 0 to {MAX_WAIT_SECONDS}")
+
+
+class RunCreate(Schema):
+    prompt = fields.String(required=True)
+    target_id = fields.String(validate=validate.Length(1, 200))
+    target_kind = fields.String(validate=validate.OneOf(KINDS))
+    sandbox_id = fields.String(validate=validate.Length(1, 200))
+    computer_id = fields.String(validate=validate.Length(1, 200))
+    provider = fields.String(load_default="claude-code", validate=validate.OneOf(PROVIDERS))
+    command = fields.String(validate=validate.Length(1, 65536))
+    runtime_command = fields.String(validate=validate.Length(1, 65536))
+    model = fields.String(validate=validate.Regexp(MODEL, error="at most 200 characters of [A-Za-z0-9._:/@-]"))
+    cwd = fields.String(validate=check_cwd)
+    timeout = fields.Integer(strict=True, validate=validate.Range(1, 86400))
+    metadata = fields.Dict(keys=fields.String(), load_default=dict)
+    wait = Wait(load_default=0)
+    env = fields.Dict(keys=fields.String(), values=fields.Raw(), load_default=dict, validate=check_env)
+
+    @validates("prompt")
+    def _prompt(self, value, **_):
+        if not value.strip():
+            raise ValidationError("must not be empty")
+        limit = current_app.config["SETTINGS"].max_prompt_chars if has_app_context() else 100_000
+        if len(value) > limit:
+            raise ValidationError(f"at most {limit} characters")
+
+    @validates("metadata")
+    def _metadata(self, value, **_):
+        if len(value) > 50:
+            raise ValidationError("at most 50 keys")
+        long_keys = [k for k in value if not 1 <= len(k) <= 40]
+        if long_keys:
+            raise ValidationError(f"keys must be 1 to 40 characters: {long_keys[0][:50]!r}")
+        if len(json.dumps(value, separators=(",", ":")).encode()) > 16 * 1024:
+            raise ValidationError("at most 16 KiB of JSON")
+
+    @validates_schema
+    def _targets(self, data, **_):
+        errors = {}
+        given = {k: data[k] for k in ("target_id", "sandbox_id", "computer_id") if k in data}
+        if not given:
+            errors["target_id"] = ["required (or sandbox_id / computer_id)"]
+        elif len(set(given.values())) > 1:
+            errors["target_id"] = [f"{' and '.join(sorted(given))} disagree"]
+        if "sandbox_id" in data and "computer_id" in data:
+            errors["target_kind"] = ["sandbox_id and computer_id both given"]
+        implied = "sandbox" if "sandbox_id" in data else "computer" if "computer_id" in data else None
+        if implied and data.get("target_kind", implied) != implied:
+            errors["target_kind"] = [f"{implied}_id given but target_kind is {data['target_kind']}"]
+        if "command" in data and "runtime_command" in data and data["command"] != data["runtime_command"]:
+            errors["command"] = ["command and runtime_command disagree"]
+        command = data.get("command") or data.get("runtime_command")
+        if data.get("provider") == "custom" and not command:
+            errors["command"] = ["required for provider custom"]
+        if data.get("provider") != "custom" and command:
+            errors["command"] = [f"only allowed for provider custom, not {data.get('provider')}"]
+        if errors:
+            raise ValidationError(errors)
+
+    @post_load
+    def _normalise(self, data, **_):
+        kind = data.get("target_kind") or ("sandbox" if "sandbox_id" in data else
+                                           "computer" if "computer_id" in data else None)
+        target = data.pop("target_id", None) or data.pop("sandbox_id", None) or data.pop("computer_id", None)
+        data.pop("sandbox_id", None), data.pop("computer_id", None)
+        data["target_id"], data["target_kind"] = target, kind
+        data["command"] = data.pop("command", None) or data.pop("runtime_command", None)
+        data.pop("runtime_command", None)
+        return data
+
+
+class RunListQuery(Schema):
+    target_id = fields.String()
+    target_kind = fields.String(validate=validate.OneOf(KINDS))
+    sandbox_id = fields.String()
+    computer_id = fields.String()
+    status = fields.String(validate=validate.OneOf(STATUSES))
+    provider = fields.String(validate=validate.OneOf(PROVIDERS))
+    created_after = fields.AwareDateTime(default_timezone=None)
+    created_before = fields.AwareDateTime(default_timezone=None)
+    limit = fields.Integer(load_default=20, validate=validate.Range(1, 100))
+    cursor = fields.String()
+
+
+class WaitQuery(Schema):
+    wait = fields.Integer(load_default=0, validate=validate.Range(0, MAX_WAIT_SECONDS))
+
+
+class EventsQuery(Schema):
+    after_seq = fields.Integer(load_default=0, validate=validate.Range(0))
+    limit = fields.Integer(load_default=500, validate=validate.Range(1, 1000))
+
+
+class RunError(Schema):
+    code = fields.String()
+    message = fields.String()
+
+
+class RunSummary(Schema):
+    id = fields.UUID()
+    target_kind = fields.String()
+    target_id = fields.String()
+    provider = fields.String()
+    status = fields.String()
+    prompt = fields.String()
+    metadata = fields.Dict(attribute="metadata_")
+    created_at = UTCDateTime()
+    finished_at = UTCDateTime()
+
+
+class RunOut(RunSummary):
+    model = fields.String()
+    cwd = fields.String()
+    timeout = fields.Integer()
+    command = fields.String()
+    output = fields.String()
+    stdout = fields.String()
+    stderr = fields.String()
+    stdout_truncated = fields.Boolean()
+    stderr_truncated = fields.Boolean()
+    exit_code = fields.Integer()
+    error = fields.Nested(RunError, allow_none=True)
+    usage = fields.Dict()
+    cost_usd = fields.Float()
+    session_id = fields.String()
+    cancel_requested = fields.Function(lambda r: r.cancel_requested_at is not None)
+    request_id = fields.String()
+    started_at = UTCDateTime()
+    updated_at = UTCDateTime()
+
+
+class RunEnvelope(Schema):
+    data = fields.Nested(RunOut)
+
+
+class RunListEnvelope(Schema):
+    data = fields.List(fields.Nested(RunSummary))
+    next_cursor = fields.String(allow_none=True)
+
+
+class EventOut(Schema):
+    seq = fields.Integer()
+    type = fields.String()
+    data = fields.Raw()
+    at = UTCDateTime()
+
+
+class EventListEnvelope(Schema):
+    data = fields.List(fields.Nested(EventOut))

@@ -1,0 +1,120 @@
+"""Idempotency-Key handling (Stripe and the IETF httpapi draft are the anchors).
+
+Per tenant, at most 255 characters, kept `idempotency_ttl_seconds`. A Redis lock serialises creation
+across API processes and hosts; the UNIQUE(tenant_id, key) primary key is the backstop when Redis is
+unavailable or a lock expires. The fingerprint is an HMAC of the canonical JSON body.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import time
+import uuid
+from datetime import timedelta
+from typing import Callable
+
+import redis
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app import db
+from app.api.errors import APIError
+from app.crypto import keyed_hash
+from app.models import IdempotencyKey, Run
+from app.runstate import utcnow
+
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
+
+
+def validate_key(key: str) -> str:
+    if not 1 <= len(key) <= 255 or not key.isprintable() or not key.isascii():
+        raise APIError(422, "validation_error", "Idempotency-Key: 1 to 255 printable ASCII characters",
+                       {"fields": {"Idempotency-Key": ["1 to 255 printable ASCII characters"]}})
+    return key
+
+
+def fingerprint(secret_key: str, body: dict) -> str:
+    return keyed_hash(secret_key, json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+
+
+def _existing(s: Session, tenant_id: uuid.UUID, key: str) -> IdempotencyKey | None:
+    return s.execute(select(IdempotencyKey).where(IdempotencyKey.tenant_id == tenant_id, IdempotencyKey.key == key,
+                                                  IdempotencyKey.expires_at > utcnow())).scalar_one_or_none()
+
+
+def _replay(s: Session, row: IdempotencyKey, fp: str) -> Run:
+    if row.fingerprint != fp:
+        raise APIError(422, "idempotency_key_reused",
+                       "this Idempotency-Key was used with a different request body")
+    return s.get(Run, row.run_id)
+
+
+class _Lock:
+    """SET NX PX with a token; released only by its holder. A Redis outage degrades to the DB backstop."""
+
+    def __init__(self, r: redis.Redis, name: str, ttl_ms: int = 30_000):
+        self.r, self.name, self.ttl_ms, self.token = r, name, ttl_ms, secrets.token_hex(16)
+        self.held = False
+
+    def acquire(self) -> bool:
+        try:
+            self.held = bool(self.r.set(self.name, self.token, nx=True, px=self.ttl_ms))
+            return self.held
+        except redis.RedisError:
+            return True  # no lock service: the UNIQUE constraint still decides
+
+    def release(self) -> None:
+        if self.held:
+            try:
+                self.r.eval(_RELEASE, 1, self.name, self.token)
+            except redis.RedisError:
+                pass
+
+
+def create_once(r: redis.Redis, tenant_id: uuid.UUID, key: str, fp: str, ttl_seconds: int, wait_seconds: float,
+                create: Callable[[Session], Run]) -> tuple[Run, bool]:
+    """Create a run under an Idempotency-Key; returns (run, replayed)."""
+    with db.session() as s:
+        row = _existing(s, tenant_id, key)
+        if row is not None:
+            return _replay(s, row, fp), True
+    lock = _Lock(r, f"agentruns:idem:{tenant_id}:{keyed_hash('', key.encode())}")
+    deadline = time.monotonic() + wait_seconds
+    while not lock.acquire():
+        # Someone else is creating this very request: wait for their commit, then replay it.
+        time.sleep(0.05)
+        with db.session() as s:
+            row = _existing(s, tenant_id, key)
+            if row is not None:
+                return _replay(s, row, fp), True
+        if time.monotonic() > deadline:
+            raise APIError(409, "idempotency_key_in_use",
+                           "a request with this Idempotency-Key is still being processed; retry shortly",
+                           headers={"Retry-After": "1"})
+    try:
+        try:
+            with db.session() as s:
+                row = _existing(s, tenant_id, key)
+                if row is not None:
+                    return _replay(s, row, fp), True
+                # An expired key that the purge has not removed yet may be reused.
+                s.execute(delete(IdempotencyKey).where(IdempotencyKey.tenant_id == tenant_id,
+                                                       IdempotencyKey.key == key))
+                run = create(s)
+                s.add(IdempotencyKey(tenant_id=tenant_id, key=key, fingerprint=fp, run_id=run.id,
+                                     expires_at=utcnow() + timedelta(seconds=ttl_seconds)))
+            return run, False
+        except IntegrityError:
+            with db.session() as s:
+                row = _existing(s, tenant_id, key)
+                if row is None:
+                    raise
+                return _replay(s, row, fp), True
+    finally:
+        lock.release()
+
+
+def purge_expired(s: Session) -> int:
+    """Delete keys past their retention; called by the periodic task."""
+    return s.execute(delete(IdempotencyKey).where(IdempotencyKey.expires_at <= utcnow())).rowcount

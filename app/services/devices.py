@@ -1,0 +1,102 @@
+"""Device registry: create, update, delete; secrets are encrypted here and never leave as output."""
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.api.errors import APIError
+from app.crypto import decrypt_json, encrypt_json
+from app.models import QUEUED, RUNNING, Device, Run
+
+SECRET_FIELDS = ("private_key", "password")
+
+
+def _split_providers(providers: dict) -> tuple[dict, dict]:
+    """Separate provider settings into the public part (executable, args) and the secret env."""
+    public, secret_env = {}, {}
+    for name, settings in providers.items():
+        settings = dict(settings)
+        env = settings.pop("env", None)
+        public[name] = settings
+        if env:
+            secret_env[name] = env
+    return public, secret_env
+
+
+def _apply(device: Device, data: dict, secret_key: str) -> None:
+    secrets = decrypt_json(secret_key, device.secrets_enc)
+    for name in SECRET_FIELDS:
+        if name in data:
+            value = data.pop(name)
+            if value is None:
+                secrets.pop(name, None)
+            else:
+                secrets[name] = value
+    if "env" in data:
+        secrets["env"] = data.pop("env")
+    if "providers" in data:
+        public, secret_env = _split_providers(data.pop("providers"))
+        device.providers = public
+        secrets["provider_env"] = secret_env
+    for key, value in data.items():
+        setattr(device, key, value)
+    device.secrets_enc = encrypt_json(secret_key, {k: v for k, v in secrets.items() if v})
+
+
+def create(s: Session, tenant_id: uuid.UUID, data: dict, secret_key: str) -> Device:
+    device = Device(tenant_id=tenant_id, id=data.pop("id", None) or str(uuid.uuid4()), labels={}, providers={},
+                    port=22, max_concurrent_runs=1, trust_on_first_use=False, login_shell=True)
+    _apply(device, data, secret_key)
+    s.add(device)
+    try:
+        s.flush()
+    except IntegrityError:
+        raise APIError(409, "device_exists", f"a device with id {device.id!r} already exists") from None
+    return device
+
+
+def get(s: Session, tenant_id: uuid.UUID, device_id: str) -> Device:
+    device = s.get(Device, (tenant_id, device_id))
+    if device is None:
+        raise APIError(404, "not_found", f"device {device_id!r} not found")
+    return device
+
+
+def update(s: Session, tenant_id: uuid.UUID, device_id: str, data: dict, secret_key: str) -> Device:
+    device = get(s, tenant_id, device_id)
+    _apply(device, data, secret_key)
+    if device.driver == "ssh" and not (device.host and device.username):
+        raise APIError(422, "validation_error", "host, username: required for driver ssh",
+                       {"fields": {"host": ["required for driver ssh"], "username": ["required for driver ssh"]}})
+    s.flush()
+    return device
+
+
+def delete(s: Session, tenant_id: uuid.UUID, device_id: str) -> None:
+    device = get(s, tenant_id, device_id)
+    live = s.execute(select(func.count()).select_from(Run).where(
+        Run.tenant_id == tenant_id, Run.target_id == device_id, Run.status.in_((QUEUED, RUNNING)))).scalar_one()
+    if live:
+        raise APIError(409, "device_busy", f"device {device_id!r} has {live} run(s) in flight")
+    s.delete(device)
+
+
+def list_all(s: Session, tenant_id: uuid.UUID) -> list[Device]:
+    return list(s.execute(select(Device).where(Device.tenant_id == tenant_id).order_by(Device.id)).scalars())
+
+
+def to_out(device: Device, secret_key: str) -> dict:
+    """The public view of a device: which secrets exist, never their values."""
+    secrets = decrypt_json(secret_key, device.secrets_enc)
+    out = {c: getattr(device, c) for c in ("id", "kind", "name", "driver", "host", "port", "username", "host_key",
+                                           "trust_on_first_use", "login_shell", "labels", "max_concurrent_runs",
+                                           "default_cwd", "created_at", "updated_at")}
+    providers = {name: dict(settings) for name, settings in (device.providers or {}).items()}
+    for name, env in secrets.get("provider_env", {}).items():
+        providers.setdefault(name, {})["env_names"] = sorted(env)
+    out.update(providers=providers, has_private_key="private_key" in secrets, has_password="password" in secrets,
+               env_names=sorted(secrets.get("env", {})))
+    return out

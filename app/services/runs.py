@@ -1,0 +1,130 @@
+"""Run services shared by the API views: create, read, list, cancel, events."""
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from datetime import datetime
+
+from sqlalchemy import and_, or_, select, tuple_
+from sqlalchemy.orm import Session
+
+from app import runstate
+from app.api.errors import APIError
+from app.config import Settings
+from app.crypto import encrypt_json
+from app.models import Device, Run, RunEvent
+
+
+def _prompt_limit(provider: str) -> int | None:
+    """Some CLIs take the prompt as one argument, which the kernel caps (MAX_ARG_STRLEN)."""
+    import providers  # TEMP until the registry lands
+
+    return getattr(getattr(providers, "PROVIDERS", {}).get(provider), "max_prompt_bytes", None)
+
+
+def _invalid(field: str, message: str) -> APIError:
+    return APIError(422, "validation_error", f"{field}: {message}", {"fields": {field: [message]}})
+
+
+def create(s: Session, tenant_id: uuid.UUID, data: dict, request_id: str, settings: Settings) -> Run:
+    """Insert a queued run after the checks that need the database (the device, its kind)."""
+    device = s.get(Device, (tenant_id, data["target_id"]))
+    if device is None:
+        raise _invalid("target_id", f"no device {data['target_id']!r} in this tenant")
+    if data["target_kind"] and data["target_kind"] != device.kind:
+        raise _invalid("target_kind", f"device {device.id!r} is a {device.kind}, not a {data['target_kind']}")
+    limit = _prompt_limit(data["provider"])
+    if limit is not None and len(data["prompt"].encode()) > limit:
+        raise _invalid("prompt", f"provider {data['provider']} accepts at most {limit} bytes of prompt")
+    run = Run(
+        tenant_id=tenant_id, target_kind=device.kind, target_id=device.id, provider=data["provider"],
+        prompt=data["prompt"], model=data.get("model"), command=data.get("command"),
+        cwd=data.get("cwd") or device.default_cwd or settings.default_cwd,
+        timeout=data.get("timeout") or settings.default_timeout, metadata_=data.get("metadata") or {},
+        env_enc=encrypt_json(settings.secret_key, data.get("env") or {}), request_id=request_id,
+        status=runstate.QUEUED, epoch=0, stdout_truncated=False, stderr_truncated=False,
+    )
+    s.add(run)
+    s.flush()
+    runstate.record_created(s, run)
+    return run
+
+
+def get(s: Session, tenant_id: uuid.UUID, run_id: str) -> Run:
+    """A run of this tenant, or 404 (also for another tenant's run and for malformed ids)."""
+    try:
+        rid = uuid.UUID(run_id)
+    except ValueError:
+        raise APIError(404, "not_found", f"run {run_id!r} not found") from None
+    run = s.get(Run, rid)
+    if run is None or run.tenant_id != tenant_id:
+        raise APIError(404, "not_found", f"run {run_id!r} not found")
+    return run
+
+
+def _encode_cursor(run: Run) -> str:
+    raw = json.dumps([run.created_at.isoformat(), str(run.id)])
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, rid = json.loads(raw)
+        return datetime.fromisoformat(created), uuid.UUID(rid)
+    except (ValueError, TypeError):
+        raise _invalid("cursor", "not a cursor this API returned") from None
+
+
+def _metadata_filter(key: str, value: str):
+    """Exact match on a top-level key; containment lets the GIN index answer it."""
+    options = [{key: value}]
+    try:
+        parsed = json.loads(value)
+        if isinstance(parsed, (int, float, bool)) or parsed is None:
+            options.append({key: parsed})
+    except ValueError:
+        pass
+    return or_(*(Run.metadata_.contains(o) for o in options))
+
+
+def list_runs(s: Session, tenant_id: uuid.UUID, q: dict, metadata: dict[str, str]) -> tuple[list[Run], str | None]:
+    """Newest first, keyset-paginated."""
+    cond = [Run.tenant_id == tenant_id]
+    targets = {q[k] for k in ("target_id", "sandbox_id", "computer_id") if k in q}
+    if len(targets) > 1:
+        raise _invalid("target_id", "target_id, sandbox_id and computer_id disagree")
+    if targets:
+        cond.append(Run.target_id == targets.pop())
+    kind = q.get("target_kind") or ("sandbox" if "sandbox_id" in q else "computer" if "computer_id" in q else None)
+    if kind:
+        cond.append(Run.target_kind == kind)
+    for name in ("status", "provider"):
+        if name in q:
+            cond.append(getattr(Run, name) == q[name])
+    if "created_after" in q:
+        cond.append(Run.created_at > q["created_after"])
+    if "created_before" in q:
+        cond.append(Run.created_at < q["created_before"])
+    cond.extend(_metadata_filter(k, v) for k, v in metadata.items())
+    if "cursor" in q:
+        cond.append(tuple_(Run.created_at, Run.id) < tuple_(*_decode_cursor(q["cursor"])))
+    limit = q["limit"]
+    rows = list(s.execute(select(Run).where(and_(*cond)).order_by(Run.created_at.desc(), Run.id.desc())
+                          .limit(limit + 1)).scalars())
+    next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+def cancel(s: Session, tenant_id: uuid.UUID, run_id: str) -> Run:
+    run = get(s, tenant_id, run_id)
+    try:
+        return runstate.cancel(s, run.id)
+    except runstate.CancelConflict as exc:
+        raise APIError(409, "run_finished", f"run already {exc.args[0]}; nothing to cancel") from None
+
+
+def events(s: Session, run_id: uuid.UUID, after_seq: int, limit: int) -> list[RunEvent]:
+    return list(s.execute(select(RunEvent).where(RunEvent.run_id == run_id, RunEvent.seq > after_seq)
+                          .order_by(RunEvent.seq).limit(limit)).scalars())

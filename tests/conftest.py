@@ -1,0 +1,126 @@
+"""Shared fixtures: a real PostgreSQL and Redis (embedded, started here, or given by env), the Flask app.
+
+AGENTRUNS_TEST_DATABASE_URL / AGENTRUNS_TEST_REDIS_URL point the suite at servers you run yourself;
+otherwise throwaway servers are started from the pip-shipped binaries (agentruns.embedded).
+Each test gets its own tenant, so tests never see each other's rows and no table is truncated.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+
+import psycopg
+import pytest
+import redis as redis_lib
+
+from app.config import Settings
+from app.crypto import new_secret_key
+
+pytest_plugins = ["tests.conftest_sshd"]
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(tmp_path_factory):
+    url = os.environ.get("AGENTRUNS_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    from agentruns.embedded import start_postgres
+
+    server = start_postgres(tmp_path_factory.mktemp("pg"), fast=True)
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_server_url):
+    """A fresh database with the schema migrated, dropped at the end of the session."""
+    from sqlalchemy.engine import make_url
+
+    base = make_url(pg_server_url)
+    name = f"agentruns_test_{uuid.uuid4().hex[:8]}"
+    admin = base.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = base.set(database=name).render_as_string(hide_password=False)
+    from app.migrate import upgrade
+
+    upgrade(url)
+    yield url
+    from app import db
+
+    if db._engine is not None:
+        db._engine.dispose()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    url = os.environ.get("AGENTRUNS_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    from agentruns.embedded import start_redis
+
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(database_url, redis_url) -> Settings:
+    return Settings(database_url=database_url, redis_url=redis_url, secret_key=new_secret_key(),
+                    idempotency_wait_seconds=3.0, lease_seconds=5, reaper_interval_seconds=1.0,
+                    queued_stale_seconds=5)
+
+
+@pytest.fixture(scope="session")
+def app(settings):
+    from app import create_app
+
+    flask_app = create_app(settings)
+    flask_app.testing = True
+    return flask_app
+
+
+@pytest.fixture()
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture()
+def redis_client(redis_url):
+    r = redis_lib.Redis.from_url(redis_url)
+    yield r
+    r.close()
+
+
+def make_key(tenant_name: str | None = None) -> tuple[str, str]:
+    """A new tenant and key; returns (tenant name, raw key)."""
+    from app import db
+    from app.services.keys import create_key
+
+    name = tenant_name or f"t-{uuid.uuid4().hex[:10]}"
+    with db.session() as s:
+        _, raw, _ = create_key(s, name)
+    return name, raw
+
+
+@pytest.fixture()
+def api_key(app) -> str:
+    return make_key()[1]
+
+
+@pytest.fixture()
+def auth(api_key) -> dict:
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+@pytest.fixture()
+def local_device(client, auth, tmp_path) -> dict:
+    """A `local` device whose default cwd is a fresh folder."""
+    resp = client.post("/api/v1/devices", json={"id": "box-1", "kind": "sandbox", "driver": "local",
+                                                "default_cwd": str(tmp_path)}, headers=auth)
+    assert resp.status_code == 201, resp.get_json()
+    return resp.get_json()["data"]
