@@ -58,9 +58,9 @@ def _flatten(messages, prefix="") -> dict[str, list[str]]:
             out.update(_flatten(val, name))
     elif isinstance(messages, list) and all(isinstance(m, str) for m in messages):
         out[prefix or "_schema"] = [_FRIENDLY.get(m, m) for m in messages]
-    elif isinstance(messages, list):
-        for i, val in enumerate(messages):
-            out.update(_flatten(val, f"{prefix}[{i}]"))
+    elif isinstance(messages, list):  # a validator that raised a dict: marshmallow wraps it in a list
+        for val in messages:
+            out.update(_flatten(val, prefix))
     else:
         out[prefix or "_schema"] = [_FRIENDLY.get(str(messages), str(messages))]
     return out
