@@ -73,9 +73,9 @@ class ClaudeCode:
             session_id=as_str(result.get("session_id")) or session_id,
         )
         subtype = as_str(result.get("subtype")) or ""
-        # is_error is the verdict; "success" can come with is_error true, and error_*
-        # subtypes (max turns, execution errors) are failures whatever is_error says.
-        if result.get("is_error") is True or subtype.startswith("error"):
+        # is_error is the verdict ("success" can come with is_error true): only an explicit
+        # false passes. error_* subtypes (max turns, execution errors) fail whatever it says.
+        if result.get("is_error") is not False or subtype.startswith("error"):
             parsed.succeeded = False
             parsed.error_code = "provider_error"
             parsed.error_message = _error_message(result, output, subtype) or stderr_tail(stderr)

@@ -71,7 +71,9 @@ class Osa:
             session_id=as_str(final.get("session_id")),
         )
         subtype = as_str(final.get("subtype")) or ""
-        if final.get("type") == "error" or final.get("is_error") is True or subtype.startswith("error"):
+        # The older headless task had no is_error; where it is present only false passes.
+        unreadable = "is_error" in final and final["is_error"] is not False
+        if final.get("type") == "error" or unreadable or subtype.startswith("error"):
             message = as_str(final.get("error")) or output or "osa reported an error"
             return ParsedResult(
                 succeeded=False,
