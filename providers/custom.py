@@ -14,7 +14,7 @@ so nothing the user wrote is ever spliced into a command line.
 """
 from __future__ import annotations
 
-from providers._common import invocation, join_messages, signal_message, stderr_tail
+from providers._common import join_messages, signal_message, stderr_tail
 from providers.base import Invocation, ParsedResult, RunSpec
 
 # $1 is the shell to use ("" for the default); $2.. go to the command as $1..
@@ -47,15 +47,14 @@ class Custom:
             spec.settings.executable or "",
             *spec.settings.extra_args,
         ]
-        run_env = {
+        env = {
+            **spec.settings.env,
+            # The run's own variables win over device settings: they define this contract.
             "AGENTRUNS_COMMAND": spec.command,
             "AGENTRUNS_RUN_ID": spec.run_id,
             "AGENTRUNS_MODEL": spec.model or "",
         }
-        inv = invocation(spec, argv)
-        # The run's own variables win over device settings: they define this contract.
-        inv.env.update(run_env)
-        return inv
+        return Invocation(argv=argv, stdin=spec.prompt.encode("utf-8"), env=env)
 
     def parse(self, exit_code: int | None, stdout: str, stderr: str) -> ParsedResult:
         """stdout as is; exit 0 succeeds, anything else is `nonzero_exit`."""
