@@ -5,7 +5,8 @@ Zero rows back means another actor owns the run (or it already moved on): the ca
 Each transition also appends a `status` event in the same transaction, so the event log and the row
 never disagree.
 
-    queued  -> running   claim()          (worker; bumps epoch, sets the lease)
+    queued  -> running   claim(), claim_next()   (worker; bumps epoch, sets the lease)
+    running -> queued    unclaim()        (worker; only before the command started)
     queued  -> canceled  cancel()         (API; the run never executes)
     running -> succeeded | failed | canceled   finish()   (worker holding the epoch)
     running -> failed    reap_expired()   (beat; lease expired -> worker_lost)
@@ -14,10 +15,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from app.models import CANCELED, FAILED, QUEUED, RUNNING, TERMINAL, Run, RunEvent
@@ -40,7 +40,7 @@ def _transition(s: Session, run_id, allowed: tuple[str, ...], values: dict, epoc
         cond.append(Run.epoch == epoch)
     row = s.execute(update(Run).where(and_(*cond)).values(**values).returning(Run)).scalar_one_or_none()
     if row is not None and "status" in values:
-        _status_event(s, run_id, values["status"], values.get("error"))
+        _status_event(s, row.id, values["status"], values.get("error"))
     return row
 
 
@@ -52,6 +52,16 @@ def record_created(s: Session, run: Run) -> None:
 def claim(s: Session, run_id: uuid.UUID, worker_id: str, lease_seconds: int) -> Run | None:
     """queued -> running; returns the run with its new epoch, or None if someone else has it."""
     return _transition(s, run_id, (QUEUED,), {
+        "status": RUNNING, "epoch": Run.epoch + 1, "worker_id": worker_id,
+        "lease_until": func.now() + timedelta(seconds=lease_seconds),
+    })
+
+
+def claim_next(s: Session, tenant_id: uuid.UUID, device_id: str, worker_id: str, lease_seconds: int) -> Run | None:
+    """Claim the oldest queued run of a device, so a device starts its runs in creation order."""
+    oldest = (select(Run.id).where(Run.tenant_id == tenant_id, Run.target_id == device_id, Run.status == QUEUED)
+              .order_by(Run.created_at, Run.id).limit(1).with_for_update(skip_locked=True).scalar_subquery())
+    return _transition(s, oldest, (QUEUED,), {
         "status": RUNNING, "epoch": Run.epoch + 1, "worker_id": worker_id,
         "lease_until": func.now() + timedelta(seconds=lease_seconds),
     })
@@ -74,20 +84,17 @@ def mark_started(s: Session, run_id: uuid.UUID, epoch: int, pgid: int | None, st
     return row is not None
 
 
-@dataclass
-class LeaseState:
-    held: bool
-    cancel_requested: bool
+def renew_leases(s: Session, held: list[tuple[uuid.UUID, int]], lease_seconds: int) -> dict[uuid.UUID, bool]:
+    """Extend the DB lease of every (run, epoch) we still hold, in one statement.
 
-
-def renew_lease(s: Session, run_id: uuid.UUID, epoch: int, lease_seconds: int) -> LeaseState:
-    """Extend the DB lease if we still hold the epoch; also report a pending cancel request."""
-    row = s.execute(update(Run).where(Run.id == run_id, Run.status == RUNNING, Run.epoch == epoch)
-                    .values(lease_until=func.now() + timedelta(seconds=lease_seconds))
-                    .returning(Run.cancel_requested_at)).first()
-    if row is None:
-        return LeaseState(held=False, cancel_requested=False)
-    return LeaseState(held=True, cancel_requested=row[0] is not None)
+    Returns {run_id: cancel_requested} for the runs still held; a run missing from it lost its lease.
+    """
+    if not held:
+        return {}
+    rows = s.execute(update(Run).where(tuple_(Run.id, Run.epoch).in_(held), Run.status == RUNNING)
+                     .values(lease_until=func.now() + timedelta(seconds=lease_seconds))
+                     .returning(Run.id, Run.cancel_requested_at)).all()
+    return {run_id: requested is not None for run_id, requested in rows}
 
 
 def finish(s: Session, run_id: uuid.UUID, epoch: int, status: str, **fields) -> Run | None:

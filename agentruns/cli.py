@@ -1,0 +1,164 @@
+"""`agentruns`: one console script for operating the service (api, worker, beat, db, keys, dev).
+
+The client commands (sandbox/computer prompt, runs, devices, mcp) are registered from
+agentruns.cli_client so operators and users share one entry point.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+
+import click
+
+from app.config import Settings
+
+
+def _logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="agentruns")
+def main() -> None:
+    """Dispatch AI coding-agent runs to devices over SSH, and keep every run as a record.
+
+    Configuration comes from the environment: DATABASE_URL, REDIS_URL, AGENTRUNS_SECRET_KEY and the
+    AGENTRUNS_* settings listed in the README.
+    """
+
+
+@main.command()
+@click.option("--bind", default="127.0.0.1:8000", show_default=True, help="HOST:PORT to listen on.")
+@click.option("--workers", default=2, show_default=True, help="gunicorn worker processes.")
+@click.option("--worker-class", type=click.Choice(["gevent", "gthread"]), default="gevent", show_default=True,
+              help="gevent serves hundreds of long-polls and live streams per process; gthread is the fallback.")
+@click.option("--connections", default=1000, show_default=True,
+              help="Concurrent connections per worker (gevent) or threads per worker (gthread).")
+def api(bind: str, workers: int, worker_class: str, connections: int) -> None:
+    """Serve the REST API with gunicorn."""
+    from gunicorn.app.base import BaseApplication
+
+    from app import create_app
+
+    class Server(BaseApplication):
+        def load_config(self):
+            for key, value in {"bind": bind, "workers": workers, "worker_class": worker_class,
+                               "worker_connections": connections, "threads": min(connections, 64),
+                               "timeout": 0, "graceful_timeout": 30, "keepalive": 5,
+                               "accesslog": None, "control_socket_disable": True}.items():
+                if key in self.cfg.settings:
+                    self.cfg.set(key, value)
+
+        def load(self):
+            return create_app()
+
+    _logging()
+    Server().run()
+
+
+@main.command()
+@click.option("--concurrency", "-c", default=200, show_default=True,
+              help="Runs one worker process holds at once (threads: runs wait on SSH, not CPU).")
+@click.option("--loglevel", default="INFO", show_default=True)
+@click.option("--hostname", "-n", default=None, help="Celery node name (default: agentruns@HOST:PID).")
+def worker(concurrency: int, loglevel: str, hostname: str | None) -> None:
+    """Start a Celery worker that executes runs."""
+    from workers.tasks import celery
+
+    _logging(loglevel)
+    argv = ["worker", "--pool", "threads", "--concurrency", str(concurrency), "--loglevel", loglevel,
+            "-Q", "agentruns", "--without-gossip", "--without-mingle",
+            "--hostname", hostname or f"agentruns@%h:{os.getpid()}"]
+    celery.worker_main(argv)
+
+
+@main.command()
+@click.option("--loglevel", default="INFO", show_default=True)
+@click.option("--schedule", default=None, help="Beat schedule file (default: a temporary file).")
+def beat(loglevel: str, schedule: str | None) -> None:
+    """Run the periodic tasks: reaper, sweeper, idempotency-key purge."""
+    from workers.tasks import celery
+
+    _logging(loglevel)
+    schedule = schedule or os.path.join(tempfile.mkdtemp(prefix="agentruns-beat-"), "schedule")
+    celery.start(["beat", "--loglevel", loglevel, "--schedule", schedule])
+
+
+@main.group()
+def db() -> None:
+    """Database schema commands."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Apply Alembic migrations up to REVISION."""
+    from app.migrate import upgrade
+
+    upgrade(Settings.from_env().database_url, revision)
+    click.echo(f"database at {revision}")
+
+
+@main.group()
+def keys() -> None:
+    """Tenants' API keys."""
+
+
+@keys.command("create")
+@click.option("--tenant", required=True, help="Tenant name (created if needed).")
+@click.option("--json", "as_json", is_flag=True, help="Print {tenant, key, prefix} as JSON.")
+def keys_create(tenant: str, as_json: bool) -> None:
+    """Create an API key; it is printed once and stored only as a hash."""
+    from app import db as database
+    from app.services.keys import create_key
+
+    database.init(Settings.from_env().database_url)
+    with database.session() as s:
+        t, raw, prefix = create_key(s, tenant)
+    if as_json:
+        click.echo(json.dumps({"tenant": t.name, "key": raw, "prefix": prefix}))
+    else:
+        click.echo(f"tenant: {t.name}\nkey:    {raw}\nprefix: {prefix}\n(the key is shown only once)")
+
+
+@keys.command("revoke")
+@click.argument("prefix")
+def keys_revoke(prefix: str) -> None:
+    """Revoke the key with this visible PREFIX."""
+    from app import db as database
+    from app.services.keys import revoke_key
+
+    database.init(Settings.from_env().database_url)
+    with database.session() as s:
+        found = revoke_key(s, prefix)
+    if not found:
+        raise click.ClickException(f"no live key with prefix {prefix}")
+    click.echo(f"revoked {prefix}")
+
+
+@keys.command("gen-secret")
+def keys_gen_secret() -> None:
+    """Print a new AGENTRUNS_SECRET_KEY (Fernet key) for encrypting secrets at rest."""
+    from app.crypto import new_secret_key
+
+    click.echo(new_secret_key())
+
+
+def _register_optional() -> None:
+    """Client and dev commands live in their own modules to keep this one about operations."""
+    import importlib
+
+    for module in ("agentruns.cli_client", "agentruns.dev"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        mod.register(main)
+
+
+_register_optional()

@@ -1,0 +1,43 @@
+"""Per-process worker resources, created on first use (never at import): settings, DB, Redis, supervisor."""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from dataclasses import dataclass
+
+import redis
+
+from app import db
+from app.config import Settings
+from workers.leases import Leases
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    redis: redis.Redis
+    leases: Leases
+    worker_id: str
+    supervisor: "Supervisor"  # noqa: F821 - set right after construction
+
+
+_ctx: WorkerContext | None = None
+_lock = threading.Lock()
+
+
+def get() -> WorkerContext:
+    """The process's context; the first call connects nothing yet but sets everything up."""
+    global _ctx
+    with _lock:
+        if _ctx is None or _ctx.worker_id.rsplit(":", 1)[-1] != str(os.getpid()):
+            from workers.supervisor import Supervisor
+
+            settings = Settings.from_env()
+            db.init(settings.database_url)
+            r = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=10,
+                                     health_check_interval=30)
+            ctx = WorkerContext(settings, r, Leases(r), f"{socket.gethostname()}:{os.getpid()}", None)
+            ctx.supervisor = Supervisor(ctx)
+            _ctx = ctx
+        return _ctx

@@ -1,0 +1,59 @@
+"""Turn a device record into what a driver and a provider need (secrets decrypted only in memory)."""
+from __future__ import annotations
+
+import getpass
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy import update
+
+from app import db
+from app.crypto import decrypt_json
+from app.models import Device
+from drivers.base import DeviceSpec
+from providers.base import ProviderSettings
+
+log = logging.getLogger("agentruns.worker")
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    spec: DeviceSpec
+    env: dict[str, str] = field(repr=False)
+    providers: dict[str, ProviderSettings] = field(repr=False)
+    username: str | None
+
+    def provider_settings(self, name: str) -> ProviderSettings:
+        # `claude` is an alias of `claude-code`; settings under either name apply to both.
+        alias = {"claude": "claude-code", "claude-code": "claude"}.get(name)
+        return self.providers.get(name) or (self.providers.get(alias) if alias else None) or ProviderSettings()
+
+
+def load(device: Device, secret_key: str) -> DeviceConfig:
+    secrets = decrypt_json(secret_key, device.secrets_enc)
+    spec = DeviceSpec(
+        id=f"{device.tenant_id}/{device.id}", driver=device.driver, host=device.host, port=device.port or 22,
+        username=device.username, private_key=secrets.get("private_key"), password=secrets.get("password"),
+        host_key=device.host_key, trust_on_first_use=device.trust_on_first_use, login_shell=device.login_shell,
+    )
+    provider_env = secrets.get("provider_env", {})
+    providers = {}
+    for name in set(device.providers or {}) | set(provider_env):
+        public = (device.providers or {}).get(name, {})
+        providers[name] = ProviderSettings(executable=public.get("executable"),
+                                           extra_args=tuple(public.get("extra_args") or ()),
+                                           env=provider_env.get(name, {}))
+    username = device.username if device.driver == "ssh" else getpass.getuser()
+    return DeviceConfig(spec=spec, env=secrets.get("env", {}), providers=providers, username=username)
+
+
+def pin_host_key(tenant_id, device_id: str):
+    """A callback for trust-on-first-use: store the first key seen, never overwrite a pinned one."""
+
+    def store(line: str) -> None:
+        with db.session() as s:
+            s.execute(update(Device).where(Device.tenant_id == tenant_id, Device.id == device_id,
+                                           Device.host_key.is_(None)).values(host_key=line))
+        log.info("pinned host key for device %s on first use", device_id)
+
+    return store

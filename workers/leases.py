@@ -1,0 +1,74 @@
+"""Redis leases: a per-run lock and a per-device semaphore, both with tokens and expiry.
+
+Both are renewed by the supervisor's heartbeat. A crashed worker's leases simply expire. PostgreSQL
+(the epoch fence in app.runstate) stays the final word; these keep two workers off one run and keep
+a device within its max_concurrent_runs.
+"""
+from __future__ import annotations
+
+import secrets
+
+import redis
+
+_LOCK_EXTEND = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"""
+_LOCK_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"""
+# Slots: a sorted set of holder tokens scored by expiry (ms, Redis clock, so hosts' clocks don't matter).
+_SLOT_ACQUIRE = """
+local t = redis.call('time')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('zremrangebyscore', KEYS[1], '-inf', now)
+if redis.call('zcard', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('zadd', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
+  redis.call('pexpire', KEYS[1], tonumber(ARGV[2]) * 2)
+  return 1
+end
+return 0"""
+_SLOT_RENEW = """
+local t = redis.call('time')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ok = redis.call('zadd', KEYS[1], 'XX', 'CH', now + tonumber(ARGV[1]), ARGV[2])
+redis.call('pexpire', KEYS[1], tonumber(ARGV[1]) * 2)
+return redis.call('zscore', KEYS[1], ARGV[2]) and 1 or 0"""
+
+
+def run_lock_key(run_id) -> str:
+    return f"agentruns:run-lock:{run_id}"
+
+
+def slots_key(tenant_id, device_id) -> str:
+    return f"agentruns:device-slots:{tenant_id}:{device_id}"
+
+
+def new_token() -> str:
+    return secrets.token_hex(12)
+
+
+class Leases:
+    """Script handles bound to one Redis client."""
+
+    def __init__(self, r: redis.Redis):
+        self.r = r
+        self._extend = r.register_script(_LOCK_EXTEND)
+        self._release = r.register_script(_LOCK_RELEASE)
+        self._slot_acquire = r.register_script(_SLOT_ACQUIRE)
+        self._slot_renew = r.register_script(_SLOT_RENEW)
+
+    def lock(self, key: str, token: str, ttl_ms: int) -> bool:
+        return bool(self.r.set(key, token, nx=True, px=ttl_ms))
+
+    def extend(self, key: str, token: str, ttl_ms: int, client=None) -> bool:
+        return bool(self._extend(keys=[key], args=[token, ttl_ms], client=client))
+
+    def unlock(self, key: str, token: str) -> None:
+        self._release(keys=[key], args=[token])
+
+    def acquire_slot(self, key: str, limit: int, token: str, ttl_ms: int) -> bool:
+        return bool(self._slot_acquire(keys=[key], args=[limit, ttl_ms, token]))
+
+    def renew_slot(self, key: str, token: str, ttl_ms: int, client=None) -> bool:
+        return bool(self._slot_renew(keys=[key], args=[ttl_ms, token], client=client))
+
+    def release_slot(self, key: str, token: str) -> None:
+        self.r.zrem(key, token)

@@ -1,0 +1,54 @@
+"""Periodic housekeeping run by `agentruns beat`: reap lost runs, re-enqueue stranded ones, purge keys."""
+from __future__ import annotations
+
+import logging
+
+from app import db, runstate
+from app.enqueue import enqueue
+from app.idempotency import purge_expired
+from app.models import Device
+from app.notify import publish
+from drivers import get_driver
+from workers import context, devices
+
+log = logging.getLogger("agentruns.beat")
+
+
+def reap() -> int:
+    """Fail runs whose worker stopped renewing the lease, and kill their remote process groups."""
+    ctx = context.get()
+    with db.session() as s:
+        reaped = runstate.reap_expired(s)
+    for run in reaped:
+        log.warning("run %s: lease expired, marked failed/worker_lost", run.id)
+        publish(ctx.redis, run.id, "finished")
+        if run.pgid:
+            _kill_remote(ctx, run)
+    return len(reaped)
+
+
+def _kill_remote(ctx, run) -> None:
+    try:
+        with db.session() as s:
+            device = s.get(Device, (run.tenant_id, run.target_id))
+        if device is not None:
+            get_driver(devices.load(device, ctx.settings.secret_key).spec).kill_group(run.pgid)
+    except Exception as exc:  # an unreachable device is expected here; the run is failed regardless
+        log.warning("run %s: could not kill remote process group %s: %s", run.id, run.pgid, exc)
+
+
+def sweep(celery) -> int:
+    """Re-send queued runs that nobody claimed for a while (the broker was down, a message was lost)."""
+    ctx = context.get()
+    with db.session() as s:
+        ids = runstate.stale_queued(s, ctx.settings.queued_stale_seconds)
+    if ids:
+        enqueue(celery, ids)
+        log.info("re-enqueued %d stale queued run(s)", len(ids))
+    return len(ids)
+
+
+def purge_keys() -> int:
+    context.get()
+    with db.session() as s:
+        return purge_expired(s)

@@ -1,0 +1,144 @@
+"""One heartbeat thread per worker process for all of its in-flight runs.
+
+Every tick it flushes buffered output events (one INSERT for all runs) and, every heartbeat, renews
+the DB leases (one UPDATE), the Redis run locks and the device slots, and picks up cancel requests.
+A run whose lease was lost is stopped with reason `lease_lost`: its worker kills the remote process
+and writes nothing, because the epoch it holds is no longer the run's.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from sqlalchemy import insert
+
+from app import db, runstate
+from app.models import RunEvent
+from app.notify import publish
+
+log = logging.getLogger("agentruns.worker")
+TICK = 0.2
+
+
+@dataclass
+class ActiveRun:
+    run_id: uuid.UUID
+    epoch: int
+    lock_key: str
+    lock_token: str
+    slot_key: str
+    slot_token: str
+    stop: threading.Event = field(default_factory=threading.Event)
+    stop_reason: str | None = None  # "canceled" | "lease_lost" | "worker_shutdown"
+    events: list = field(default_factory=list)
+    events_written: int = 0
+    events_dropped: bool = False
+
+    def request_stop(self, reason: str) -> None:
+        if not self.stop.is_set():
+            self.stop_reason = reason
+            self.stop.set()
+
+
+class Supervisor:
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.active: dict[uuid.UUID, ActiveRun] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._last_beat = 0.0
+
+    def add(self, run: ActiveRun) -> None:
+        with self._lock:
+            self.active[run.run_id] = run
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="agentruns-heartbeat", daemon=True)
+                self._thread.start()
+
+    def remove(self, run: ActiveRun) -> None:
+        """Flush what is left of the run's output and forget it."""
+        self.flush_events([run])
+        with self._lock:
+            self.active.pop(run.run_id, None)
+
+    def output(self, run: ActiveRun, stream: str, chunk: bytes) -> None:
+        """Buffer a chunk of live output (called from driver threads)."""
+        cap = self.ctx.settings.max_events_per_run
+        with self._lock:
+            if run.events_written + len(run.events) < cap:
+                run.events.append((stream, chunk.decode("utf-8", "replace")))
+            elif not run.events_dropped:
+                run.events_dropped = True
+                run.events.append(("status", json.dumps({"note": f"live output capped at {cap} events"})))
+
+    def stop_all(self, reason: str) -> None:
+        with self._lock:
+            for run in self.active.values():
+                run.request_stop(reason)
+
+    def flush_events(self, runs: list[ActiveRun] | None = None) -> None:
+        with self._lock:
+            batch = []
+            for run in runs if runs is not None else list(self.active.values()):
+                for stream, data in run.events:
+                    batch.append({"run_id": run.run_id, "type": stream, "data": data})
+                run.events_written += len(run.events)
+                run.events = []
+        if not batch:
+            return
+        try:
+            with db.session() as s:
+                s.execute(insert(RunEvent), batch)
+        except Exception:
+            log.exception("could not write %d output events", len(batch))
+            return
+        for run_id in {row["run_id"] for row in batch}:
+            publish(self.ctx.redis, run_id, "output")
+
+    def beat(self) -> None:
+        """Renew every lease we hold and deliver cancel requests."""
+        with self._lock:
+            runs = list(self.active.values())
+        if not runs:
+            return
+        ttl = self.ctx.settings.lease_seconds
+        try:
+            with db.session() as s:
+                held = runstate.renew_leases(s, [(r.run_id, r.epoch) for r in runs], ttl)
+        except Exception:
+            log.exception("lease renewal failed; will retry")
+            return
+        try:
+            pipe = self.ctx.redis.pipeline(transaction=False)
+            for r in runs:
+                self.ctx.leases.extend(r.lock_key, r.lock_token, ttl * 1000, client=pipe)
+                self.ctx.leases.renew_slot(r.slot_key, r.slot_token, ttl * 1000, client=pipe)
+            pipe.execute()
+        except Exception as exc:  # Redis leases lapse harmlessly; PostgreSQL still fences the run
+            log.warning("redis lease renewal failed: %s", exc)
+        for r in runs:
+            if r.run_id not in held:
+                if not r.stop.is_set():
+                    log.warning("run %s lost its lease (epoch %s); stopping without writing", r.run_id, r.epoch)
+                r.request_stop("lease_lost")
+            elif held[r.run_id]:
+                r.request_stop("canceled")
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                if not self.active:
+                    self._thread = None
+                    return
+            try:
+                self.flush_events()
+                if time.monotonic() - self._last_beat >= self.ctx.settings.heartbeat_seconds:
+                    self._last_beat = time.monotonic()
+                    self.beat()
+            except Exception:
+                log.exception("heartbeat tick failed")
+            time.sleep(TICK)

@@ -1,0 +1,52 @@
+"""Celery tasks. They take ids, have explicit names, and delegate; the worker never boots the web app.
+
+Start with `agentruns worker` / `agentruns beat`, or `celery -A workers.tasks worker --pool threads`.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+from celery.signals import worker_shutting_down
+
+from app.config import Settings
+from workers import context, periodic, runner
+from workers.celery_app import EXECUTE, make_celery
+
+log = logging.getLogger("agentruns.worker")
+
+# Building the Celery object connects to nothing; the broker is reached when the worker starts.
+celery = make_celery(Settings.from_env())
+
+
+@celery.task(name=EXECUTE)
+def execute(run_id: str) -> str:
+    return runner.execute(run_id)
+
+
+@celery.task(name="runs.reap")
+def reap() -> int:
+    return periodic.reap()
+
+
+@celery.task(name="runs.sweep")
+def sweep() -> int:
+    return periodic.sweep(celery)
+
+
+@celery.task(name="runs.purge_idempotency_keys")
+def purge_idempotency_keys() -> int:
+    return periodic.purge_keys()
+
+
+@worker_shutting_down.connect
+def _grace_then_stop(**_):
+    """Warm shutdown: in-flight runs get the grace period, then are killed and recorded worker_shutdown."""
+    grace = Settings.from_env().shutdown_grace_seconds
+
+    def stop_after_grace():
+        threading.Event().wait(grace)
+        log.warning("shutdown grace (%ss) over: stopping in-flight runs", grace)
+        context.get().supervisor.stop_all("worker_shutdown")
+
+    threading.Thread(target=stop_after_grace, name="agentruns-shutdown", daemon=True).start()
