@@ -19,10 +19,10 @@ from providers.base import Invocation, ParsedResult, RunSpec
 
 # $1 is the shell to use ("" for the default); $2.. go to the command as $1..
 WRAPPER_SCRIPT = (
-    'f=$(mktemp) || exit 125\n'
-    "trap 'rm -f \"$f\"' EXIT\n"
+    "f=; trap 'rm -f \"$f\"' EXIT\n"
     # Turn signals into a normal exit so the EXIT trap still removes the prompt file.
     "trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM\n"
+    'f=$(mktemp) || exit 125\n'
     'cat > "$f" || exit 125\n'
     'AGENTRUNS_PROMPT_FILE=$f; export AGENTRUNS_PROMPT_FILE\n'
     'agentruns_shell=${1:-${SHELL:-/bin/sh}}; shift\n'

@@ -49,15 +49,16 @@ USAGE_MARKER = "__AGENTRUNS_HERMES_USAGE_5d1c9a7e__"
 
 # $1.. is the hermes command line without the prompt. `$(cat; printf x)` keeps trailing
 # newlines that plain `$(cat)` would strip. Traps turn TERM/INT/HUP into a normal exit so
-# the EXIT trap removes the usage file; the exit code is hermes's own.
+# the EXIT trap removes the usage file; the exit code is hermes's own. No backslashes, so
+# the script survives any quoting the driver's login shell applies.
 WRAPPER_SCRIPT = (
+    "f=; trap 'rm -f \"$f\"' EXIT\n"
+    "trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM\n"
     'p=$(cat; printf x); p=${p%x}\n'
     'f=$(mktemp) || exit 125\n'
-    "trap 'rm -f \"$f\"' EXIT\n"
-    "trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM\n"
     '"$@" --oneshot="$p" --usage-file "$f"\n'
     'rc=$?\n'
-    f"printf '%s\\n' '{USAGE_MARKER}'\n"
+    f"echo {USAGE_MARKER}\n"
     'cat "$f"\n'
     'exit $rc\n'
 )
