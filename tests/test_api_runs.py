@@ -207,3 +207,16 @@ def test_get_wait_returns_when_terminal(client, auth, local_device):
     got = client.get(f"/api/v1/agent-runs/{other['id']}?wait=1", headers=auth).get_json()["data"]
     assert got["status"] == "queued" and 0.9 < time.monotonic() - started < 4
     assert client.get(f"/api/v1/agent-runs/{other['id']}?wait=-1", headers=auth).status_code == 422
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"prompt": "a\u0000b"}, "prompt"),
+    ({"prompt": "x", "provider": "custom", "command": "echo \u0000"}, "command"),
+    ({"prompt": "x", "metadata": {"k": "v\u0000"}}, "metadata"),
+    ({"prompt": "x", "metadata": {"k": ["ok", {"deep": "\u0000"}]}}, "metadata"),
+    ({"prompt": "é" * 70_000, "provider": "hermes"}, "prompt"),  # 70k chars, 140 KB: over the argv limit
+])
+def test_values_the_store_or_a_cli_cannot_take(client, auth, local_device, body, field):
+    resp = post_run(client, auth, {"sandbox_id": "box-1", **body})
+    assert resp.status_code == 422, resp.get_json()
+    assert field in resp.get_json()["error"]["details"]["fields"]

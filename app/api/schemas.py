@@ -25,6 +25,16 @@ def check_cwd(value: str) -> None:
         raise ValidationError("at most 4096 bytes")
 
 
+def _has_nul(value) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def check_env(value: dict) -> None:
     for name, val in value.items():
         if not ENV_NAME.match(name):
@@ -73,8 +83,15 @@ class RunCreate(Schema):
     wait = Wait(load_default=0)
     env = fields.Dict(keys=fields.String(), values=fields.Raw(), load_default=dict, validate=check_env)
 
+    @validates("command")
+    def _command(self, value, **_):
+        if "\x00" in value:
+            raise ValidationError("must not contain NUL")
+
     @validates("prompt")
     def _prompt(self, value, **_):
+        if "\x00" in value:  # PostgreSQL text cannot hold NUL, and no CLI could receive it as an argument
+            raise ValidationError("must not contain NUL")
         if not value.strip():
             raise ValidationError("must not be empty")
         limit = current_app.config["SETTINGS"].max_prompt_chars if has_app_context() else 100_000
@@ -88,8 +105,11 @@ class RunCreate(Schema):
         long_keys = [k for k in value if not 1 <= len(k) <= 40]
         if long_keys:
             raise ValidationError(f"keys must be 1 to 40 characters: {long_keys[0][:50]!r}")
-        if len(json.dumps(value, separators=(",", ":")).encode()) > 16 * 1024:
+        encoded = json.dumps(value, separators=(",", ":"))
+        if len(encoded.encode()) > 16 * 1024:
             raise ValidationError("at most 16 KiB of JSON")
+        if _has_nul(value):  # jsonb rejects NUL characters
+            raise ValidationError("must not contain NUL characters")
 
     @validates_schema
     def _targets(self, data, **_):

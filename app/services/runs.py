@@ -14,13 +14,12 @@ from app.api.errors import APIError
 from app.config import Settings
 from app.crypto import encrypt_json
 from app.models import Device, Run, RunEvent
+from providers import get_provider
 
 
 def _prompt_limit(provider: str) -> int | None:
     """Some CLIs take the prompt as one argument, which the kernel caps (MAX_ARG_STRLEN)."""
-    import providers  # TEMP until the registry lands
-
-    return getattr(getattr(providers, "PROVIDERS", {}).get(provider), "max_prompt_bytes", None)
+    return getattr(get_provider(provider), "max_prompt_bytes", None)
 
 
 def _invalid(field: str, message: str) -> APIError:
