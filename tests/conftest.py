@@ -124,3 +124,60 @@ def local_device(client, auth, tmp_path) -> dict:
                                                 "default_cwd": str(tmp_path)}, headers=auth)
     assert resp.status_code == 201, resp.get_json()
     return resp.get_json()["data"]
+
+
+# --- end-to-end: real worker processes -------------------------------------------------------------
+E2E_OVERRIDES = dict(lease_seconds=3, heartbeat_seconds=0.5, reaper_interval_seconds=1, queued_stale_seconds=5,
+                     kill_grace_seconds=1, shutdown_grace_seconds=3)
+
+
+@pytest.fixture(scope="session")
+def e2e_env(settings):
+    from tests.stack import service_env
+
+    return service_env(settings, **E2E_OVERRIDES)
+
+
+@pytest.fixture(scope="session")
+def worker(e2e_env):
+    """One Celery worker process (threads pool) shared by the end-to-end tests, plus beat."""
+    from tests.stack import start_beat, start_worker
+
+    proc = start_worker(e2e_env)
+    beat = start_beat(e2e_env)
+    yield proc
+    beat.stop()
+    proc.stop()
+
+
+@pytest.fixture()
+def ssh_device(client, auth, sshd):
+    """An ssh device on the test sshd, pinned to its host key, with a fresh working folder."""
+    workdir = f"/tmp/agentruns-e2e-{uuid.uuid4().hex[:8]}"
+    sshd.run_as_user(f"mkdir -p {workdir}")
+    body = {"id": "dev-ssh", "kind": "computer", "driver": "ssh", "host": sshd.host, "port": sshd.port,
+            "username": sshd.username, "private_key": sshd.private_key, "host_key": sshd.host_key,
+            "default_cwd": workdir}
+    resp = client.post("/api/v1/devices", json=body, headers=auth)
+    assert resp.status_code == 201, resp.get_json()
+    return {**resp.get_json()["data"], "workdir": workdir}
+
+
+def wait_run(client, auth, run_id: str, seconds: float = 30) -> dict:
+    """Long-poll a run until it is terminal (fails the test if it is not)."""
+    resp = client.get(f"/api/v1/agent-runs/{run_id}?wait={int(seconds)}", headers=auth)
+    run = resp.get_json()["data"]
+    assert run["status"] in ("succeeded", "failed", "canceled"), run
+    return run
+
+
+@pytest.fixture(scope="session")
+def live_server(e2e_env, worker):
+    """A real gunicorn API (`agentruns api`) on a free port, backed by the session's worker and beat."""
+    from tests.sshd import free_port
+    from tests.stack import start_api
+
+    port = free_port()
+    proc = start_api(e2e_env, port)
+    yield f"http://127.0.0.1:{port}"
+    proc.stop()
