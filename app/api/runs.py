@@ -5,6 +5,7 @@ from flask import current_app, g, request
 from flask_smorest import Blueprint
 
 from app import db, idempotency
+from app.api import stream
 from app.api.errors import APIError, request_id
 from app.api.schemas import (EventListEnvelope, EventsQuery, RunCreate, RunEnvelope, RunListEnvelope,
                              RunListQuery, WaitQuery)
@@ -94,8 +95,11 @@ def cancel_run(run_id):
 @blp.arguments(EventsQuery, location="query")
 @blp.response(200, EventListEnvelope)
 def run_events(query, run_id):
-    """The run's ordered event log (status changes and output chunks)."""
+    """The run's ordered event log; with `Accept: text/event-stream`, a live Server-Sent Events stream."""
     with db.session() as s:
         run = run_service.get(s, g.tenant_id, run_id)
+        if request.accept_mimetypes.best == "text/event-stream":
+            after = request.headers.get("Last-Event-ID", "")
+            return stream.response(_ext("redis"), run.id, int(after) if after.isdigit() else query["after_seq"])
         rows = run_service.events(s, run.id, query["after_seq"], query["limit"])
     return {"data": rows}

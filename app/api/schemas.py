@@ -216,9 +216,11 @@ class RunListEnvelope(Schema):
 
 
 class EventOut(Schema):
+    """Output events carry text; status events carry an object such as {"status": "running"}."""
+
     seq = fields.Integer()
     type = fields.String()
-    data = fields.Raw()
+    data = fields.Function(lambda e: json.loads(e.data) if e.type == "status" else e.data)
     at = UTCDateTime()
 
 
