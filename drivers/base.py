@@ -17,20 +17,24 @@ HOST_KEY_MISMATCH = "host_key_mismatch"
 HOST_KEY_UNKNOWN = "host_key_unknown"
 CONNECTION_LOST = "connection_lost"
 CWD_NOT_FOUND = "cwd_not_found"
+# The device's shell failed before the command could start (e.g. the account's shell is nologin).
+REMOTE_SETUP_FAILED = "remote_setup_failed"
 
 
 class DriverError(Exception):
     """A transport failure with a machine-readable code.
 
     `before_start` is True when the command never started on the device, which is the only case a
-    caller may retry without risking a second execution.
+    caller may retry without risking a second execution. `pgid` is set when the command did start
+    (connection_lost): it may still be running, and kill_group(pgid) can stop it later.
     """
 
-    def __init__(self, code: str, message: str, *, before_start: bool):
+    def __init__(self, code: str, message: str, *, before_start: bool, pgid: int | None = None):
         super().__init__(message)
         self.code = code
         self.message = message
         self.before_start = before_start
+        self.pgid = pgid
 
 
 @dataclass(frozen=True)

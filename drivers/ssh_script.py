@@ -1,0 +1,125 @@
+"""The remote side of an ssh run: a small POSIX sh wrapper, built only from quoted parts.
+
+Protocol between the wrapper and the driver (all on the run's one channel):
+- stdin: "<n>\\n", then an n-byte env script (`export NAME='value'` lines), then the caller's stdin.
+  Secrets therefore never appear on a command line (`ps` shows only the wrapper and the argv).
+- stdout: one line "<tag> start <pgid>" once the env is set and the cwd entered, right before the
+  exec; the driver strips it (and anything a shell rc file printed before it). If the cwd is
+  missing the line is "<tag> cwd_not_found" and the wrapper exits. The tag carries a per-run nonce
+  so command output cannot forge it.
+Each command sshd starts is its own session, so the wrapper's `$$` is the process group id that
+timeout and cancel later kill (`kill -s TERM -- -PGID` from a second channel).
+"""
+from __future__ import annotations
+
+import math
+import shlex
+
+from ._common import validate_env
+
+# Last line of every env script: a wrapper that got a truncated script (the connection died while
+# sending it) refuses to run the command instead of running it with half its environment.
+ENV_END = "# agentruns-env-end"
+ENV_VAR = "AGENTRUNS_ENV_SCRIPT"  # carries the env script into the login shell, then is unset
+# Shells known to take `-lc SCRIPT NAME ARGS...` with POSIX quoting; anything else (fish, csh,
+# nologin...) falls back to /bin/sh -l.
+_POSIX_SHELLS = "*/bash|*/zsh|*/ksh|*/mksh|*/dash|*/ash|*/sh"
+_LOGIN_INNER = f'eval "${ENV_VAR}"; unset {ENV_VAR}; exec "$@"'
+
+
+def tag(nonce: str) -> str:
+    """The marker prefix of the wrapper's protocol line for one run."""
+    return f"__agentruns_{nonce}"
+
+
+def env_script(env: dict[str, str]) -> bytes:
+    """`export NAME=<quoted value>` lines for the wrapper to eval, ending in the sentinel line."""
+    validate_env(env)
+    lines = "".join(f"export {name}={shlex.quote(value)}\n" for name, value in env.items())
+    return (lines + ENV_END + "\n").encode()
+
+
+def stdin_payload(env: dict[str, str], stdin: bytes) -> bytes:
+    """What the driver writes to the channel: length line, env script, then the caller's stdin."""
+    script = env_script(env)
+    return f"{len(script)}\n".encode() + script + stdin
+
+
+def remote_cwd(cwd: str) -> str:
+    """Quote a cwd for `cd`: `~` means the device user's home, relative paths start there too."""
+    if not cwd:
+        raise ValueError("cwd must not be empty")
+    if cwd == "~":
+        return '"$HOME"'
+    if cwd.startswith("~/"):
+        return '"$HOME"/' + shlex.quote(cwd[2:])
+    if cwd.startswith("/"):
+        return shlex.quote(cwd)
+    # "./" keeps CDPATH out of it (cd would print the directory to stdout) and rules out options.
+    return shlex.quote("./" + cwd)
+
+
+def build_command(
+    argv: list[str],
+    cwd: str,
+    nonce: str,
+    *,
+    login_shell: bool,
+    backstop: float | None,
+    kill_grace: float,
+) -> str:
+    """The exec request string: `exec /bin/sh -c '<wrapper>'`, every user part shlex-quoted.
+
+    backstop: if set and GNU `timeout` exists on the device, the command is also wrapped in
+    `timeout -s TERM -k <grace> <backstop>` so it dies even if this worker vanishes mid-run.
+    """
+    if not argv:
+        raise ValueError("argv must not be empty")
+    t = tag(nonce)
+    lines = [
+        "IFS= read -r n || exit 97",
+        # dd with bs=1 never reads past n bytes on a pipe (BSD head -c may), so the rest of stdin
+        # is left intact for the command.
+        's=$(dd bs=1 count="$n" 2>/dev/null) || exit 97',
+        f'case "$s" in *{shlex.quote(ENV_END)}) ;; *) exit 97 ;; esac',
+        f"cd {remote_cwd(cwd)} 2>/dev/null || {{ printf '%s\\n' {shlex.quote(t + ' cwd_not_found')}; exit 96; }}",
+        "t=",
+    ]
+    if backstop is not None:
+        secs, grace = max(1, math.ceil(backstop)), max(1, math.ceil(kill_grace))
+        lines.append(
+            f'if timeout --version >/dev/null 2>&1; then t="timeout -s TERM -k {grace} {secs}"; fi'
+        )
+    quoted_argv = " ".join(shlex.quote(a) for a in argv)
+    if login_shell:
+        lines += [
+            f'{ENV_VAR}=$s; export {ENV_VAR}',
+            f'case "${{SHELL:-}}" in {_POSIX_SHELLS}) sh_=$SHELL ;; *) sh_=/bin/sh ;; esac',
+            f"printf '%s %s\\n' {shlex.quote(t + ' start')} \"$$\"",
+            f'exec $t "$sh_" -lc {shlex.quote(_LOGIN_INNER)} agentruns {quoted_argv}',
+        ]
+    else:
+        lines += [
+            'eval "$s"',
+            "unset s",
+            f"printf '%s %s\\n' {shlex.quote(t + ' start')} \"$$\"",
+            f"exec $t {quoted_argv}",
+        ]
+    return "exec /bin/sh -c " + shlex.quote("\n".join(lines))
+
+
+def kill_command(pgid: int, grace: float) -> str:
+    """Remote command: TERM the group, wait up to `grace` for it to go, then KILL; exit 3 if absent."""
+    if not isinstance(pgid, int) or pgid <= 1:
+        # `kill -- -1` would signal every process of the device user.
+        raise ValueError(f"refusing to signal process group {pgid!r}")
+    ticks = max(1, math.ceil(grace * 10))
+    script = "\n".join([
+        f"P={pgid}",
+        'kill -s TERM -- "-$P" 2>/dev/null || exit 3',
+        "i=0",
+        f'while [ "$i" -lt {ticks} ] && kill -s 0 -- "-$P" 2>/dev/null; do sleep 0.1; i=$((i+1)); done',
+        'kill -s KILL -- "-$P" 2>/dev/null',
+        "exit 0",
+    ])
+    return "exec /bin/sh -c " + shlex.quote(script)
