@@ -1,0 +1,299 @@
+"""The ssh driver against a real OpenSSH sshd on loopback (fixtures in tests/conftest_sshd.py)."""
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from drivers import get_driver
+from drivers.base import (
+    AUTH_FAILED, CONNECTION_LOST, CWD_NOT_FOUND, DEVICE_UNREACHABLE, HOST_KEY_MISMATCH, HOST_KEY_UNKNOWN,
+    DriverError, ExecRequest,
+)
+from drivers.ssh import SSHDriver
+from drivers.ssh_pool import TransportPool
+from tests.sshd import free_port, keygen
+from tests.test_drivers_local import BIG, TRICKY, unique_marker
+
+FAST_RETRY = (0.05,)
+
+
+def run(driver, argv, *, on_output=None, on_start=None, cancel=None, **kw):
+    kw.setdefault("cwd", "/tmp")
+    return driver.run(ExecRequest(argv=argv, **kw), on_output=on_output, on_start=on_start, cancel=cancel)
+
+
+def run_in_thread(driver, argv, **kw):
+    """Start a run in a thread; return (thread, result dict, event set once the pgid is known)."""
+    started, out = threading.Event(), {}
+
+    def go():
+        try:
+            out["res"] = run(driver, argv, on_start=lambda pgid: (out.setdefault("pgid", pgid), started.set()), **kw)
+        except Exception as exc:  # noqa: BLE001 - handed to the test
+            out["err"] = exc
+        started.set()
+
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    return t, out, started
+
+
+def fingerprint_of(pub_line: str) -> str:
+    """The SHA256 fingerprint as OpenSSH's own ssh-keygen prints it (an independent check)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".pub") as f:
+        f.write(pub_line + "\n")
+        f.flush()
+        return subprocess.run(["ssh-keygen", "-lf", f.name], capture_output=True, text=True, check=True).stdout.split()[1]
+
+
+@pytest.fixture()
+def pool():
+    p = TransportPool()
+    yield p
+    p.close()
+
+
+@pytest.fixture()
+def driver(sshd, pool) -> SSHDriver:
+    return SSHDriver(sshd.spec(), pool=pool, retry_delays=FAST_RETRY)
+
+
+def test_get_driver_picks_ssh(sshd):
+    assert isinstance(get_driver(sshd.spec()), SSHDriver)
+
+
+@pytest.mark.parametrize("login_shell", [True, False], ids=["login", "plain"])
+@pytest.mark.parametrize("payload", [TRICKY, BIG, b""], ids=["tricky", "200KiB", "empty"])
+def test_stdin_round_trip_is_byte_exact(sshd, pool, payload, login_shell):
+    # `cat` only exits on EOF: this also proves stdin is closed, and that the pgid line is stripped.
+    driver = SSHDriver(sshd.spec(login_shell=login_shell), pool=pool)
+    res = run(driver, ["cat"], stdin=payload, timeout=20)
+    assert (res.exit_code, res.killed, res.stderr) == (0, None, b"")
+    assert res.stdout == payload
+    assert res.pgid > 1 and res.started_at <= res.finished_at
+
+
+def test_stdout_stderr_exit_code_and_argv_quoting(driver):
+    arg = "it's $(echo no) `echo no` $HOME; echo injected"
+    res = run(driver, ["sh", "-c", 'printf "%s" "$1"; printf err >&2; exit 5', "sh", arg])
+    assert (res.stdout.decode(), res.stderr, res.exit_code) == (arg, b"err", 5)
+
+
+def test_large_stdin_not_read_does_not_hang(driver):
+    res = run(driver, ["true"], stdin=b"x" * (4 * 1024 * 1024), timeout=15)
+    assert res.exit_code == 0 and res.killed is None
+
+
+@pytest.mark.parametrize("login_shell", [True, False], ids=["login", "plain"])
+def test_env_reaches_the_command_but_not_any_command_line(sshd, pool, login_shell):
+    secret = f"s3cret-{uuid.uuid4().hex}"
+    driver = SSHDriver(sshd.spec(login_shell=login_shell), pool=pool)
+    value = f"{secret} it's \"q\" $(id) `id`\nline2"
+    t, out, started = run_in_thread(driver, ["sh", "-c", 'printf "%s" "$AGENTRUNS_SECRET"; sleep 1'],
+                                    env={"AGENTRUNS_SECRET": value, "OTHER": "x"})
+    assert started.wait(10)
+    time.sleep(0.2)
+    # Every command line on the machine (device processes included), as ps and /proc show them.
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert "printf" in ps and secret not in ps
+    cmdlines = subprocess.run(["sh", "-c", "cat /proc/[0-9]*/cmdline 2>/dev/null"], capture_output=True).stdout
+    assert secret.encode() not in cmdlines
+    t.join(10)
+    assert out["res"].stdout.decode() == value
+
+
+def test_invalid_env_name_is_refused_before_connecting(driver):
+    with pytest.raises(ValueError):
+        run(driver, ["true"], env={"BAD-NAME": "x"})
+
+
+@pytest.mark.parametrize("cwd, expected", [("~", None), ("/tmp", "/tmp")])
+def test_cwd(driver, sshd, cwd, expected):
+    home = sshd.run_as_user("cd ~ && pwd").stdout.strip()
+    assert run(driver, ["pwd"], cwd=cwd).stdout.decode().strip() == (expected or home)
+
+
+def test_missing_cwd_is_a_before_start_error(driver):
+    with pytest.raises(DriverError) as err:
+        run(driver, ["true"], cwd=f"/nonexistent/{uuid.uuid4().hex}/it's")
+    assert err.value.code == CWD_NOT_FOUND and err.value.before_start
+
+
+def test_output_cap_and_streaming(driver):
+    chunks = []
+    script = "head -c 6000 /dev/zero | tr '\\0' a; head -c 4000 /dev/zero | tr '\\0' z; sleep 0.5; echo end >&2"
+    res = run(driver, ["sh", "-c", script], output_cap=1000, on_output=lambda s, c: chunks.append((time.monotonic(), s, c)))
+    done = time.monotonic()
+    assert res.stdout == b"a" * 500 + b"z" * 500 and res.stdout_truncated
+    assert res.stderr == b"end\n" and not res.stderr_truncated
+    assert b"".join(c for _, s, c in chunks if s == "stdout") == b"a" * 6000 + b"z" * 4000
+    assert done - chunks[0][0] > 0.3  # output arrived while the command was still running
+
+
+def test_timeout_kills_the_whole_tree_on_the_device(driver, sshd):
+    marker = unique_marker()
+    # A TERM-ignoring child with its output elsewhere (it does not hold the channel open) and a
+    # grandchild behind a subshell.
+    script = (f"sh -c 'trap \"\" TERM; exec sleep {marker}' >/dev/null 2>&1 & "
+              f"(sleep {marker}; true) & sleep {marker}")
+    start = time.monotonic()
+    res = run(driver, ["sh", "-c", script], timeout=1, kill_grace=0.5)
+    elapsed = time.monotonic() - start
+    assert res.killed == "timeout" and res.exit_code is None and res.pgid
+    assert 1 <= elapsed < 5
+    assert sshd.pgrep(marker) == []
+
+
+def test_cancel_stops_the_run_within_two_seconds(driver, sshd):
+    marker = unique_marker()
+    cancel = threading.Event()
+    t, out, started = run_in_thread(driver, ["sh", "-c", f"sleep {marker} & sleep {marker}"],
+                                    cancel=cancel, timeout=60)
+    try:
+        assert started.wait(10) and "err" not in out
+        assert sshd.pgrep(marker)
+    finally:
+        cancel.set()
+    t0 = time.monotonic()
+    t.join(5)
+    assert time.monotonic() - t0 < 2
+    assert out["res"].killed == "canceled" and out["res"].exit_code is None
+    assert sshd.pgrep(marker) == []
+
+
+def test_kill_group_from_another_connection(driver, sshd):
+    marker = unique_marker()
+    t, out, started = run_in_thread(driver, ["sleep", marker], timeout=60)
+    assert started.wait(10)
+    other = SSHDriver(sshd.spec(), pool=TransportPool())  # like the reaper in another process
+    try:
+        assert other.kill_group(out["pgid"], grace=0.5) is True
+        t.join(5)
+        assert out["res"].exit_code is None and out["res"].killed is None  # died of a signal
+        assert other.kill_group(out["pgid"], grace=0.5) is False
+    finally:
+        other.pool.close()
+    assert sshd.pgrep(marker) == []
+
+
+def test_connection_lost_mid_run_is_reported_and_the_command_killed(driver, sshd):
+    marker = unique_marker()
+    t, out, started = run_in_thread(driver, ["sleep", marker], timeout=60)
+    assert started.wait(10)
+    for transport in driver.pool.transports(driver.pool_key):
+        transport.close()
+    t.join(10)
+    err = out["err"]
+    assert isinstance(err, DriverError) and err.code == CONNECTION_LOST
+    assert err.before_start is False and err.pgid == out["pgid"]
+    assert sshd.pgrep(marker) == []  # the driver reconnected once and killed the group
+
+
+def test_unreachable_port(sshd, pool):
+    driver = SSHDriver(sshd.spec(port=free_port(), connect_timeout=2), pool=pool, retry_delays=FAST_RETRY)
+    with pytest.raises(DriverError) as err:
+        run(driver, ["true"])
+    assert err.value.code == DEVICE_UNREACHABLE and err.value.before_start
+
+
+def test_wrong_key_is_auth_failed_and_not_retried(sshd, pool):
+    other_key = keygen(Path(tempfile.mkdtemp()) / "k")[0]
+    driver = SSHDriver(sshd.spec(private_key=other_key), pool=pool, retry_delays=(5.0,))
+    start = time.monotonic()
+    with pytest.raises(DriverError) as err:
+        driver.ping()
+    assert err.value.code == AUTH_FAILED and err.value.before_start
+    assert time.monotonic() - start < 4  # a 5 s retry delay would show
+
+
+def test_password_on_a_key_only_server_is_auth_failed(sshd, pool):
+    driver = SSHDriver(sshd.spec(private_key=None, password="nope"), pool=pool, retry_delays=())
+    with pytest.raises(DriverError) as err:
+        driver.ping()
+    assert err.value.code == AUTH_FAILED
+
+
+@pytest.mark.parametrize("kind", ["ed25519", "ecdsa", "rsa"])
+def test_all_key_types_authenticate(sshd, pool, kind):
+    driver = SSHDriver(sshd.spec(private_key=sshd.client_keys[kind]), pool=pool)
+    assert 0 < driver.ping() < 2
+
+
+def test_changed_host_key_is_refused_before_auth(sshd, sshd_other_host_key, pool):
+    spec = sshd.spec(port=sshd_other_host_key.port)  # still pinned to the first server's key
+    driver = SSHDriver(spec, pool=pool, retry_delays=(5.0,))
+    start = time.monotonic()
+    with pytest.raises(DriverError) as err:
+        run(driver, ["true"])
+    assert err.value.code == HOST_KEY_MISMATCH and err.value.before_start
+    assert time.monotonic() - start < 4  # not retried
+    expected = fingerprint_of(sshd.host_key.split(None, 1)[1])
+    seen = fingerprint_of(sshd_other_host_key.host_key.split(None, 1)[1])
+    assert expected in err.value.message and seen in err.value.message and expected != seen
+    assert "Accepted publickey" not in sshd_other_host_key.log()  # no credentials were offered
+
+
+def test_no_pinned_key_is_refused(sshd, pool):
+    driver = SSHDriver(sshd.spec(host_key=None), pool=pool)
+    with pytest.raises(DriverError) as err:
+        driver.ping()
+    assert err.value.code == HOST_KEY_UNKNOWN
+    assert sshd.host_key.split()[2] in err.value.message  # tells the operator what to pin
+
+
+def test_trust_on_first_use_reports_the_key(sshd, pool):
+    seen = []
+    driver = SSHDriver(sshd.spec(host_key=None, trust_on_first_use=True), on_host_key=seen.append, pool=pool)
+    driver.ping()
+    run(driver, ["true"])
+    assert len(seen) == 1
+    assert seen[0].split()[1:] == sshd.host_key.split()[1:]
+    # The reported line works as a pin, also without the host field.
+    pinned = SSHDriver(sshd.spec(host_key=seen[0].split(None, 1)[1]), pool=pool)
+    assert pinned.ping() > 0
+
+
+def test_pool_reuses_one_transport(driver):
+    run(driver, ["true"])
+    first = driver.pool.transports(driver.pool_key)
+    run(driver, ["true"])
+    driver.ping()
+    assert len(first) == 1 and driver.pool.transports(driver.pool_key) == first
+
+
+def test_dead_transport_is_replaced(driver):
+    run(driver, ["true"])
+    [old] = driver.pool.transports(driver.pool_key)
+    old.close()
+    assert run(driver, ["echo", "again"]).stdout == b"again\n"
+    [new] = driver.pool.transports(driver.pool_key)
+    assert new is not old
+
+
+def test_more_concurrent_runs_than_channels_per_transport(driver):
+    start = time.monotonic()
+    with ThreadPoolExecutor(20) as ex:
+        results = list(ex.map(lambda i: run(driver, ["sh", "-c", f"sleep 1; echo {i}"]), range(20)))
+    elapsed = time.monotonic() - start
+    assert [r.stdout for r in results] == [f"{i}\n".encode() for i in range(20)]
+    assert elapsed < 6  # concurrent, not one after another
+    assert len(driver.pool.transports(driver.pool_key)) >= 3  # 20 runs, at most 8 per transport
+
+
+def test_server_session_limit_opens_another_transport(sshd, pool):
+    strict = sshd.spawn(extra_config={"MaxSessions": "2"})
+    try:
+        driver = SSHDriver(strict.spec(), pool=pool)  # pool allows 8 per transport, the server 2
+        with ThreadPoolExecutor(5) as ex:
+            results = list(ex.map(lambda i: run(driver, ["sh", "-c", f"sleep 0.5; echo {i}"]), range(5)))
+        assert [r.stdout for r in results] == [f"{i}\n".encode() for i in range(5)]
+        assert len(pool.transports(driver.pool_key)) >= 3
+    finally:
+        strict.stop()
