@@ -96,10 +96,12 @@ def _execute_claimed(ctx, run: Run, device: Device, active: ActiveRun) -> None:
                             cancel=active.stop)
     except DriverError as exc:
         if active.stop_reason != "lease_lost":
+            ctx.supervisor.flush_events([active])
             _finish(run, FAILED, error={"code": exc.code, "message": exc.message})
         return
     if active.stop_reason == "lease_lost":
         return  # another epoch owns the run now: write nothing
+    ctx.supervisor.flush_events([active])  # every output event precedes the terminal status event
     stdout = result.stdout.decode("utf-8", "replace")
     stderr = result.stderr.decode("utf-8", "replace")
     parsed = provider.parse(result.exit_code, stdout, stderr)

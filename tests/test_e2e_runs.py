@@ -1,0 +1,149 @@
+"""End to end: API -> Redis -> real Celery worker process -> real sshd -> stored run."""
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+
+import pytest
+
+from tests.conftest import wait_run
+
+pytestmark = pytest.mark.e2e
+
+
+def create(client, auth, **body):
+    body.setdefault("provider", "custom")
+    resp = client.post("/api/v1/agent-runs", json=body, headers=auth)
+    assert resp.status_code == 201, resp.get_json()
+    return resp.get_json()["data"]
+
+
+def wait_status(client, auth, run_id, status, seconds=20):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        run = client.get(f"/api/v1/agent-runs/{run_id}", headers=auth).get_json()["data"]
+        if run["status"] == status and (status != "running" or run["started_at"]):
+            return run
+        time.sleep(0.1)
+    raise AssertionError(f"run {run_id} never became {status}: {run}")
+
+
+def test_custom_command_over_ssh(worker, client, auth, ssh_device):
+    run = create(client, auth, prompt="hello device", computer_id="dev-ssh",
+                 command='echo "out:$(cat)"; echo warn >&2; pwd; echo "$AGENTRUNS_RUN_ID"', metadata={"t": 1})
+    done = wait_run(client, auth, run["id"])
+    assert done["status"] == "succeeded", done
+    assert done["output"] == f"out:hello device\n{ssh_device['workdir']}\n{run['id']}\n"
+    assert done["stderr"] == "warn\n" and done["exit_code"] == 0 and done["error"] is None
+    assert done["started_at"] and done["finished_at"] >= done["started_at"]
+    events = client.get(f"/api/v1/agent-runs/{run['id']}/events", headers=auth).get_json()["data"]
+    statuses = [e["data"] for e in events if e["type"] == "status"]
+    assert [s["status"] for s in statuses] == ["queued", "running", "succeeded"]
+    assert "".join(e["data"] for e in events if e["type"] == "stdout") == done["output"]
+
+
+def test_local_device_run(worker, client, auth, local_device, tmp_path):
+    run = create(client, auth, prompt="p", sandbox_id="box-1", command="pwd; exit 3")
+    done = wait_run(client, auth, run["id"])
+    assert done["status"] == "failed" and done["exit_code"] == 3
+    assert done["error"]["code"] == "nonzero_exit" and done["output"] == f"{tmp_path}\n"
+
+
+def test_prompt_arrives_byte_exact(worker, client, auth, ssh_device, app, monkeypatch):
+    from dataclasses import replace
+
+    monkeypatch.setitem(app.config, "SETTINGS", replace(app.config["SETTINGS"], max_prompt_chars=300_000))
+    tricky = "quotes ' \" `uname` $(id) $HOME ${X} \\ \n newline\ttab ünïcødé 日本語 🚀\n"
+    prompt = tricky + "x" * (200 * 1024)
+    run = create(client, auth, prompt=prompt, computer_id="dev-ssh",
+                 command='sha256sum | cut -d" " -f1; sha256sum < "$AGENTRUNS_PROMPT_FILE" | cut -d" " -f1',
+                 timeout=60)
+    done = wait_run(client, auth, run["id"], 60)
+    digest = hashlib.sha256(prompt.encode()).hexdigest()
+    assert done["status"] == "succeeded", done
+    assert done["output"] == f"{digest}\n{digest}\n"
+
+
+def test_timeout_kills_the_tree(worker, client, auth, ssh_device, sshd):
+    marker = f"{3000 + uuid.uuid4().int % 5000}"
+    run = create(client, auth, prompt="p", computer_id="dev-ssh", timeout=2,
+                 command=f"sleep {marker}1 & sleep {marker}2; wait")
+    done = wait_run(client, auth, run["id"])
+    assert done["status"] == "failed" and done["error"]["code"] == "timeout", done
+    time.sleep(0.5)
+    assert sshd.pgrep(f"sleep {marker}") == []
+
+
+def test_cancel_running_run(worker, client, auth, ssh_device, sshd):
+    marker = f"{3000 + uuid.uuid4().int % 5000}"
+    run = create(client, auth, prompt="p", computer_id="dev-ssh", command=f"echo started; sleep {marker}3")
+    wait_status(client, auth, run["id"], "running")
+    assert sshd.pgrep(f"sleep {marker}3")
+    asked = time.monotonic()
+    resp = client.post(f"/api/v1/agent-runs/{run['id']}/cancel", headers=auth)
+    assert resp.status_code == 200 and resp.get_json()["data"]["cancel_requested"] is True
+    done = wait_run(client, auth, run["id"])
+    assert done["status"] == "canceled" and done["error"]["code"] == "canceled"
+    assert time.monotonic() - asked < 4
+    assert sshd.pgrep(f"sleep {marker}3") == []
+
+
+def test_duplicate_delivery_executes_once(worker, client, auth, ssh_device, sshd, app):
+    counter = f"{ssh_device['workdir']}/count-{uuid.uuid4().hex[:6]}"
+    run = create(client, auth, prompt="p", computer_id="dev-ssh", command=f"sleep 1; echo x >> {counter}")
+    celery = app.extensions["celery"]
+    for _ in range(5):  # redeliveries while it is queued or running
+        celery.send_task("runs.execute", args=[run["id"]])
+    done = wait_run(client, auth, run["id"])
+    for _ in range(3):  # and after it finished
+        celery.send_task("runs.execute", args=[run["id"]])
+    time.sleep(1.5)
+    assert done["status"] == "succeeded"
+    assert sshd.run_as_user(f"cat {counter}").stdout == "x\n"
+    assert client.get(f"/api/v1/agent-runs/{run['id']}", headers=auth).get_json()["data"]["status"] == "succeeded"
+
+
+def test_device_concurrency_of_one_serialises_in_creation_order(worker, client, auth, ssh_device):
+    runs = [create(client, auth, prompt=str(i), computer_id="dev-ssh",
+                   command="date +%s.%N; sleep 0.4; date +%s.%N") for i in range(4)]
+    spans = []
+    for run in runs:
+        done = wait_run(client, auth, run["id"])
+        assert done["status"] == "succeeded"
+        start, end = map(float, done["output"].split())
+        spans.append((start, end))
+    for (_, end), (start, _) in zip(spans, spans[1:]):
+        assert start >= end, spans  # never overlapping, and in creation order
+
+
+@pytest.mark.parametrize("case, code", [("unreachable", "device_unreachable"), ("wrong_key", "auth_failed"),
+                                        ("host_key", "host_key_mismatch"), ("cwd", "cwd_not_found")])
+def test_driver_failures_have_error_codes(worker, client, auth, sshd, case, code, request):
+    import paramiko
+    import io
+
+    body = {"id": f"bad-{case}", "kind": "computer", "driver": "ssh", "host": sshd.host, "port": sshd.port,
+            "username": sshd.username, "private_key": sshd.private_key, "host_key": sshd.host_key}
+    if case == "unreachable":
+        from tests.sshd import free_port
+        body["port"] = free_port()
+    elif case == "wrong_key":
+        key = paramiko.Ed25519Key.from_private_key(io.StringIO(sshd.private_key)) and None
+        other = sshd.spawn(new_host_key=False)
+        request.addfinalizer(other.stop)
+        from tests.sshd import keygen
+        import tempfile
+        from pathlib import Path
+        body["private_key"] = keygen(Path(tempfile.mkdtemp()) / "k")[0]
+    elif case == "host_key":
+        moved = sshd.spawn(new_host_key=True)
+        request.addfinalizer(moved.stop)
+        body["port"] = moved.port  # same address family, different key than the one pinned
+    elif case == "cwd":
+        body["default_cwd"] = "/nonexistent/agentruns"
+    assert client.post("/api/v1/devices", json=body, headers=auth).status_code == 201
+    run = create(client, auth, prompt="p", computer_id=f"bad-{case}", command="true")
+    done = wait_run(client, auth, run["id"], 60)
+    assert done["status"] == "failed" and done["error"]["code"] == code, done
+    assert done["error"]["message"]
