@@ -52,6 +52,7 @@ class TransportPool:
         self._conns: dict[Hashable, list[_Conn]] = {}
         self._pending: dict[Hashable, _Pending] = {}
         self._learned: dict[Hashable, str] = {}  # host keys accepted on first use, per key
+        self._next_sweep = time.monotonic() + min(idle_timeout, 60.0)
 
     def open_session(self, key: Hashable, connect: Callable[[], paramiko.Transport],
                      timeout: float = 10.0) -> tuple[_Conn, paramiko.Channel]:
@@ -110,6 +111,7 @@ class TransportPool:
             stale: list[_Conn] = []
             try:
                 with self._lock:
+                    self._sweep(stale)
                     conn = self._take_slot(key, stale)
                     if conn is not None:
                         return conn
@@ -128,14 +130,30 @@ class TransportPool:
                 continue
             return self._connect(key, connect, pending)
 
-    def _take_slot(self, key: Hashable, stale: list[_Conn]) -> _Conn | None:
-        # Holding the lock. First fit packs runs onto few transports so spare ones go idle and close.
+    def _sweep(self, stale: list[_Conn]) -> None:
+        # Holding the lock. Now and then, also drop idle or dead transports of devices that are
+        # no longer used (otherwise keepalives would hold them open forever).
         now = time.monotonic()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + min(self.idle_timeout, 60.0)
+        for key in list(self._conns):
+            self._prune(key, now, stale)
+            if not self._conns[key]:
+                del self._conns[key]
+
+    def _prune(self, key: Hashable, now: float, stale: list[_Conn]) -> list[_Conn]:
+        # Holding the lock: move dead and long-idle transports of `key` to `stale`.
         keep = []
         for c in self._conns.get(key, []):
             idle_too_long = c.channels == 0 and now - c.idle_since > self.idle_timeout
             (stale if idle_too_long or not c.transport.is_active() else keep).append(c)
         self._conns[key] = keep
+        return keep
+
+    def _take_slot(self, key: Hashable, stale: list[_Conn]) -> _Conn | None:
+        # Holding the lock. First fit packs runs onto few transports so spare ones go idle and close.
+        keep = self._prune(key, time.monotonic(), stale)
         for c in keep:
             if c.channels < self.max_channels and not c.full:
                 c.channels += 1

@@ -67,7 +67,7 @@ class SshServer:
     workdir: Path
     client_keys: dict[str, str] = field(default_factory=dict, repr=False)  # kind -> PEM, all authorized
     proc: subprocess.Popen | None = field(default=None, repr=False)
-    extra_config: dict[str, str] = field(default_factory=dict)
+    extra_config: dict[str, str | list[str]] = field(default_factory=dict)
 
     def spec(self, **overrides):
         """A DeviceSpec for this server, pinned to its host key."""
@@ -79,11 +79,13 @@ class SshServer:
         fields.update(overrides)
         return DeviceSpec(**fields)
 
-    def spawn(self, *, new_host_key: bool = False, extra_config: dict[str, str] | None = None) -> "SshServer":
+    def spawn(self, *, new_host_key: bool = False,
+              extra_config: dict[str, str | list[str]] | None = None) -> "SshServer":
         """Start another sshd on a new port for the same user and client keys.
 
         new_host_key=True gives it a different host key (the "device was replaced" case);
-        extra_config overrides sshd_config settings (e.g. {"MaxSessions": "2"}).
+        extra_config overrides sshd_config settings (e.g. {"MaxSessions": "2"}; a list value
+        repeats the keyword).
         """
         workdir = Path(tempfile.mkdtemp(prefix="agentruns-sshd-"))
         workdir.chmod(0o755)
@@ -169,7 +171,8 @@ def _config(workdir: Path, port: int, user: str, extra: dict[str, str]) -> str:
         "PrintLastLog": "no",
     }
     settings.update(extra)
-    return "".join(f"{k} {v}\n" for k, v in settings.items())
+    # A list value repeats the keyword (e.g. several HostKey lines).
+    return "".join(f"{k} {v}\n" for k, vs in settings.items() for v in (vs if isinstance(vs, list) else [vs]))
 
 
 def start_sshd() -> SshServer:

@@ -170,3 +170,17 @@ def test_ping_is_a_small_positive_number(driver):
 def test_env_does_not_leak_into_this_process(driver):
     run(driver, ["true"], env={"AGENTRUNS_LEAK_CHECK": "1"})
     assert "AGENTRUNS_LEAK_CHECK" not in os.environ
+
+
+@pytest.mark.parametrize("cap", [0, 1, 7, 1000])
+def test_capped_buffer_keeps_exactly_head_and_tail(cap):
+    from drivers._common import CappedBuffer
+
+    data = os.urandom(5000)
+    for size in (0, cap, cap + 1, 3000, 5000):
+        buf = CappedBuffer(cap)
+        for i in range(0, size, 13):  # odd chunk sizes cross the head/tail boundary
+            buf.feed(data[i:min(i + 13, size)])
+        head, tail = cap // 2, cap - cap // 2
+        expected = data[:size] if size <= cap else data[:head] + data[size - tail:size]
+        assert (buf.getvalue(), buf.truncated) == (expected, size > cap), (cap, size)

@@ -137,7 +137,12 @@ def test_output_cap_and_streaming(driver):
     assert done - chunks[0][0] > 0.3  # output arrived while the command was still running
 
 
-def test_timeout_kills_the_whole_tree_on_the_device(driver, sshd):
+@pytest.mark.parametrize("backstop", [False, True], ids=["group-kill", "with-remote-timeout"])
+@pytest.mark.parametrize("login_shell", [True, False], ids=["login", "plain"])
+def test_timeout_kills_the_whole_tree_on_the_device(sshd, pool, login_shell, backstop):
+    # Without the backstop this is the driver's own `kill -- -PGID`; GNU timeout alone would also
+    # signal the group, which must not hide a broken group kill.
+    driver = SSHDriver(sshd.spec(login_shell=login_shell), pool=pool, timeout_backstop=backstop)
     marker = unique_marker()
     # A TERM-ignoring child with its output elsewhere (it does not hold the channel open) and a
     # grandchild behind a subshell.
@@ -297,3 +302,40 @@ def test_server_session_limit_opens_another_transport(sshd, pool):
         assert len(pool.transports(driver.pool_key)) >= 3
     finally:
         strict.stop()
+
+
+def test_a_run_on_a_warm_transport_is_fast(driver):
+    # Nagle's algorithm (no TCP_NODELAY) adds ~44 ms per channel; a warm channel + exec takes a few ms.
+    driver.ping()
+    laps = sorted(driver.ping() for _ in range(7))
+    assert laps[3] < 0.03, laps
+
+
+def test_pin_of_a_non_preferred_key_type_is_honoured(sshd, pool):
+    # paramiko asks for ed25519 first; pinning the server's ECDSA key must make it ask for that one.
+    keydir = Path(tempfile.mkdtemp(prefix="agentruns-hostkeys-"))
+    _, ecdsa_pub = keygen(keydir / "host_ecdsa", "ecdsa")
+    multi = sshd.spawn(extra_config={"HostKey": [str(sshd.workdir / "host_ed25519"), str(keydir / "host_ecdsa")]})
+    try:
+        for pin in (ecdsa_pub, multi.host_key):
+            assert SSHDriver(multi.spec(host_key=pin), pool=pool).ping() > 0
+    finally:
+        multi.stop()
+
+
+def test_missing_command_is_exit_127(driver):
+    res = run(driver, [f"agentruns-no-such-cli-{uuid.uuid4().hex}"])
+    assert res.exit_code == 127 and res.killed is None
+
+
+def test_idle_transports_are_closed(sshd):
+    pool = TransportPool(idle_timeout=0.2)
+    try:
+        first = SSHDriver(sshd.spec(), pool=pool)
+        first.ping()
+        [old] = pool.transports(first.pool_key)
+        time.sleep(0.4)
+        SSHDriver(sshd.spec(id="another-device"), pool=pool).ping()  # any use sweeps the pool
+        assert not old.is_active() and pool.transports(first.pool_key) == []
+    finally:
+        pool.close()
