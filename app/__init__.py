@@ -4,6 +4,8 @@ from __future__ import annotations
 import logging
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from flask import Flask, request
 from sqlalchemy import text
 
@@ -29,25 +31,31 @@ def create_app(settings: Settings | None = None) -> Flask:
     from workers.celery_app import make_celery
 
     app.extensions["settings"] = settings
-    app.extensions["redis"] = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+    # No client-side retries: when Redis is down, idempotency falls back to the database and enqueue
+    # to the sweeper at once instead of after redis-py's backoff.
+    app.extensions["redis"] = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=5,
+                                                    retry=Retry(NoBackoff(), 0))
     app.extensions["celery"] = make_celery(settings)
     api = errors.AgentrunsApi(app, spec_kwargs={"components": {"securitySchemes": {
         "bearer": {"type": "http", "scheme": "bearer"}}}, "security": [{"bearer": []}]})
     app.extensions["agentruns_api"] = api
     errors.register(app)
     for blp in (runs.blp, devices.blp):
-        blp.before_request(_check_content_type)
-        blp.before_request(authenticate_request)
         api.register_blueprint(blp)
+    app.before_request(_guard_api)
     _health(app)
     logging.getLogger("agentruns").setLevel(logging.INFO)
     return app
 
 
-def _check_content_type():
+def _guard_api():
+    """Content type, then the API key, before any validation of an /api/v1 resource request."""
+    if request.blueprint not in (runs.blp.name, devices.blp.name):
+        return
     if request.method in ("POST", "PATCH", "PUT") and (request.content_length or request.mimetype):
         if request.mimetype != "application/json":
             raise APIError(415, "unsupported_media_type", "send the body as application/json")
+    authenticate_request()
 
 
 def _health(app: Flask) -> None:

@@ -44,7 +44,7 @@ def create_run(data):
             _ext("redis"), g.tenant_id, idempotency.validate_key(key), fp, settings.idempotency_ttl_seconds,
             settings.idempotency_wait_seconds, create)
     if not replayed:
-        enqueue(_ext("celery"), [run.id])
+        enqueue(_ext("celery"), [run.id], probe=_ext("redis"))
     if wait:
         run = wait_terminal(_ext("redis"), run.id, wait)
     headers = {"Location": f"/api/v1/agent-runs/{run.id}"}
