@@ -81,3 +81,19 @@ def test_device_with_runs_in_flight_cannot_be_deleted(client, auth, local_device
     assert client.delete("/api/v1/devices/box-1", headers=auth).status_code == 204
     # The run record outlives its device.
     assert client.get(f"/api/v1/agent-runs/{run['id']}", headers=auth).status_code == 200
+
+
+def test_device_test_endpoint_reports_latency_and_pins_on_first_use(client, auth, sshd):
+    base = {"kind": "computer", "driver": "ssh", "host": sshd.host, "port": sshd.port,
+            "username": sshd.username, "private_key": sshd.private_key}
+    client.post("/api/v1/devices", json={"id": "tofu", "trust_on_first_use": True, **base}, headers=auth)
+    result = client.post("/api/v1/devices/tofu/test", headers=auth).get_json()["data"]
+    assert result["ok"] is True and result["error"] is None and result["latency_ms"] > 0
+    key_type, key_b64 = sshd.host_key.split()[-2:]
+    assert result["host_key"].split()[-2:] == [key_type, key_b64]
+    stored = client.get("/api/v1/devices/tofu", headers=auth).get_json()["data"]["host_key"]
+    assert stored.split()[-2:] == [key_type, key_b64]
+    client.post("/api/v1/devices", json={"id": "nokey", "host_key": sshd.host_key, **base,
+                                         "private_key": SSH["private_key"]}, headers=auth)
+    failed = client.post("/api/v1/devices/nokey/test", headers=auth).get_json()["data"]
+    assert failed["ok"] is False and failed["error"]["code"] in ("auth_failed",), failed

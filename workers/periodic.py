@@ -8,8 +8,9 @@ from app.enqueue import enqueue
 from app.idempotency import purge_expired
 from app.models import Device
 from app.notify import publish
+from app.services import device_config as devices
 from drivers import get_driver
-from workers import context, devices
+from workers import context
 
 log = logging.getLogger("agentruns.beat")
 

@@ -15,11 +15,12 @@ from app import db, runstate
 from app.crypto import decrypt_json
 from app.models import CANCELED, FAILED, QUEUED, SUCCEEDED, Device, Run
 from app.notify import publish
+from app.services import device_config as devices
 from drivers import get_driver
 from drivers.base import DriverError, ExecRequest
 from providers import get_provider
 from providers.base import RunSpec
-from workers import context, devices
+from workers import context
 from workers.leases import new_token, run_lock_key, slots_key
 from workers.supervisor import ActiveRun
 

@@ -101,3 +101,14 @@ class DeviceEnvelope(Schema):
 
 class DeviceListEnvelope(Schema):
     data = fields.List(fields.Nested(DeviceOut))
+
+
+class DeviceTest(Schema):
+    ok = fields.Boolean()
+    latency_ms = fields.Float(allow_none=True)
+    host_key = fields.String(allow_none=True)
+    error = fields.Dict(allow_none=True)
+
+
+class DeviceTestEnvelope(Schema):
+    data = fields.Nested(DeviceTest)

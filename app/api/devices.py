@@ -5,8 +5,11 @@ from flask import current_app, g
 from flask_smorest import Blueprint
 
 from app import db
-from app.api.device_schemas import DeviceCreate, DeviceEnvelope, DeviceListEnvelope, DevicePatch
+from app.api.device_schemas import DeviceCreate, DeviceEnvelope, DeviceListEnvelope, DevicePatch, DeviceTestEnvelope
+from app.services import device_config
 from app.services import devices as device_service
+from drivers import get_driver
+from drivers.base import DriverError
 
 blp = Blueprint("devices", __name__, url_prefix="/api/v1", description="Devices")
 
@@ -58,3 +61,25 @@ def delete_device(device_id):
     """Delete a device with no runs in flight."""
     with db.session() as s:
         device_service.delete(s, g.tenant_id, device_id)
+
+
+@blp.route("/devices/<device_id>/test", methods=["POST"])
+@blp.response(200, DeviceTestEnvelope)
+def test_device(device_id):
+    """Open (or reuse) a connection and run `true`: reports reachability, latency and the host key."""
+    with db.session() as s:
+        device = device_service.get(s, g.tenant_id, device_id)
+    cfg = device_config.load(device, _key())
+    pinned = []
+
+    def pin(line: str) -> None:
+        device_config.pin_host_key(device.tenant_id, device.id)(line)
+        pinned.append(line)
+
+    try:
+        latency = get_driver(cfg.spec, on_host_key=pin).ping()
+    except DriverError as exc:
+        return {"data": {"ok": False, "latency_ms": None, "host_key": device.host_key,
+                         "error": {"code": exc.code, "message": exc.message}}}
+    return {"data": {"ok": True, "latency_ms": round(latency * 1000, 2),
+                     "host_key": pinned[0] if pinned else device.host_key, "error": None}}
