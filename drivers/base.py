@@ -36,6 +36,15 @@ class DriverError(Exception):
         self.before_start = before_start
         self.pgid = pgid
 
+    def __reduce__(self):
+        # Exceptions unpickle as cls(*args), which would lose the keyword-only fields (Celery and
+        # multiprocessing pickle exceptions).
+        return (_rebuild_driver_error, (self.code, self.message, self.before_start, self.pgid))
+
+
+def _rebuild_driver_error(code: str, message: str, before_start: bool, pgid: int | None) -> DriverError:
+    return DriverError(code, message, before_start=before_start, pgid=pgid)
+
 
 @dataclass(frozen=True)
 class DeviceSpec:

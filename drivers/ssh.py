@@ -181,7 +181,7 @@ class _Run:
         while True:
             self._drain()
             if chan.closed or (chan.eof_received and chan.status_event.is_set()):
-                self._drain()
+                self._drain(None)
                 break
             if self.cwd_missing:
                 break
@@ -218,9 +218,12 @@ class _Run:
         except (OSError, EOFError, paramiko.SSHException):
             pass  # the command exited or the connection dropped; the reader reports which
 
-    def _drain(self) -> None:
+    def _drain(self, limit: int | None = 32) -> None:
+        # Bounded by default: a command that never stops printing (`yes`) must not keep the loop
+        # from checking the deadline and cancel. Unbounded only after the channel closed.
         chan = self.chan
-        while chan.recv_ready() or chan.recv_stderr_ready():
+        while (chan.recv_ready() or chan.recv_stderr_ready()) and (limit is None or limit > 0):
+            limit = None if limit is None else limit - 1
             if chan.recv_ready():
                 self._stdout(chan.recv(65536))
             if chan.recv_stderr_ready():

@@ -184,3 +184,16 @@ def test_capped_buffer_keeps_exactly_head_and_tail(cap):
         head, tail = cap // 2, cap - cap // 2
         expected = data[:size] if size <= cap else data[:head] + data[size - tail:size]
         assert (buf.getvalue(), buf.truncated) == (expected, size > cap), (cap, size)
+
+
+def test_driver_error_survives_pickling():
+    import pickle
+
+    err = pickle.loads(pickle.dumps(DriverError("connection_lost", "gone", before_start=False, pgid=42)))
+    assert (err.code, err.message, err.before_start, err.pgid, str(err)) == ("connection_lost", "gone", False, 42, "gone")
+
+
+def test_endless_output_still_times_out(driver):
+    res = run(driver, ["yes"], timeout=0.5, kill_grace=0.5, output_cap=4096)
+    assert res.killed == "timeout" and res.exit_code is None
+    assert res.stdout_truncated and len(res.stdout) == 4096 and res.stdout.startswith(b"y\ny\n")

@@ -339,3 +339,9 @@ def test_idle_transports_are_closed(sshd):
         assert not old.is_active() and pool.transports(first.pool_key) == []
     finally:
         pool.close()
+
+
+def test_endless_output_still_times_out(driver):
+    res = run(driver, ["yes"], timeout=1, kill_grace=0.5, output_cap=4096)
+    assert res.killed == "timeout" and res.exit_code is None
+    assert res.stdout_truncated and len(res.stdout) == 4096 and res.stdout.startswith(b"y\ny\n")
