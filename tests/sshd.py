@@ -79,11 +79,12 @@ class SshServer:
         fields.update(overrides)
         return DeviceSpec(**fields)
 
-    def spawn(self, *, new_host_key: bool = False,
+    def spawn(self, *, new_host_key: bool = False, port: int | None = None,
               extra_config: dict[str, str | list[str]] | None = None) -> "SshServer":
         """Start another sshd on a new port for the same user and client keys.
 
-        new_host_key=True gives it a different host key (the "device was replaced" case);
+        new_host_key=True gives it a different host key (the "device was replaced" case); port
+        reuses a given port (e.g. of a stopped server), default a free one;
         extra_config overrides sshd_config settings (e.g. {"MaxSessions": "2"}; a list value
         repeats the keyword).
         """
@@ -96,7 +97,7 @@ class SshServer:
         else:
             for name in ("host_ed25519", "host_ed25519.pub"):
                 shutil.copy(self.workdir / name, workdir / name)
-        server = replace(self, workdir=workdir, port=free_port(), proc=None,
+        server = replace(self, workdir=workdir, port=port or free_port(), proc=None,
                          extra_config={**self.extra_config, **(extra_config or {})})
         server._start()
         return server

@@ -345,3 +345,23 @@ def test_endless_output_still_times_out(driver):
     res = run(driver, ["yes"], timeout=1, kill_grace=0.5, output_cap=4096)
     assert res.killed == "timeout" and res.exit_code is None
     assert res.stdout_truncated and len(res.stdout) == 4096 and res.stdout.startswith(b"y\ny\n")
+
+
+def test_a_key_accepted_on_first_use_is_held_for_the_process(sshd, pool):
+    first = sshd.spawn()
+    spec = first.spec(host_key=None, trust_on_first_use=True)
+    seen = []
+    try:
+        SSHDriver(spec, on_host_key=seen.append, pool=pool).ping()
+    finally:
+        first.stop()
+    for transport in pool.transports():
+        transport.close()
+    replaced = sshd.spawn(new_host_key=True, port=first.port)  # same address, new key
+    try:
+        with pytest.raises(DriverError) as err:
+            SSHDriver(spec, on_host_key=seen.append, pool=pool, retry_delays=()).ping()
+        assert err.value.code == HOST_KEY_MISMATCH
+        assert len(seen) == 1
+    finally:
+        replaced.stop()
