@@ -173,5 +173,7 @@ def register(main: click.Group) -> None:
         from agentruns.mcp_server import serve
 
         ctx = click.get_current_context()
+        if not ctx.meta.get("agentruns.api_key"):
+            raise click.UsageError("no API key: pass --api-key or set AGENTRUNS_API_KEY", ctx)
         serve(ctx.meta.get("agentruns.api_url"), ctx.meta.get("agentruns.api_key"))
 
