@@ -39,24 +39,13 @@ def main() -> None:
               help="Concurrent connections per worker (gevent) or threads per worker (gthread).")
 def api(bind: str, workers: int, worker_class: str, connections: int) -> None:
     """Serve the REST API with gunicorn."""
-    from gunicorn.app.base import BaseApplication
-
-    from app import create_app
-
-    class Server(BaseApplication):
-        def load_config(self):
-            for key, value in {"bind": bind, "workers": workers, "worker_class": worker_class,
-                               "worker_connections": connections, "threads": min(connections, 64),
-                               "timeout": 0, "graceful_timeout": 30, "keepalive": 5,
-                               "accesslog": None, "control_socket_disable": True}.items():
-                if key in self.cfg.settings:
-                    self.cfg.set(key, value)
-
-        def load(self):
-            return create_app()
-
-    _logging()
-    Server().run()
+    # exec a fresh interpreter: gevent must monkey-patch before ssl and friends are imported, and
+    # this process has already imported them (click, httpx).
+    argv = [sys.executable, "-m", "gunicorn", "app:create_app()", "--bind", bind, "--workers", str(workers),
+            "--worker-class", worker_class, "--worker-connections", str(connections),
+            "--threads", str(min(connections, 64)), "--graceful-timeout", "30", "--keep-alive", "5",
+            "--no-control-socket", "--error-logfile", "-"]
+    os.execv(sys.executable, argv)
 
 
 @main.command()
