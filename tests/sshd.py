@@ -5,10 +5,12 @@ them in pytest fixtures.
 """
 from __future__ import annotations
 
+import ctypes
 import getpass
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -137,7 +139,7 @@ class SshServer:
         config.write_text(_config(self.workdir, self.port, self.username, self.extra_config))
         with open(self.workdir / "sshd.log", "wb") as log:
             self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=log,
-                                         stdin=subprocess.DEVNULL)
+                                         stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent_hook())
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -149,6 +151,15 @@ class SshServer:
                 time.sleep(0.05)
         self.stop()
         raise SshdError(f"sshd did not listen on {self.host}:{self.port} within 10 s:\n{self.log()}")
+
+
+def _die_with_parent_hook():
+    """A preexec_fn so a test run killed before its teardown leaves no sshd behind (Linux only)."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: nothing may import after fork
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _config(workdir: Path, port: int, user: str, extra: dict[str, str]) -> str:

@@ -7,7 +7,6 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
@@ -93,20 +92,26 @@ def test_large_stdin_not_read_does_not_hang(driver):
 
 @pytest.mark.parametrize("login_shell", [True, False], ids=["login", "plain"])
 def test_env_reaches_the_command_but_not_any_command_line(sshd, pool, login_shell):
-    secret = f"s3cret-{uuid.uuid4().hex}"
+    secret, marker = f"s3cret-{uuid.uuid4().hex}", unique_marker()
     driver = SSHDriver(sshd.spec(login_shell=login_shell), pool=pool)
     value = f"{secret} it's \"q\" $(id) `id`\nline2"
-    t, out, started = run_in_thread(driver, ["sh", "-c", 'printf "%s" "$AGENTRUNS_SECRET"; sleep 1'],
-                                    env={"AGENTRUNS_SECRET": value, "OTHER": "x"})
-    assert started.wait(10)
-    time.sleep(0.2)
-    # Every command line on the machine (device processes included), as ps and /proc show them.
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    assert "printf" in ps and secret not in ps
-    cmdlines = subprocess.run(["sh", "-c", "cat /proc/[0-9]*/cmdline 2>/dev/null"], capture_output=True).stdout
-    assert secret.encode() not in cmdlines
+    cancel = threading.Event()
+    t, out, started = run_in_thread(driver, ["sh", "-c", f'printf "%s" "$AGENTRUNS_SECRET"; sleep {marker}'],
+                                    env={"AGENTRUNS_SECRET": value, "OTHER": "x"}, cancel=cancel)
+    try:
+        assert started.wait(10)
+        deadline = time.monotonic() + 10
+        while not sshd.pgrep(f"sleep {marker}") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # Every command line on the machine (device processes included), untruncated.
+        ps = subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True).stdout
+        assert f"sleep {marker}" in ps and secret not in ps
+        cmdlines = subprocess.run(["sh", "-c", "cat /proc/[0-9]*/cmdline 2>/dev/null"], capture_output=True).stdout
+        assert marker.encode() in cmdlines and secret.encode() not in cmdlines
+    finally:
+        cancel.set()
     t.join(10)
-    assert out["res"].stdout.decode() == value
+    assert out["res"].stdout.decode() == value and out["res"].killed == "canceled"
 
 
 def test_invalid_env_name_is_refused_before_connecting(driver):
@@ -208,8 +213,8 @@ def test_unreachable_port(sshd, pool):
     assert err.value.code == DEVICE_UNREACHABLE and err.value.before_start
 
 
-def test_wrong_key_is_auth_failed_and_not_retried(sshd, pool):
-    other_key = keygen(Path(tempfile.mkdtemp()) / "k")[0]
+def test_wrong_key_is_auth_failed_and_not_retried(sshd, pool, tmp_path):
+    other_key = keygen(tmp_path / "k")[0]
     driver = SSHDriver(sshd.spec(private_key=other_key), pool=pool, retry_delays=(5.0,))
     start = time.monotonic()
     with pytest.raises(DriverError) as err:
@@ -305,17 +310,17 @@ def test_server_session_limit_opens_another_transport(sshd, pool):
 
 
 def test_a_run_on_a_warm_transport_is_fast(driver):
-    # Nagle's algorithm (no TCP_NODELAY) adds ~44 ms per channel; a warm channel + exec takes a few ms.
+    # Nagle's algorithm (no TCP_NODELAY) adds ~44 ms to every channel; a warm channel + exec takes
+    # a few ms. The best of several laps is robust against a busy machine.
     driver.ping()
-    laps = sorted(driver.ping() for _ in range(7))
-    assert laps[3] < 0.03, laps
+    laps = sorted(driver.ping() for _ in range(9))
+    assert laps[0] < 0.03, laps
 
 
-def test_pin_of_a_non_preferred_key_type_is_honoured(sshd, pool):
+def test_pin_of_a_non_preferred_key_type_is_honoured(sshd, pool, tmp_path):
     # paramiko asks for ed25519 first; pinning the server's ECDSA key must make it ask for that one.
-    keydir = Path(tempfile.mkdtemp(prefix="agentruns-hostkeys-"))
-    _, ecdsa_pub = keygen(keydir / "host_ecdsa", "ecdsa")
-    multi = sshd.spawn(extra_config={"HostKey": [str(sshd.workdir / "host_ed25519"), str(keydir / "host_ecdsa")]})
+    _, ecdsa_pub = keygen(tmp_path / "host_ecdsa", "ecdsa")
+    multi = sshd.spawn(extra_config={"HostKey": [str(sshd.workdir / "host_ed25519"), str(tmp_path / "host_ecdsa")]})
     try:
         for pin in (ecdsa_pub, multi.host_key):
             assert SSHDriver(multi.spec(host_key=pin), pool=pool).ping() > 0
