@@ -54,6 +54,42 @@ def backoff_delay(attempt: int, base: float = 0.5, retry_after: float | None = N
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
+def default_headers(api_key: str | None) -> dict[str, str]:
+    """Headers every request carries."""
+    headers = {"User-Agent": f"agentruns-python/{_version()}", "Accept": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    return headers
+
+
+def classify(retry: str, request_id: str, resp: httpx.Response | None = None,
+             exc: Exception | None = None) -> tuple[AgentrunsError | None, bool, float | None]:
+    """(error or None for success, may it be resent, Retry-After seconds) for one attempt.
+    `retry`: "always" (GETs, create with its Idempotency-Key) resends after any transport error, 5xx or 429;
+    "safe" only when the request never reached the server, or on 429 (refused before any work)."""
+    if exc is not None:
+        sendable = _NOT_SENT_EXC if retry == "safe" else _RETRYABLE_EXC
+        return connection_error(exc, request_id), retry != "never" and isinstance(exc, sendable), None
+    assert resp is not None
+    if resp.status_code < 400:
+        return None, False, None
+    err = error_from_response(resp)
+    retryable = resp.status_code == 429 or (retry == "always" and (
+        resp.status_code >= 500 or err.code == "idempotency_key_in_use"))
+    return err, retry != "never" and retryable, parse_retry_after(resp.headers.get("retry-after"))
+
+
+def decode_data(resp: httpx.Response, method: str, path: str) -> Any:
+    """The body's `data` (None for 204)."""
+    if resp.status_code == 204 or not resp.content:
+        return None
+    try:
+        return resp.json()["data"]
+    except (ValueError, KeyError, TypeError):
+        raise ServerError(f"unexpected response body from {method} {path}", code="bad_response",
+                          status=resp.status_code, request_id=resp.headers.get("x-request-id")) from None
+
+
 class Transport:
     """httpx plus the retry policy and error mapping shared by every resource."""
 
@@ -61,13 +97,9 @@ class Transport:
                  http: httpx.Client | None = None, backoff_base: float = 0.5):
         self.base_url = base_url.rstrip("/").removesuffix("/api/v1")
         self.timeout, self.max_retries, self.backoff_base = timeout, max_retries, backoff_base
-        headers = {"User-Agent": f"agentruns-python/{_version()}", "Accept": "application/json"}
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        self.http = http or httpx.Client(base_url=self.base_url, headers=headers,
+        self.http = http or httpx.Client(base_url=self.base_url,
                                          timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)))
-        if http is not None:
-            self.http.headers.update(headers)
+        self.http.headers.update(default_headers(api_key))
 
     def close(self) -> None:
         self.http.close()
@@ -75,40 +107,27 @@ class Transport:
     def request(self, method: str, path: str, *, params: Any = None, json: Any = None,
                 headers: dict[str, str] | None = None, timeout: float | None = None,
                 retry: str = "safe") -> httpx.Response:
-        """Send with retries. `retry`: "always" (GETs, create with its Idempotency-Key) resends after any
-        transport error, 5xx or 429; "safe" only when the request never reached the server, or on 429."""
+        """Send with retries (see `classify` for the policy)."""
         headers = {"X-Request-Id": uuid.uuid4().hex, **(headers or {})}  # one id for every attempt
         attempt = 0
         while True:
-            retry_after = None
+            resp = None
             try:
                 resp = self.http.request(method, path, params=params, json=json, headers=headers,
                                          timeout=self.timeout if timeout is None else timeout)
+                err, retryable, retry_after = classify(retry, headers["X-Request-Id"], resp=resp)
             except httpx.TransportError as exc:
-                err: AgentrunsError = connection_error(exc, headers["X-Request-Id"])
-                retryable = isinstance(exc, _NOT_SENT_EXC if retry == "safe" else _RETRYABLE_EXC)
-            else:
-                if resp.status_code < 400:
-                    return resp
-                err = error_from_response(resp)
-                retry_after = parse_retry_after(resp.headers.get("retry-after"))
-                retryable = resp.status_code == 429 or (retry == "always" and (
-                    resp.status_code >= 500 or err.code == "idempotency_key_in_use"))
-            if retry == "never" or not retryable or attempt >= self.max_retries:
+                err, retryable, retry_after = classify(retry, headers["X-Request-Id"], exc=exc)
+            if err is None:
+                return resp
+            if not retryable or attempt >= self.max_retries:
                 raise err
             time.sleep(backoff_delay(attempt, self.backoff_base, retry_after))
             attempt += 1
 
     def json(self, method: str, path: str, **kwargs) -> Any:
         """`request` and decode the body's `data` (None for 204)."""
-        resp = self.request(method, path, **kwargs)
-        if resp.status_code == 204 or not resp.content:
-            return None
-        try:
-            return resp.json()["data"]
-        except (ValueError, KeyError, TypeError):
-            raise ServerError(f"unexpected response body from {method} {path}", code="bad_response",
-                              status=resp.status_code, request_id=resp.headers.get("x-request-id")) from None
+        return decode_data(self.request(method, path, **kwargs), method, path)
 
 
 def _drop_none(d: dict) -> dict:
@@ -121,6 +140,14 @@ def _query_value(value: Any) -> Any:
     if isinstance(value, bool):
         return "true" if value else "false"
     return value
+
+
+def create_options(body: dict, idempotency_key: str | None, timeout: float) -> dict[str, Any]:
+    """Request options for POST /agent-runs: the body, a (generated) Idempotency-Key, a timeout covering `wait`."""
+    wait = body.get("wait")
+    wait_s = 60 if wait is True else int(wait or 0)
+    return dict(json=body, headers={"Idempotency-Key": idempotency_key or f"sdk-{uuid.uuid4()}"},
+                timeout=timeout + wait_s, retry="always")
 
 
 def list_params(filters: dict, metadata: dict | None = None) -> dict[str, Any]:
@@ -148,10 +175,7 @@ class AgentRuns:
         body = _drop_none(dict(prompt=prompt, target_id=target_id, sandbox_id=sandbox_id, computer_id=computer_id,
                                target_kind=target_kind, provider=provider, command=command or runtime_command,
                                model=model, cwd=cwd, timeout=timeout, metadata=metadata, env=env, wait=wait))
-        key = idempotency_key or f"sdk-{uuid.uuid4()}"
-        wait_s = 60 if wait is True else int(wait or 0)
-        return self._t.json("POST", "/api/v1/agent-runs", json=body, headers={"Idempotency-Key": key},
-                            timeout=self._t.timeout + wait_s, retry="always")
+        return self._t.json("POST", "/api/v1/agent-runs", **create_options(body, idempotency_key, self._t.timeout))
 
     def get(self, run_id: str, wait: int | None = None) -> dict:
         """The full run; `wait=SECONDS` long-polls (server maximum 600) until it is terminal."""

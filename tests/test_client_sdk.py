@@ -357,3 +357,28 @@ def test_sse_decoder():
     assert [m.id for m in messages] == ["7", "8"] and decoder.last_event_id == "8"
     assert event_from_sse(messages[0]) == {"seq": 7, "type": "status", "data": {"status": "running"}, "at": "t"}
     assert event_from_sse(messages[1]) == {"seq": 8, "type": "stdout", "data": "hi", "at": None}
+
+
+def test_async_client_runs_lists_and_streams(tenant):
+    import asyncio
+
+    from agentruns.client_async import AsyncClient
+
+    async def main():
+        async with AsyncClient(tenant.url, tenant.key) as client:
+            batch = uuid.uuid4().hex[:8]
+            run = await client.agent_runs.run(prompt="async", **custom('echo "a:$(cat)"', metadata={"b": batch}))
+            assert run["status"] == "succeeded" and run["output"] == "a:async\n"
+            other = await client.agent_runs.create(prompt="x", **custom("echo x; sleep 0.5; echo y",
+                                                                         metadata={"b": batch}))
+            events = [e async for e in client.agent_runs.stream(other["id"])]
+            assert "".join(e["data"] for e in events if e["type"] == "stdout") == "x\ny\n"
+            assert events[-1]["data"]["status"] == "succeeded" and events == await client.agent_runs.events(other["id"])
+            polled = [e async for e in client.agent_runs.stream(other["id"], transport="poll")]
+            assert polled == events
+            assert [r["id"] async for r in client.agent_runs.list(limit=1, metadata={"b": batch})] == \
+                [other["id"], run["id"]]
+            with pytest.raises(NotFound):
+                await client.agent_runs.get(str(uuid.uuid4()))
+
+    asyncio.run(main())
