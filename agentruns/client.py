@@ -102,6 +102,7 @@ class Transport:
         self.http.headers.update(default_headers(api_key))
 
     def close(self) -> None:
+        """Close the connection pool."""
         self.http.close()
 
     def request(self, method: str, path: str, *, params: Any = None, json: Any = None,

@@ -58,6 +58,7 @@ class AsyncTransport:
             attempt += 1
 
     async def json(self, method: str, path: str, **kwargs) -> Any:
+        """`request` and decode the body's `data`."""
         return decode_data(await self.request(method, path, **kwargs), method, path)
 
 

@@ -126,6 +126,10 @@ def test_devices_commands(cli, tmp_path):
     assert {d["id"] for d in json.loads(cli("devices", "list", "--json").stdout)["data"]} == {"box", "d1"}
     assert "d1" in cli("devices", "list").stdout
     assert "secret" not in cli("devices", "show", "d1").stdout
+    on_computer = cli("computer", "prompt", "d1", "--provider", "custom", "--runtime-command", "pwd", "--", "p")
+    assert on_computer.exit_code == 0 and on_computer.stdout == f"{tmp_path}\n"
+    wrong_kind = cli("sandbox", "prompt", "d1", "--provider", "custom", "--runtime-command", "pwd", "--", "p")
+    assert wrong_kind.exit_code == 1 and "is a computer, not a sandbox" in wrong_kind.stderr
     tested = cli("devices", "test", "d1", "--json")
     assert tested.exit_code == 0 and json.loads(tested.stdout)["ok"] is True
     key_file = tmp_path / "id_test"
