@@ -62,16 +62,19 @@ class TransportPool:
             conn = self._acquire(key, connect)
             try:
                 return conn, conn.transport.open_session(timeout=timeout)
-            except paramiko.ChannelException as exc:
-                # Usually MaxSessions: this connection is full from the server's point of view.
-                last = exc
-                with self._lock:
-                    conn.channels -= 1
-                    conn.full = True
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 last = exc
-                self.release(conn)
-                self._drop(key, conn)
+                if conn.transport.is_active():
+                    # The server refused the channel (usually MaxSessions): this connection is full
+                    # from its point of view. paramiko may report that as a bare SSHException when
+                    # two opens fail at once (the refusal is kept in one transport-wide slot), so
+                    # only a dead transport is dropped; dropping a live one would kill its runs.
+                    with self._lock:
+                        conn.channels -= 1
+                        conn.full = True
+                else:
+                    self.release(conn)
+                    self._drop(key, conn)
         raise DriverError(DEVICE_UNREACHABLE, f"could not open an SSH channel: {last}", before_start=True)
 
     def release(self, conn: _Conn) -> None:
