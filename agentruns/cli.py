@@ -136,18 +136,12 @@ def keys_gen_secret() -> None:
     click.echo(new_secret_key())
 
 
-def _register_optional() -> None:
+def _register_commands() -> None:
     """Client and dev commands live in their own modules to keep this one about operations."""
-    import importlib
+    from agentruns import cli_client, dev
 
-    for module in ("agentruns.cli_client", "agentruns.dev"):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        mod.register(main)
+    cli_client.register(main)
+    dev.register(main)
 
 
-_register_optional()
+_register_commands()
