@@ -119,10 +119,14 @@ def test_invalid_env_name_is_refused_before_connecting(driver):
         run(driver, ["true"], env={"BAD-NAME": "x"})
 
 
-@pytest.mark.parametrize("cwd, expected", [("~", None), ("/tmp", "/tmp")])
+@pytest.mark.parametrize("cwd, expected", [
+    ("~", ""), ("/tmp", "/tmp"), ("~/agentruns test's dir", "/agentruns test's dir"),
+    ("agentruns test's dir", "/agentruns test's dir"),  # relative paths start in the home directory
+])
 def test_cwd(driver, sshd, cwd, expected):
-    home = sshd.run_as_user("cd ~ && pwd").stdout.strip()
-    assert run(driver, ["pwd"], cwd=cwd).stdout.decode().strip() == (expected or home)
+    home = sshd.run_as_user("mkdir -p ~/\"agentruns test's dir\" && cd ~ && pwd").stdout.strip()
+    want = expected if expected.startswith("/tmp") else home + expected
+    assert run(driver, ["pwd"], cwd=cwd).stdout.decode().strip() == want
 
 
 def test_missing_cwd_is_a_before_start_error(driver):
