@@ -1,8 +1,9 @@
 """Run commands on this machine with subprocess: the embedded default driver.
 
 Semantics match the ssh driver where they can:
-- env: the child gets this process's environment (os.environ) overlaid with req.env, like a remote
-  command gets the device user's environment plus req.env.
+- env: the child gets this process's environment overlaid with req.env, like a remote command gets
+  the device user's environment plus req.env; the service's own configuration (AGENTRUNS_*,
+  DATABASE_URL, REDIS_URL: the secret key and credentials) is never passed on.
 - spec.login_shell is ignored: argv is exec'd directly, with this process's PATH.
 - A missing executable is not an exception: the result has exit code 127 (126 when it is not
   executable), as a remote shell would report it.
@@ -19,6 +20,14 @@ import time
 
 from ._common import OutputSink, call_on_start, utcnow, validate_env
 from .base import CWD_NOT_FOUND, DeviceSpec, DriverError, ExecRequest, ExecResult, OutputCallback, StartCallback
+
+SERVICE_ENV = ("DATABASE_URL", "REDIS_URL")
+
+
+def inherited_env() -> dict[str, str]:
+    """This process's environment minus the service's own secrets and configuration."""
+    return {k: v for k, v in os.environ.items() if k not in SERVICE_ENV and not k.startswith("AGENTRUNS_")}
+
 
 _TICK = 0.05  # how often cancel and the deadline are checked
 _STUCK_PIPE_GRACE = 3.0  # after SIGKILL, how long to wait for pipes held by an escaped process
@@ -48,7 +57,7 @@ class LocalDriver:
         deadline = time.monotonic() + req.timeout
         try:
             proc = subprocess.Popen(
-                req.argv, cwd=req.cwd, env={**os.environ, **req.env},
+                req.argv, cwd=req.cwd, env={**inherited_env(), **req.env},
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 start_new_session=True, close_fds=True,
             )

@@ -147,3 +147,13 @@ def test_driver_failures_have_error_codes(worker, client, auth, sshd, case, code
     done = wait_run(client, auth, run["id"], 60)
     assert done["status"] == "failed" and done["error"]["code"] == code, done
     assert done["error"]["message"]
+
+
+def test_local_runs_do_not_inherit_the_service_secrets(worker, client, auth, local_device):
+    run = create(client, auth, prompt="p", sandbox_id="box-1", env={"MINE": "yes"},
+                 command='env | cut -d= -f1 | sort; echo "MINE=$MINE"')
+    done = wait_run(client, auth, run["id"])
+    assert done["status"] == "succeeded"
+    names = done["output"].split()
+    assert "MINE=yes" in names and "AGENTRUNS_RUN_ID" in names
+    assert not {"AGENTRUNS_SECRET_KEY", "DATABASE_URL", "REDIS_URL"} & set(names)
