@@ -189,7 +189,8 @@ def test_ctrl_c_stops_everything(data_dir):
         assert r.status_code == 200 and r.json()["data"]["default_cwd"] == str(data_dir / "workspace")
         # The leftover checks below can see what they look for.
         running = "\n".join(marked_processes(data_dir))
-        assert all(f"agentruns {name} " in running for name in ("api", "worker", "beat")), running
+        assert all(f"agentruns {name} " in running for name in ("worker", "beat")), running
+        assert "gunicorn app:create_app()" in running, running  # `agentruns api` execs gunicorn
         assert "bin/postgres -D" in running, running
         assert all(alive(pid) for pid in printed_pids(dev).values())
         dev.proc.send_signal(signal.SIGINT)

@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 
 from tests.conftest import wait_run
-from tests.test_e2e_runs import create, wait_status
+from tests.test_e2e_runs import create, wait_for_process, wait_status
 
 pytestmark = pytest.mark.e2e
 _redis_db = itertools.count(1)
@@ -52,7 +52,7 @@ def test_sigkilled_worker_is_reaped_as_worker_lost(private, auth, sshd, client):
         marker = f"{3000 + uuid.uuid4().int % 5000}"
         run = create(pclient, auth, prompt="p", computer_id="reap-me", command=f"sleep {marker}4")
         wait_status(pclient, auth, run["id"], "running")
-        assert sshd.pgrep(f"sleep {marker}4")
+        wait_for_process(sshd, f"sleep {marker}4")
         killed_at = time.monotonic()
         victim.kill(signal.SIGKILL)
         done = wait_run(client, auth, run["id"], 20)

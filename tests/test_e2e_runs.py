@@ -29,6 +29,14 @@ def wait_status(client, auth, run_id, status, seconds=20):
     raise AssertionError(f"run {run_id} never became {status}: {run}")
 
 
+def wait_for_process(sshd, marker: str, seconds: float = 10) -> None:
+    """The run is `running` once its shell started; its child may need a moment longer."""
+    deadline = time.monotonic() + seconds
+    while not sshd.pgrep(marker):
+        assert time.monotonic() < deadline, f"no process matching {marker!r} on the device"
+        time.sleep(0.05)
+
+
 def test_custom_command_over_ssh(worker, client, auth, ssh_device):
     run = create(client, auth, prompt="hello device", computer_id="dev-ssh",
                  command='echo "out:$(cat)"; echo warn >&2; pwd; echo "$AGENTRUNS_RUN_ID"', metadata={"t": 1})
@@ -79,7 +87,7 @@ def test_cancel_running_run(worker, client, auth, ssh_device, sshd):
     marker = f"{3000 + uuid.uuid4().int % 5000}"
     run = create(client, auth, prompt="p", computer_id="dev-ssh", command=f"echo started; sleep {marker}3")
     wait_status(client, auth, run["id"], "running")
-    assert sshd.pgrep(f"sleep {marker}3")
+    wait_for_process(sshd, f"sleep {marker}3")
     asked = time.monotonic()
     resp = client.post(f"/api/v1/agent-runs/{run['id']}/cancel", headers=auth)
     assert resp.status_code == 200 and resp.get_json()["data"]["cancel_requested"] is True
