@@ -220,3 +220,20 @@ def test_values_the_store_or_a_cli_cannot_take(client, auth, local_device, body,
     resp = post_run(client, auth, {"sandbox_id": "box-1", **body})
     assert resp.status_code == 422, resp.get_json()
     assert field in resp.get_json()["error"]["details"]["fields"]
+
+
+def test_rate_limit_answers_429_with_retry_after(settings, auth):
+    from dataclasses import replace
+
+    from app import create_app
+
+    import time
+
+    limited = create_app(replace(settings, rate_limit_per_minute=3)).test_client()
+    if time.time() % 60 > 57:  # the limiter counts per clock minute: don't straddle two
+        time.sleep(60 - time.time() % 60 + 0.1)
+    codes = [limited.get("/api/v1/agent-runs", headers=auth).status_code for _ in range(4)]
+    resp = limited.get("/api/v1/agent-runs", headers=auth)
+    assert codes == [200, 200, 200, 429] and resp.status_code == 429
+    assert resp.get_json()["error"]["code"] == "rate_limited"
+    assert 1 <= int(resp.headers["Retry-After"]) <= 60
