@@ -241,6 +241,44 @@ def test_codex_error_without_a_turn_fails():
     assert not r.succeeded and r.error_code == "provider_error" and r.error_message == "stream disconnected"
 
 
+# ── parse: recorded from the genuine Claude Code and Codex (tests/test_real_clis.py pins) ──
+
+
+def test_claude_2_1_332_recorded_runs():
+    ok = get_provider("claude").parse(0, data("claude-code-2.1.332-success.jsonl"), "")
+    assert ok.succeeded and ok.output == "STANDIN-ANSWER: rec"
+    assert ok.session_id == "74b97ba2-baae-4488-942a-e1cde1d135a2"
+    assert ok.cost_usd == pytest.approx(0.00514)
+    assert ok.usage["input_tokens"] == 1200 and ok.usage["output_tokens"] == 17
+    tool = get_provider("claude").parse(0, data("claude-code-2.1.332-tool-call.jsonl"), "")
+    assert tool.succeeded and tool.output == "STANDIN-DONE: rec"
+    assert tool.usage["input_tokens"] == 2400 and tool.cost_usd == pytest.approx(0.01028)
+
+
+def test_claude_2_1_332_http_500_is_error_with_subtype_success():
+    r = get_provider("claude").parse(1, data("claude-code-2.1.332-api-error-500-exit1.jsonl"), "")
+    assert not r.succeeded and r.error_code == "provider_error"
+    assert r.error_message.startswith("API Error: 500 STANDIN-ERROR 500 for rec.")
+    assert r.session_id == "91894ae1-385f-46ff-8811-7ade336be883"
+
+
+def test_codex_0_171_0_recorded_runs():
+    ok = get_provider("codex").parse(0, data("codex-0.171.0-success.jsonl"), "")
+    # The "Model metadata ... not found" *item* of type error is a warning, not a failure.
+    assert ok.succeeded and ok.output == "STANDIN-ANSWER: rec"
+    assert ok.session_id == "01a22341-b71f-73c0-867a-ede2fe4ea5ed"
+    assert ok.usage["input_tokens"] == 1200 and ok.usage["output_tokens"] == 17 and ok.cost_usd is None
+    tool = get_provider("codex").parse(0, data("codex-0.171.0-tool-call.jsonl"), "")
+    assert tool.succeeded and tool.output == "STANDIN-DONE: rec" and tool.usage["input_tokens"] == 2400
+
+
+def test_codex_0_171_0_http_500_turn_failed():
+    r = get_provider("codex").parse(1, data("codex-0.171.0-http-500-exit1.jsonl"), "")
+    assert not r.succeeded and r.error_code == "provider_error"
+    # Codex words a 5xx its own way; the server's message is not in its output.
+    assert r.error_message == "We’re currently experiencing high demand, which may cause temporary errors."
+
+
 # ── parse: pi ────────────────────────────────────────────────────────────
 
 PI_SESSION = "01a22321-b14c-774f-aad8-eb29ff861d49"
