@@ -3,6 +3,7 @@
 Used by tests/test_real_clis.py; also runnable by hand: `python -m tests.real_clis [name ...]`
 installs (or finds) them and prints where they are.
 
+- Versions: PINS below; $AGENTRUNS_CLI_VERSIONS ("codex=0.172.0,pi=0.74.0") overrides some of them.
 - Cache root: $AGENTRUNS_CLI_CACHE, default /var/cache/agentruns-clis (root) or
   ~/.cache/agentruns-clis. One folder per CLI and version (`claude-code-2.1.332`, ...), so a pin bump
   installs next to the old one and a warm run costs a stat() per CLI.
@@ -23,11 +24,13 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 SKIP_ENV = "AGENTRUNS_SKIP_REAL_CLIS"
 CACHE_ENV = "AGENTRUNS_CLI_CACHE"
+# "codex=0.172.0,pi=0.74.0": try other versions without editing PINS (e.g. before bumping a pin).
+VERSIONS_ENV = "AGENTRUNS_CLI_VERSIONS"
 
 
 @dataclass(frozen=True)
@@ -78,9 +81,19 @@ def skip_requested() -> bool:
     return os.environ.get(SKIP_ENV, "").strip().lower() in {"1", "true", "yes"}
 
 
+def pin_for(name: str) -> Pin:
+    """The pin of a CLI, with its version overridden by $AGENTRUNS_CLI_VERSIONS if it names one."""
+    pin = PINS[name]
+    for item in os.environ.get(VERSIONS_ENV, "").split(","):
+        key, _, version = item.strip().partition("=")
+        if key == name and version:
+            pin = replace(pin, version=version)
+    return pin
+
+
 def ensure(name: str, log=print) -> Installed:
     """The cached install of a pinned CLI, installing it first if needed (under a lock)."""
-    pin = PINS[name]
+    pin = pin_for(name)
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
     folder = root / pin.key
@@ -167,8 +180,14 @@ def _check_runs(executable: str) -> None:
 
 
 def _open_up(folder: Path) -> None:
-    """o+rX on the install; o+x on the cache folders we own; refuse a parent others cannot enter."""
+    """o+rX on the install, and a path to it that the device user may walk.
+
+    Only as root: a non-root test session's device user is that same user (tests/sshd.py), so
+    nothing needs opening; root's device user is a plain account.
+    """
     subprocess.run(["chmod", "-R", "o+rX", str(folder)], check=True)
+    if os.geteuid() != 0:
+        return
     root = cache_root().resolve()
     for parent in folder.resolve().parents:
         mode = parent.stat().st_mode

@@ -331,7 +331,7 @@ def test_model_error_fails_fast_with_the_clis_message(fleet, installs, cli):
     assert message and (message[:60] in run["stdout"] or message[:60] in run["stderr"]), describe(run)
     if EXPECT[cli].relays_error_text:
         assert error_text(500, token) in message, describe(run)
-    assert seconds(run, "started_at", "finished_at") < 15, describe(run)
+    assert seconds(run, "created_at", "finished_at") < 15, describe(run)  # retries turned down
     assert fleet["standin"].find(o.marker, EXPECT[cli].api_path), "the model was never called"
 
 
