@@ -9,6 +9,9 @@ Sources:
 - /work/shared/field-notes.md "Agent CLIs" (Claude Code 2.1.197 as observed: stream-json
   needs --verbose; as root bypassPermissions fails unless IS_SANDBOX=1; `subtype:"success"`
   can come with `is_error:true`)
+- Verified end to end with the genuine Claude Code 2.1.332 (tests/test_real_clis.py; recorded
+  output in tests/data/providers/claude-code-2.1.332-*.jsonl): an HTTP 500 still ends with
+  `subtype:"success"`, `is_error:true`, exit 1
 """
 from __future__ import annotations
 

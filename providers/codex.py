@@ -10,6 +10,9 @@ Sources:
   precede a turn that still completes; the turn's own completed/failed event is the verdict;
   config and deprecation warnings arrive as non-fatal `error` *items*)
 - /work/shared/field-notes.md "Agent CLIs" (Codex 0.171.0: a 500 gives turn.failed, exit 1)
+- Verified end to end with the genuine Codex 0.171.0 (tests/test_real_clis.py; recorded output in
+  tests/data/providers/codex-0.171.0-*.jsonl): an unknown model name adds a non-fatal
+  `item.completed{type:"error"}` warning before the turn
 """
 from __future__ import annotations
 

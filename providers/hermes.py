@@ -16,6 +16,8 @@ Sources:
   the error text on stdout and `"failed": true` in the usage file; `--oneshot=VALUE` carries
   a prompt starting with "-" (`-z --foo` is an argparse error), and the prompt reaches the
   model byte for byte.
+- Verified end to end with the genuine hermes-agent 0.19.0 (tests/test_real_clis.py), including a
+  110 KiB prompt through the argument route.
 
 The wrapper exists because the prompt must become one argv element: a constant sh script
 reads stdin into a variable and passes it as `--oneshot=$p`, so no user text is ever parsed

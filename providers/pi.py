@@ -10,6 +10,7 @@ Sources:
   message_end; on a model error `--mode json` still exits 0)
 - tests/data/providers/pi-0.73.1-*.jsonl: recorded from pi 0.73.1 against a stub endpoint
   (first line `{"type":"session","id":...}` even with --no-session)
+- Verified end to end with the genuine pi 0.73.1 (tests/test_real_clis.py)
 """
 from __future__ import annotations
 
