@@ -200,7 +200,8 @@ def fleet(app, worker, sshd, standin, installs):
         submit_and_wait(client, auth, [o for o in outcomes.values() if o.case != "error"])
     finally:
         app.config["SETTINGS"] = settings_before
-    yield {"outcomes": outcomes, "sshd": sshd, "standin": standin, "workdir": workdir}
+    yield {"outcomes": outcomes, "sshd": sshd, "standin": standin, "workdir": workdir, "client": client,
+           "auth": auth}
     sshd.run_as_user(f"rm -rf {shlex.quote(confdir)} {shlex.quote(workdir)}")
 
 
@@ -218,8 +219,8 @@ def submit_and_wait(client, auth, wave: list[Outcome]) -> None:
     print(f"\n{sum(o.run is not None for o in wave)} genuine-CLI runs finished in {time.monotonic() - started:.1f} s")
     for o in wave:
         if o.run and o.run.get("started_at"):
-            print(f"  {o.cli:12} {o.case:7} {o.run['status']:9} waited {seconds(o.run, 'created_at', 'started_at'):4.1f} s,"
-                  f" ran {seconds(o.run, 'started_at', 'finished_at'):4.1f} s")
+            waited, ran = seconds(o.run, "created_at", "started_at"), seconds(o.run, "started_at", "finished_at")
+            print(f"  {o.cli:12} {o.case:7} {o.run['status']:9} waited {waited:4.1f} s, ran {ran:4.1f} s")
 
 
 def plan(cli: str, workdir: str, token: str) -> list[Outcome]:
@@ -348,6 +349,7 @@ def test_tricky_prompt_arrives_intact(fleet, installs, cli):
     o = get(fleet, installs, cli, "tricky")
     run = finished(o)
     assert run["status"] == "succeeded", describe(run)
+    assert run["output"] == answer_text(o.marker[len("[[id:"):-2]), describe(run)
     assert fleet["standin"].find(o.prompt, EXPECT[cli].api_path), "the exact prompt never reached the model"
     canary = fleet["sshd"].run_as_user(f"test -e {shlex.quote(fleet['workdir'])}/canary-{cli}")
     assert canary.returncode != 0, "a shell expanded the prompt on the device"
@@ -366,6 +368,7 @@ def test_150_kib_prompt(fleet, installs, cli):
         return
     run = finished(o)
     assert run["status"] == "succeeded", describe(run)
+    assert run["output"] == answer_text(o.marker[len("[[id:"):-2]), describe(run)
     assert fleet["standin"].find(o.prompt, EXPECT[cli].api_path), "the 150 KiB prompt did not arrive whole"
 
 
@@ -375,3 +378,13 @@ def test_hermes_prompt_under_its_limit_goes_through_argv(fleet, installs):
     assert len(o.prompt.encode()) == HERMES_FITS_BYTES < MAX_PROMPT_BYTES
     assert run["status"] == "succeeded", describe(run)
     assert fleet["standin"].find(o.prompt, EXPECT["hermes"].api_path), "the prompt did not arrive whole"
+
+
+@pytest.mark.parametrize("cli", CLIS)
+def test_provider_env_is_write_only(fleet, installs, cli):
+    installed(installs, cli)
+    resp = fleet["client"].get(f"/api/v1/devices/real-{cli}", headers=fleet["auth"])
+    assert resp.status_code == 200
+    shown = resp.get_json()["data"]["providers"][cli]
+    assert "env" not in shown and shown["env_names"], shown
+    assert STANDIN_KEY not in resp.get_data(as_text=True)
