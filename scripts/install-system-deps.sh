@@ -19,6 +19,9 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || why[python3-venv]="python3 -m
 have sshd || [ -x /usr/sbin/sshd ] || why[openssh-server]="sshd, which the SSH tests start as a throwaway server"
 { have ps && have pkill; } || why[procps]="ps and pkill"
 have git || why[git]="git"
+# The genuine agent CLIs (tests/test_real_clis.py) install from the npm registry.
+have npm || why[npm]="npm (and nodejs), to install Claude Code, Codex and pi for the real-CLI tests"
+have npm || why[nodejs]="node, which runs Claude Code and pi"
 
 root=false
 [ "$(id -u)" -eq 0 ] && root=true

@@ -97,3 +97,25 @@ def test_device_test_endpoint_reports_latency_and_pins_on_first_use(client, auth
                                          "private_key": SSH["private_key"]}, headers=auth)
     failed = client.post("/api/v1/devices/nokey/test", headers=auth).get_json()["data"]
     assert failed["ok"] is False and failed["error"]["code"] in ("auth_failed",), failed
+
+
+def test_patch_providers_merges_per_provider(client, auth):
+    from app import db
+    from app.models import Device
+    from app.services.device_config import load
+
+    client.post("/api/v1/devices", json={"id": "prov", "kind": "sandbox", "driver": "local", "providers": {
+        "codex": {"executable": "/opt/codex", "env": {"CODEX_HOME": "/c"}},
+        "pi": {"executable": "/opt/pi", "env": {"PI_KEY": "secret-pi"}}}}, headers=auth)
+    resp = client.patch("/api/v1/devices/prov", json={"providers": {"codex": {"executable": "/new/codex"},
+                                                                     "hermes": {"extra_args": ["-v"]}}}, headers=auth)
+    providers = resp.get_json()["data"]["providers"]
+    assert providers == {"codex": {"executable": "/new/codex"}, "hermes": {"extra_args": ["-v"]},
+                         "pi": {"executable": "/opt/pi", "env_names": ["PI_KEY"]}}
+    client.patch("/api/v1/devices/prov", json={"providers": {"hermes": None}}, headers=auth)
+    with db.session() as s:
+        device = s.query(Device).filter_by(id="prov").one()
+        cfg = load(device, client.application.extensions["settings"].secret_key)
+    assert set(cfg.providers) == {"codex", "pi"}
+    assert cfg.provider_settings("pi").env == {"PI_KEY": "secret-pi"}
+    assert cfg.provider_settings("codex").env == {}

@@ -21,6 +21,8 @@ def check_providers(value: dict) -> None:
         raise ValidationError(f"unknown provider(s): {', '.join(unknown)}")
     errors = {}
     for name, settings in value.items():
+        if settings is None:  # PATCH: remove this provider's settings
+            continue
         try:
             ProviderSettingsIn().load(settings if isinstance(settings, dict) else {"_": settings})
         except ValidationError as exc:
@@ -45,7 +47,7 @@ class _DeviceFields(Schema):
     max_concurrent_runs = fields.Integer(strict=True, validate=validate.Range(1, 1000))
     default_cwd = fields.String(validate=check_cwd, allow_none=True)
     env = fields.Dict(keys=fields.String(), values=fields.Raw(), validate=check_env)
-    providers = fields.Dict(keys=fields.String(), values=fields.Raw(), validate=check_providers)
+    providers = fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True), validate=check_providers)
 
 
 class DeviceCreate(_DeviceFields):

@@ -38,7 +38,14 @@ def _apply(device: Device, data: dict, secret_key: str) -> None:
     if "env" in data:
         secrets["env"] = data.pop("env")
     if "providers" in data:
-        public, secret_env = _split_providers(data.pop("providers"))
+        # Per provider: the given settings replace that provider's (env included), null removes
+        # it, and providers not named keep theirs, so a PATCH need not resend every secret.
+        public, secret_env = dict(device.providers or {}), dict(secrets.get("provider_env", {}))
+        for name, settings in data.pop("providers").items():
+            public.pop(name, None), secret_env.pop(name, None)
+            if settings is not None:
+                new_public, new_env = _split_providers({name: settings})
+                public.update(new_public), secret_env.update(new_env)
         device.providers = public
         secrets["provider_env"] = secret_env
     for key, value in data.items():
