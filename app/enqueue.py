@@ -7,14 +7,13 @@ import uuid
 import redis
 from celery import Celery
 
-from app import db, runstate
 from workers.celery_app import EXECUTE
 
 log = logging.getLogger("agentruns.enqueue")
 
 
-def enqueue(celery: Celery, run_ids: list[uuid.UUID], probe: redis.Redis | None = None) -> bool:
-    """Publish runs.execute for each id (after their rows committed); False if the broker was down.
+def enqueue(celery: Celery, run_ids: list[uuid.UUID], probe: redis.Redis | None = None) -> list[uuid.UUID]:
+    """Publish runs.execute for each id (after their rows committed); returns the ids sent.
 
     `probe` is a fail-fast client on the broker: kombu's own connections retry with backoff for
     about 6 s when Redis is down, which a caller waiting for its 201 should not pay.
@@ -28,7 +27,4 @@ def enqueue(celery: Celery, run_ids: list[uuid.UUID], probe: redis.Redis | None 
             sent.append(run_id)
     except Exception as exc:  # kombu and redis-py raise several types for an unreachable broker
         log.warning("enqueue failed, the sweeper will retry: %s", type(exc).__name__)
-    if sent:
-        with db.session() as s:
-            runstate.mark_enqueued(s, sent)
-    return len(sent) == len(run_ids)
+    return sent

@@ -185,3 +185,19 @@ def live_server(e2e_env, worker):
     proc = start_api(e2e_env, port)
     yield f"http://127.0.0.1:{port}"
     proc.stop()
+
+
+@pytest.fixture(scope="session")
+def quiet_app(settings):
+    """The API on a Redis database no worker listens to: its runs stay queued until a test moves them."""
+    from dataclasses import replace
+
+    from app import create_app
+
+    base, _, _ = settings.redis_url.rpartition("/")
+    return create_app(replace(settings, redis_url=f"{base}/15"))
+
+
+@pytest.fixture()
+def quiet_client(quiet_app):
+    return quiet_app.test_client()

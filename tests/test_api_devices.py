@@ -73,7 +73,8 @@ def test_validation(client, auth):
     assert ok.status_code == 201, ok.get_json()
 
 
-def test_device_with_runs_in_flight_cannot_be_deleted(client, auth, local_device):
+def test_device_with_runs_in_flight_cannot_be_deleted(quiet_client, auth, local_device):
+    client = quiet_client
     run = client.post("/api/v1/agent-runs", json={"prompt": "x", "sandbox_id": "box-1"}, headers=auth).get_json()["data"]
     resp = client.delete("/api/v1/devices/box-1", headers=auth)
     assert resp.status_code == 409 and resp.get_json()["error"]["code"] == "device_busy"

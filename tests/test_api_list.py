@@ -3,6 +3,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
+
+@pytest.fixture()
+def client(quiet_client):
+    """Status filters need runs that stay where the test put them: no worker may pick them up."""
+    return quiet_client
+
 
 def _make(client, auth, n, **extra):
     ids = []

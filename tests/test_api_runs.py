@@ -156,7 +156,8 @@ def test_tenant_isolation(client, auth, local_device):
     assert resp.status_code == 422 and "target_id" in resp.get_json()["error"]["details"]["fields"]
 
 
-def test_cancel_queued_run(client, auth, local_device):
+def test_cancel_queued_run(quiet_client, auth, local_device):
+    client = quiet_client
     run = post_run(client, auth, {"prompt": "x", "sandbox_id": "box-1"}).get_json()["data"]
     resp = client.post(f"/api/v1/agent-runs/{run['id']}/cancel", headers=auth)
     assert resp.status_code == 200
@@ -170,7 +171,8 @@ def test_cancel_queued_run(client, auth, local_device):
     assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)
 
 
-def test_cancel_finished_run_is_conflict(client, auth, local_device):
+def test_cancel_finished_run_is_conflict(quiet_client, auth, local_device):
+    client = quiet_client
     from app import db, runstate
 
     run = post_run(client, auth, {"prompt": "x", "sandbox_id": "box-1"}).get_json()["data"]
@@ -181,7 +183,8 @@ def test_cancel_finished_run_is_conflict(client, auth, local_device):
     assert resp.status_code == 409 and resp.get_json()["error"]["code"] == "run_finished"
 
 
-def test_get_wait_returns_when_terminal(client, auth, local_device):
+def test_get_wait_returns_when_terminal(quiet_client, auth, local_device):
+    client = quiet_client
     import threading
     import time
 

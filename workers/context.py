@@ -35,8 +35,12 @@ def get() -> WorkerContext:
 
             settings = Settings.from_env()
             db.init(settings.database_url)
-            r = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=10,
-                                     health_check_interval=30)
+            # One worker runs hundreds of runs in threads: a blocking pool makes a thread wait for a
+            # connection instead of failing with "Too many connections" when many finish at once.
+            pool = redis.BlockingConnectionPool.from_url(settings.redis_url, max_connections=200, timeout=30,
+                                                         socket_connect_timeout=5, socket_timeout=10,
+                                                         health_check_interval=30)
+            r = redis.Redis(connection_pool=pool)
             ctx = WorkerContext(settings, r, Leases(r), f"{socket.gethostname()}:{os.getpid()}", None)
             ctx.supervisor = Supervisor(ctx)
             _ctx = ctx

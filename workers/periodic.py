@@ -43,9 +43,12 @@ def sweep(celery) -> int:
     ctx = context.get()
     with db.session() as s:
         ids = runstate.stale_queued(s, ctx.settings.queued_stale_seconds)
-    if ids:
-        enqueue(celery, ids)
-        log.info("re-enqueued %d stale queued run(s)", len(ids))
+    sent = enqueue(celery, ids) if ids else []
+    if sent:
+        # The API does not stamp a first send (created_at stands for it); a re-send restarts the clock.
+        with db.session() as s:
+            runstate.mark_enqueued(s, sent)
+        log.info("re-enqueued %d stale queued run(s)", len(sent))
     return len(ids)
 
 

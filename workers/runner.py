@@ -11,6 +11,8 @@ import logging
 import uuid
 from functools import partial
 
+from sqlalchemy import exists, select
+
 from app import db, runstate
 from app.crypto import decrypt_json
 from app.models import CANCELED, FAILED, QUEUED, SUCCEEDED, Device, Run
@@ -35,32 +37,50 @@ def execute(run_id: str) -> str:
     if run is None or run.status != QUEUED:
         log.info("duplicate delivery: run %s is %s; nothing to do", run_id, run.status if run else "missing")
         return "duplicate"
-    executed = 0
-    while _start_next(ctx, run.tenant_id, run.target_id):
-        executed += 1
-    return f"executed:{executed}" if executed else "busy"
+    executed = rechecks = 0
+    while True:
+        outcome = _start_next(ctx, run.tenant_id, run.target_id)
+        if outcome == RAN:
+            executed, rechecks = executed + 1, 0
+            continue
+        # A run can commit while we hold a slot and find nothing to claim; its own delivery then
+        # sees the device full and leaves it to the slot holders. So a holder that found nothing
+        # looks again after releasing its slot, or that run would wait for the sweeper.
+        if outcome == EMPTY and rechecks < 3 and _has_queued(run.tenant_id, run.target_id):
+            rechecks += 1
+            continue
+        return f"executed:{executed}" if executed else "busy"
 
 
-def _start_next(ctx, tenant_id: uuid.UUID, device_id: str) -> bool:
-    """Run the device's oldest queued run if a slot is free; False when there is nothing to do."""
+RAN, FULL, EMPTY = "ran", "full", "empty"
+
+
+def _has_queued(tenant_id: uuid.UUID, device_id: str) -> bool:
+    with db.session() as s:
+        return s.execute(select(exists().where(Run.tenant_id == tenant_id, Run.target_id == device_id,
+                                               Run.status == QUEUED))).scalar_one()
+
+
+def _start_next(ctx, tenant_id: uuid.UUID, device_id: str) -> str:
+    """Run the device's oldest queued run if a slot is free: RAN, FULL (no slot) or EMPTY (nothing to claim)."""
     with db.session() as s:
         device = s.get(Device, (tenant_id, device_id))
     if device is None:
-        return False
+        return EMPTY
     ttl_ms = ctx.settings.lease_seconds * 1000
     slot_key, slot_token = slots_key(tenant_id, device_id), new_token()
     if not ctx.leases.acquire_slot(slot_key, device.max_concurrent_runs, slot_token, ttl_ms):
-        return False  # the device is full: whoever holds a slot starts the next run when it is done
+        return FULL  # whoever holds a slot starts the next run when it is done
     try:
         with db.session() as s:
             run = runstate.claim_next(s, tenant_id, device_id, ctx.worker_id, ctx.settings.lease_seconds)
         if run is None:
-            return False
+            return EMPTY
         lock_key, lock_token = run_lock_key(run.id), new_token()
         if not ctx.leases.lock(lock_key, lock_token, ttl_ms):
             with db.session() as s:
                 runstate.unclaim(s, run.id, run.epoch)
-            return False
+            return EMPTY
         active = ActiveRun(run.id, run.epoch, lock_key, lock_token, slot_key, slot_token)
         ctx.supervisor.add(active)
         try:
@@ -69,7 +89,7 @@ def _start_next(ctx, tenant_id: uuid.UUID, device_id: str) -> bool:
             ctx.supervisor.remove(active)
             ctx.leases.unlock(lock_key, lock_token)
             publish(ctx.redis, run.id, "finished")
-        return True
+        return RAN
     finally:
         ctx.leases.release_slot(slot_key, slot_token)
 
@@ -96,10 +116,12 @@ def _execute_claimed(ctx, run: Run, device: Device, active: ActiveRun) -> None:
         result = driver.run(request, on_output=partial(ctx.supervisor.output, active), on_start=on_start,
                             cancel=active.stop)
     except DriverError as exc:
+        active.finishing = True
         if active.stop_reason != "lease_lost":
             ctx.supervisor.flush_events([active])
             _finish(run, FAILED, error={"code": exc.code, "message": exc.message})
         return
+    active.finishing = True
     if active.stop_reason == "lease_lost":
         return  # another epoch owns the run now: write nothing
     ctx.supervisor.flush_events([active])  # every output event precedes the terminal status event
@@ -129,6 +151,7 @@ def _outcome(killed: str | None, stop_reason: str | None, parsed, timeout: int) 
 
 
 def _finish(run: Run, status: str, **fields) -> None:
+    """Record the outcome, fenced by the epoch we hold."""
     with db.session() as s:
         row = runstate.finish(s, run.id, run.epoch, status, **fields)
     if row is None:

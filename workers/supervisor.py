@@ -34,6 +34,7 @@ class ActiveRun:
     slot_token: str
     stop: threading.Event = field(default_factory=threading.Event)
     stop_reason: str | None = None  # "canceled" | "lease_lost" | "worker_shutdown"
+    finishing: bool = False  # the process ended; its result is being recorded (the lease may be gone)
     events: list = field(default_factory=list)
     events_written: int = 0
     events_dropped: bool = False
@@ -102,7 +103,7 @@ class Supervisor:
     def beat(self) -> None:
         """Renew every lease we hold and deliver cancel requests."""
         with self._lock:
-            runs = list(self.active.values())
+            runs = [r for r in self.active.values() if not r.finishing]
         if not runs:
             return
         ttl = self.ctx.settings.lease_seconds
@@ -121,6 +122,8 @@ class Supervisor:
         except Exception as exc:  # Redis leases lapse harmlessly; PostgreSQL still fences the run
             log.warning("redis lease renewal failed: %s", exc)
         for r in runs:
+            if r.finishing:
+                continue  # finished while we renewed: its row is no longer `running`, which is fine
             if r.run_id not in held:
                 if not r.stop.is_set():
                     log.warning("run %s lost its lease (epoch %s); stopping without writing", r.run_id, r.epoch)
