@@ -70,7 +70,7 @@ def build_command(
 ) -> str:
     """The exec request string: `exec /bin/sh -c '<wrapper>'`, every user part shlex-quoted.
 
-    backstop: if set and GNU `timeout` exists on the device, the command is also wrapped in
+    backstop: if set and `timeout` (GNU or busybox) exists on the device, the command is also wrapped in
     `timeout -s TERM -k <grace> <backstop>` so it dies even if this worker vanishes mid-run.
     """
     if not argv:
@@ -88,7 +88,8 @@ def build_command(
     if backstop is not None:
         secs, grace = max(1, math.ceil(backstop)), max(1, math.ceil(kill_grace))
         lines.append(
-            f'if timeout --version >/dev/null 2>&1; then t="timeout -s TERM -k {grace} {secs}"; fi'
+            # `command -v` is a builtin: probing with `timeout --version` cost a fork and exec per run.
+            f'if command -v timeout >/dev/null 2>&1; then t="timeout -s TERM -k {grace} {secs}"; fi'
         )
     quoted_argv = " ".join(shlex.quote(a) for a in argv)
     if login_shell:

@@ -88,7 +88,6 @@ def _start_next(ctx, tenant_id: uuid.UUID, device_id: str) -> str:
         finally:
             ctx.supervisor.remove(active)
             ctx.leases.unlock(lock_key, lock_token)
-            publish(ctx.redis, run.id, "finished")
         return RAN
     finally:
         ctx.leases.release_slot(slot_key, slot_token)
@@ -119,7 +118,7 @@ def _execute_claimed(ctx, run: Run, device: Device, active: ActiveRun) -> None:
         active.finishing = True
         if active.stop_reason != "lease_lost":
             ctx.supervisor.flush_events([active])
-            _finish(run, FAILED, error={"code": exc.code, "message": exc.message})
+            _finish(ctx, run, FAILED, error={"code": exc.code, "message": exc.message})
         return
     active.finishing = True
     if active.stop_reason == "lease_lost":
@@ -133,7 +132,7 @@ def _execute_claimed(ctx, run: Run, device: Device, active: ActiveRun) -> None:
                   usage=parsed.usage, cost_usd=parsed.cost_usd, session_id=parsed.session_id,
                   started_at=result.started_at, finished_at=result.finished_at or runstate.utcnow())
     status, error = _outcome(result.killed, active.stop_reason, parsed, run.timeout)
-    _finish(run, status, error=error, **fields)
+    _finish(ctx, run, status, error=error, **fields)
 
 
 def _outcome(killed: str | None, stop_reason: str | None, parsed, timeout: int) -> tuple[str, dict | None]:
@@ -150,11 +149,12 @@ def _outcome(killed: str | None, stop_reason: str | None, parsed, timeout: int) 
                     "message": parsed.error_message or "the command failed"}
 
 
-def _finish(run: Run, status: str, **fields) -> None:
-    """Record the outcome, fenced by the epoch we hold."""
+def _finish(ctx, run: Run, status: str, **fields) -> None:
+    """Record the outcome, fenced by the epoch we hold, and wake whoever waits for it."""
     with db.session() as s:
         row = runstate.finish(s, run.id, run.epoch, status, **fields)
     if row is None:
         log.warning("run %s epoch %s: result not recorded, the run moved on without us", run.id, run.epoch)
-    else:
-        log.info("run %s %s", run.id, status)
+        return
+    publish(ctx.redis, run.id, "finished")
+    log.info("run %s %s", run.id, status)
