@@ -165,3 +165,31 @@ def test_local_runs_do_not_inherit_the_service_secrets(worker, client, auth, loc
     names = done["output"].split()
     assert "MINE=yes" in names and "AGENTRUNS_RUN_ID" in names
     assert not {"AGENTRUNS_SECRET_KEY", "DATABASE_URL", "REDIS_URL"} & set(names)
+
+
+def test_a_burst_on_one_device_starts_every_run_without_the_sweeper(worker, client, auth, sshd, app):
+    """Claims take the device's oldest run, so deliveries overtake each other; none may be stranded."""
+    workdir = f"/tmp/agentruns-e2e-{uuid.uuid4().hex[:8]}"
+    sshd.run_as_user(f"mkdir -p {workdir}")
+    assert client.post("/api/v1/devices", headers=auth, json={
+        "id": "burst", "kind": "computer", "driver": "ssh", "host": sshd.host, "port": sshd.port,
+        "username": sshd.username, "private_key": sshd.private_key, "host_key": sshd.host_key,
+        "default_cwd": workdir, "max_concurrent_runs": 45}).status_code == 201
+    from concurrent.futures import ThreadPoolExecutor
+
+    # Concurrent creates: commit order and delivery order differ, as they do under real load.
+    with ThreadPoolExecutor(8) as pool:
+        runs = list(pool.map(lambda i: create(app.test_client(), auth, prompt=str(i), computer_id="burst",
+                                              command="sleep 20"), range(45)))
+    created = time.monotonic()
+    pending = {r["id"] for r in runs}
+    # The sweeper would rescue a stranded run after 5 s (queued_stale_seconds in these tests).
+    while pending and time.monotonic() - created < 4.5:
+        pending = {rid for rid in pending
+                   if not client.get(f"/api/v1/agent-runs/{rid}", headers=auth).get_json()["data"]["started_at"]}
+        time.sleep(0.2)
+    for run in runs:
+        client.post(f"/api/v1/agent-runs/{run['id']}/cancel", headers=auth)
+    assert not pending, f"{len(pending)} of 45 runs were not started within 4.5 s"
+    for run in runs:
+        assert wait_run(client, auth, run["id"])["status"] == "canceled"

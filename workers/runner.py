@@ -30,13 +30,18 @@ log = logging.getLogger("agentruns.worker")
 
 
 def execute(run_id: str) -> str:
-    """Task body of runs.execute; returns what happened ("duplicate", "busy", "executed:N")."""
+    """Task body of runs.execute; returns what happened ("duplicate", "busy", "executed:N", "missing")."""
     ctx = context.get()
     with db.session() as s:
         run = s.get(Run, uuid.UUID(run_id))
-    if run is None or run.status != QUEUED:
-        log.info("duplicate delivery: run %s is %s; nothing to do", run_id, run.status if run else "missing")
-        return "duplicate"
+    if run is None:
+        return "missing"
+    if run.status != QUEUED:
+        log.info("duplicate delivery: run %s is %s; nothing to do for it", run_id, run.status)
+        # Another delivery may have claimed this run in place of its own (claims take the device's
+        # oldest run), leaving that one without a delivery: so still serve the device's queue.
+        if not _has_queued(run.tenant_id, run.target_id):
+            return "duplicate"
     executed = rechecks = 0
     while True:
         outcome = _start_next(ctx, run.tenant_id, run.target_id)
