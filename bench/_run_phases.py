@@ -46,8 +46,7 @@ def _log_counts(text: str) -> dict:
 # is the transaction's start, i.e. the time of that transaction's first statement.
 STAGES = [
     ("client POST -> row inserted (API: auth, validation)", "sent", "created"),
-    ("row inserted -> task sent (API: commit, send_task)", "created", "enqueued"),
-    ("task sent -> claimed (Celery delivery, reads, device slot)", "enqueued", "claimed"),
+    ("row inserted -> claimed (API: commit, send_task; Celery delivery, reads, device slot)", "created", "claimed"),
     ("claimed -> started (ssh channel, remote wrapper)", "claimed", "started"),
     ("started -> finished (login shell, custom wrapper, `true`)", "started", "finished"),
     ("finished -> recorded (worker: parse, finish transaction)", "finished", "recorded"),
@@ -84,16 +83,14 @@ def latency(bench: Bench, s: dict, samples: int) -> dict:
             b.close()
     with psycopg.connect(s["dsn"]) as conn:
         rows = conn.execute(
-            "SELECT r.id::text, r.created_at, r.enqueued_at, r.started_at, r.finished_at, "
+            "SELECT r.id::text, r.created_at, r.started_at, r.finished_at, "
             "  (SELECT min(at) FROM run_events e WHERE e.run_id = r.id AND e.type = 'status' "
             "   AND e.data LIKE '%%running%%'), "
             "  (SELECT max(at) FROM run_events e WHERE e.run_id = r.id AND e.type = 'status') "
             "FROM runs r WHERE r.id::text = ANY(%s)", (list(times),)).fetchall()
     for rid, *stamps in rows:
-        times[rid].update(zip(("created", "enqueued", "started", "finished", "claimed", "recorded"), map(_ts, stamps)))
+        times[rid].update(zip(("created", "started", "finished", "claimed", "recorded"), map(_ts, stamps)))
     out = {k: summary_ms(v) for k, v in lat.items()}
-    # enqueued_at stays NULL when the worker claimed the run before the API's mark_enqueued UPDATE ran:
-    # such samples are left out of the two stages around "task sent" (n says how many remain).
     out["stages"] = {name: summary_ms([t[b] - t[a] for t in times.values() if t.get(a) and t.get(b)])
                      for name, a, b in STAGES}
     out["overhead_ms"] = round(out["run"]["median_ms"] - out["bare_exec"]["median_ms"], 3)
