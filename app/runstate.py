@@ -104,11 +104,6 @@ def finish(s: Session, run_id: uuid.UUID, epoch: int, status: str, **fields) -> 
     return _transition(s, run_id, (RUNNING,), {"status": status, "lease_until": None, **fields}, epoch=epoch)
 
 
-def fail_unstarted(s: Session, run_id: uuid.UUID, epoch: int, error: dict) -> Run | None:
-    """running -> failed for a run that never reached its device."""
-    return finish(s, run_id, epoch, FAILED, error=error)
-
-
 class CancelConflict(Exception):
     """The run already finished."""
 

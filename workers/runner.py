@@ -3,7 +3,7 @@
 One delivery of `runs.execute(run_id)` means "make progress on this run's device": it takes a device
 slot, claims the device's *oldest* queued run (so a device starts runs in creation order), executes
 it, and repeats while the device has queued runs. A delivery that finds its run no longer queued is a
-duplicate and touches nothing.
+duplicate: it never runs that run again, and only serves the device's queue if runs are waiting.
 """
 from __future__ import annotations
 
