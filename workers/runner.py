@@ -121,6 +121,8 @@ def _execute_claimed(ctx, run: Run, device: Device, active: ActiveRun) -> None:
                             cancel=active.stop)
     except DriverError as exc:
         active.finishing = True
+        if exc.pgid:  # the connection dropped mid-run: the command may still be running there
+            _kill_quietly(driver, exc.pgid, run.id)
         if active.stop_reason != "lease_lost":
             ctx.supervisor.flush_events([active])
             _finish(ctx, run, FAILED, error={"code": exc.code, "message": exc.message})
@@ -138,6 +140,13 @@ def _execute_claimed(ctx, run: Run, device: Device, active: ActiveRun) -> None:
                   started_at=result.started_at, finished_at=result.finished_at or runstate.utcnow())
     status, error = _outcome(result.killed, active.stop_reason, parsed, run.timeout)
     _finish(ctx, run, status, error=error, **fields)
+
+
+def _kill_quietly(driver, pgid: int, run_id) -> None:
+    try:
+        driver.kill_group(pgid)
+    except Exception as exc:  # the device may be unreachable now; the record says connection_lost
+        log.warning("run %s: could not kill process group %s after a lost connection: %s", run_id, pgid, exc)
 
 
 def _outcome(killed: str | None, stop_reason: str | None, parsed, timeout: int) -> tuple[str, dict | None]:
