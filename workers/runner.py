@@ -42,9 +42,13 @@ def execute(run_id: str) -> str:
         # oldest run), leaving that one without a delivery: so still serve the device's queue.
         if not _has_queued(run.tenant_id, run.target_id):
             return "duplicate"
+    with db.session() as s:
+        device = s.get(Device, (run.tenant_id, run.target_id))
+    if device is None:
+        return "missing"
     executed = rechecks = 0
     while True:
-        outcome = _start_next(ctx, run.tenant_id, run.target_id)
+        outcome = _start_next(ctx, device)
         if outcome == RAN:
             executed, rechecks = executed + 1, 0
             continue
@@ -66,12 +70,9 @@ def _has_queued(tenant_id: uuid.UUID, device_id: str) -> bool:
                                                Run.status == QUEUED))).scalar_one()
 
 
-def _start_next(ctx, tenant_id: uuid.UUID, device_id: str) -> str:
+def _start_next(ctx, device: Device) -> str:
     """Run the device's oldest queued run if a slot is free: RAN, FULL (no slot) or EMPTY (nothing to claim)."""
-    with db.session() as s:
-        device = s.get(Device, (tenant_id, device_id))
-    if device is None:
-        return EMPTY
+    tenant_id, device_id = device.tenant_id, device.id
     ttl_ms = ctx.settings.lease_seconds * 1000
     slot_key, slot_token = slots_key(tenant_id, device_id), new_token()
     if not ctx.leases.acquire_slot(slot_key, device.max_concurrent_runs, slot_token, ttl_ms):
