@@ -1,4 +1,4 @@
-"""Run every benchmark (`make bench`): the API throughput, then run latency/throughput/capacity.
+"""Run every benchmark (`make bench`): API throughput, run latency/throughput/capacity, live viewers.
 
     python -m bench.run_all [--json results.json]
 
@@ -13,7 +13,7 @@ import sys
 import time
 import traceback
 
-from bench import api_throughput, run_latency
+from bench import api_throughput, run_latency, sse_viewers
 from bench._stack import write_json
 
 
@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", dest="json_path", help="write both results as one JSON document here")
     args = parser.parse_args(argv)
     results, failed, started = {}, [], time.monotonic()
-    for name, module in (("api_throughput", api_throughput), ("run_latency", run_latency)):
+    for name, module in (("api_throughput", api_throughput), ("run_latency", run_latency),
+                         ("sse_viewers", sse_viewers)):
         print(f"\n=== {name} ===", flush=True)
         try:
             results[name] = module.main([])
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         api_throughput.print_report(results["api_throughput"])
     if "run_latency" in results:
         run_latency.print_report(results["run_latency"])
+    if "sse_viewers" in results:
+        sse_viewers.print_report(results["sse_viewers"])
     if failed:
         print(f"\nbenchmarks that did not complete: {', '.join(failed)}", file=sys.stderr)
     write_json(args.json_path, results)
