@@ -127,27 +127,19 @@ def test_device_concurrency_of_one_serialises_in_creation_order(worker, client, 
 
 @pytest.mark.parametrize("case, code", [("unreachable", "device_unreachable"), ("wrong_key", "auth_failed"),
                                         ("host_key", "host_key_mismatch"), ("cwd", "cwd_not_found")])
-def test_driver_failures_have_error_codes(worker, client, auth, sshd, case, code, request):
-    import paramiko
-    import io
+def test_driver_failures_have_error_codes(worker, client, auth, sshd, case, code, request, tmp_path):
+    from tests.sshd import free_port, keygen
 
     body = {"id": f"bad-{case}", "kind": "computer", "driver": "ssh", "host": sshd.host, "port": sshd.port,
             "username": sshd.username, "private_key": sshd.private_key, "host_key": sshd.host_key}
     if case == "unreachable":
-        from tests.sshd import free_port
         body["port"] = free_port()
     elif case == "wrong_key":
-        key = paramiko.Ed25519Key.from_private_key(io.StringIO(sshd.private_key)) and None
-        other = sshd.spawn(new_host_key=False)
-        request.addfinalizer(other.stop)
-        from tests.sshd import keygen
-        import tempfile
-        from pathlib import Path
-        body["private_key"] = keygen(Path(tempfile.mkdtemp()) / "k")[0]
+        body["private_key"] = keygen(tmp_path / "not-authorized")[0]
     elif case == "host_key":
         moved = sshd.spawn(new_host_key=True)
         request.addfinalizer(moved.stop)
-        body["port"] = moved.port  # same address family, different key than the one pinned
+        body["port"] = moved.port  # the device pins the first server's key; this one has another
     elif case == "cwd":
         body["default_cwd"] = "/nonexistent/agentruns"
     assert client.post("/api/v1/devices", json=body, headers=auth).status_code == 201

@@ -11,6 +11,7 @@ import redis
 from app import db
 from app.config import Settings
 from workers.leases import Leases
+from workers.supervisor import Supervisor
 
 
 @dataclass
@@ -19,7 +20,7 @@ class WorkerContext:
     redis: redis.Redis
     leases: Leases
     worker_id: str
-    supervisor: "Supervisor"  # noqa: F821 - set right after construction
+    supervisor: Supervisor | None  # set right after construction: it needs the context itself
 
 
 _ctx: WorkerContext | None = None
@@ -31,8 +32,6 @@ def get() -> WorkerContext:
     global _ctx
     with _lock:
         if _ctx is None or _ctx.worker_id.rsplit(":", 1)[-1] != str(os.getpid()):
-            from workers.supervisor import Supervisor
-
             settings = Settings.from_env()
             db.init(settings.database_url)
             # One worker runs hundreds of runs in threads: a blocking pool makes a thread wait for a
