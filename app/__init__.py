@@ -9,7 +9,7 @@ from redis.retry import Retry
 from flask import Flask, request
 from sqlalchemy import text
 
-from app import db
+from app import db, web
 from app.api import devices, errors, runs
 from app.api.errors import APIError
 from app.auth import authenticate_request
@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     for blp in (runs.blp, devices.blp):
         api.register_blueprint(blp)
     app.before_request(_guard_api)
+    app.register_blueprint(web.blp)
     _health(app)
     logging.getLogger("agentruns").setLevel(logging.INFO)
     return app

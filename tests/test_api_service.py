@@ -32,3 +32,14 @@ def test_openapi_document_lists_the_contract(client):
     assert "prompt" in str(spec["components"]["schemas"]) and body
     assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     assert client.get("/api/v1/docs").status_code == 200
+
+
+def test_run_view_page_reads_the_api_with_the_viewers_key(client):
+    page = client.get("/runs/0b7c5a3e-0000-4000-8000-000000000001")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    html = page.get_data(as_text=True)
+    assert '"0b7c5a3e-0000-4000-8000-000000000001"' in html  # JSON-encoded into the script
+    assert "text/event-stream" in html and "Last-Event-ID" in html and "sessionStorage" in html
+    # The id is escaped, never injected as markup.
+    hostile = client.get("/runs/%3Cscript%3Ealert(1)%3C%2Fscript%3E").get_data(as_text=True)
+    assert "<script>alert(1)</script>" not in hostile
