@@ -102,3 +102,27 @@ def test_broker_down_at_enqueue_loses_nothing(settings, worker, auth, client, lo
     # The sweeper (queued for 5 s without a claim) re-enqueues it on the live broker.
     done = wait_run(client, auth, resp.get_json()["data"]["id"], 30)
     assert done["status"] == "succeeded" and done["output"] == "swept\n"
+
+
+def test_cancel_reaches_the_worker_at_once_not_at_its_next_heartbeat(private, auth, sshd, client):
+    from tests.stack import start_worker
+
+    pclient, env = private
+    ssh_device_for(pclient, auth, sshd, "cancel-fast")
+    # A 20 s heartbeat: only the published cancel can stop the run within 2 s.
+    w = start_worker(env(heartbeat_seconds=20, lease_seconds=60), concurrency=4, name="slow-heartbeat")
+    try:
+        marker = f"{3000 + uuid.uuid4().int % 5000}"
+        run = create(pclient, auth, prompt="p", computer_id="cancel-fast", command=f"sleep {marker}6")
+        wait_status(pclient, auth, run["id"], "running")
+        wait_for_process(sshd, f"sleep {marker}6")
+        asked = time.monotonic()
+        assert pclient.post(f"/api/v1/agent-runs/{run['id']}/cancel", headers=auth).status_code == 200
+        while sshd.pgrep(f"sleep {marker}6") and time.monotonic() - asked < 10:
+            time.sleep(0.05)
+        killed_after = time.monotonic() - asked
+        assert killed_after < 2.0, f"the remote tree was still alive {killed_after:.2f} s after the cancel"
+        done = wait_run(client, auth, run["id"], 10)
+        assert done["status"] == "canceled"
+    finally:
+        w.stop()

@@ -18,7 +18,7 @@ from sqlalchemy import insert
 
 from app import db, runstate
 from app.models import RunEvent
-from app.notify import publish
+from app.notify import CANCEL_CHANNEL, publish
 
 log = logging.getLogger("agentruns.worker")
 TICK = 0.2
@@ -45,12 +45,21 @@ class ActiveRun:
             self.stop.set()
 
 
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+        return True
+    except ValueError:
+        return False
+
+
 class Supervisor:
     def __init__(self, ctx):
         self.ctx = ctx
         self.active: dict[uuid.UUID, ActiveRun] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._listener: threading.Thread | None = None
         self._last_beat = 0.0
 
     def add(self, run: ActiveRun) -> None:
@@ -59,6 +68,10 @@ class Supervisor:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="agentruns-heartbeat", daemon=True)
                 self._thread.start()
+            if self._listener is None:
+                self._listener = threading.Thread(target=self._listen_for_cancels, name="agentruns-cancels",
+                                                  daemon=True)
+                self._listener.start()
 
     def remove(self, run: ActiveRun) -> None:
         """Flush what is left of the run's output and forget it."""
@@ -130,6 +143,22 @@ class Supervisor:
                 r.request_stop("lease_lost")
             elif held[r.run_id]:
                 r.request_stop("canceled")
+
+    def _listen_for_cancels(self) -> None:
+        """Stop a run the moment the API publishes its cancel; the heartbeat remains the fallback."""
+        while True:
+            try:
+                pubsub = self.ctx.redis.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(CANCEL_CHANNEL)
+                for message in pubsub.listen():
+                    run_id = message["data"].decode() if isinstance(message["data"], bytes) else message["data"]
+                    with self._lock:
+                        run = self.active.get(uuid.UUID(run_id)) if _is_uuid(run_id) else None
+                    if run is not None:
+                        run.request_stop("canceled")
+            except Exception as exc:  # Redis went away: the heartbeat still delivers cancels
+                log.warning("cancel listener: %s; retrying in 1 s", exc)
+                time.sleep(1.0)
 
     def _loop(self) -> None:
         while True:

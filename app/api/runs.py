@@ -10,7 +10,7 @@ from app.api.errors import APIError, request_id
 from app.api.schemas import (EventListEnvelope, EventsQuery, RunCreate, RunEnvelope, RunListEnvelope,
                              RunListQuery, WaitQuery)
 from app.enqueue import enqueue
-from app.notify import publish
+from app.notify import publish, publish_cancel
 from app.services import runs as run_service
 from app.services.waiting import wait_terminal
 
@@ -88,6 +88,8 @@ def cancel_run(run_id):
     with db.session() as s:
         run = run_service.cancel(s, g.tenant_id, run_id)
     publish(_ext("redis"), run.id, "cancel")
+    if run.status == "running":
+        publish_cancel(_ext("redis"), run.id)
     return {"data": run}
 
 
