@@ -26,7 +26,7 @@ system-deps:
 test: system-deps venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-dev: $(VENV)/.stamp-embedded
+dev: system-deps $(VENV)/.stamp-embedded
 	$(VENV)/bin/agentruns dev
 
 bench: venv
