@@ -24,6 +24,12 @@ def executable(spec: RunSpec, default: str) -> str:
     return spec.settings.executable or default
 
 
+def cli_argv(spec: RunSpec, default: str, flags: list[str], tail: tuple[str, ...] = ()) -> list[str]:
+    """[executable, *flags, --model M when given, *the device's extra_args, *tail]."""
+    model = ["--model", spec.model] if spec.model else []
+    return [executable(spec, default), *flags, *model, *spec.settings.extra_args, *tail]
+
+
 def invocation(spec: RunSpec, argv: list[str], env: dict[str, str] | None = None) -> Invocation:
     """An Invocation with the prompt on stdin and the device's settings env merged last."""
     merged = dict(env or {})

@@ -19,7 +19,7 @@ from providers._common import (
     as_dict,
     as_number,
     as_str,
-    executable,
+    cli_argv,
     invocation,
     join_messages,
     json_objects,
@@ -39,18 +39,14 @@ class ClaudeCode:
 
     def build(self, spec: RunSpec) -> Invocation:
         """`claude -p --output-format stream-json --verbose --permission-mode bypassPermissions`."""
-        argv = [
-            executable(spec, self.default_executable),
+        argv = cli_argv(spec, self.default_executable, [
             "-p",
             "--output-format", "stream-json",
             # stream-json in print mode is refused without --verbose.
             "--verbose",
             # Nobody can answer a permission prompt in a headless run.
             "--permission-mode", "bypassPermissions",
-        ]
-        if spec.model:
-            argv += ["--model", spec.model]
-        argv += spec.settings.extra_args
+        ])
         # Claude Code refuses bypassPermissions as root unless told it is in a sandbox.
         env = {"IS_SANDBOX": "1"} if spec.device_username == "root" else {}
         return invocation(spec, argv, env)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from providers._common import (
     as_dict,
     as_str,
-    executable,
+    cli_argv,
     invocation,
     join_messages,
     json_objects,
@@ -39,19 +39,14 @@ class Codex:
 
     def build(self, spec: RunSpec) -> Invocation:
         """`codex exec --json --skip-git-repo-check --dangerously-bypass-approvals-and-sandbox -`."""
-        argv = [
-            executable(spec, self.default_executable),
+        argv = cli_argv(spec, self.default_executable, [
             "exec",
             "--json",
             # A run's cwd need not be a git repository.
             "--skip-git-repo-check",
             # The device is the sandbox; nobody can answer an approval prompt.
             "--dangerously-bypass-approvals-and-sandbox",
-        ]
-        if spec.model:
-            argv += ["--model", spec.model]
-        argv += spec.settings.extra_args
-        argv.append("-")  # read the prompt from stdin
+        ], tail=("-",))  # "-": read the prompt from stdin
         return invocation(spec, argv)
 
     def parse(self, exit_code: int | None, stdout: str, stderr: str) -> ParsedResult:

@@ -22,7 +22,7 @@ from providers._common import (
     as_dict,
     as_number,
     as_str,
-    executable,
+    cli_argv,
     invocation,
     join_messages,
     json_objects,
@@ -42,16 +42,12 @@ class Osa:
 
     def build(self, spec: RunSpec) -> Invocation:
         """`osa run --format json --overdrive [--model M]`."""
-        argv = [
-            executable(spec, self.default_executable),
+        argv = cli_argv(spec, self.default_executable, [
             "run",
             "--format", "json",
             # Headless OSA refuses any tool call that needs approval unless told otherwise.
             "--overdrive",
-        ]
-        if spec.model:
-            argv += ["--model", spec.model]
-        argv += spec.settings.extra_args
+        ])
         return invocation(spec, argv)
 
     def parse(self, exit_code: int | None, stdout: str, stderr: str) -> ParsedResult:

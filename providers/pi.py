@@ -20,7 +20,7 @@ from providers._common import (
     as_dict,
     as_number,
     as_str,
-    executable,
+    cli_argv,
     invocation,
     join_messages,
     json_objects,
@@ -43,16 +43,12 @@ class Pi:
 
     def build(self, spec: RunSpec) -> Invocation:
         """`pi -p --mode json --no-session [--model M]`."""
-        argv = [
-            executable(spec, self.default_executable),
+        argv = cli_argv(spec, self.default_executable, [
             "-p",
             "--mode", "json",
             # The run record is the history; don't grow a session store on the device.
             "--no-session",
-        ]
-        if spec.model:
-            argv += ["--model", spec.model]
-        argv += spec.settings.extra_args
+        ])
         return invocation(spec, argv)
 
     def parse(self, exit_code: int | None, stdout: str, stderr: str) -> ParsedResult:
