@@ -5,6 +5,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -15,7 +16,7 @@ _factory: sessionmaker | None = None
 def init(url: str, **engine_kwargs) -> Engine:
     """Create the process-wide engine (idempotent per URL)."""
     global _engine, _factory
-    if _engine is not None and str(_engine.url) == str(create_engine(url).url):
+    if _engine is not None and _engine.url == make_url(url):
         return _engine
     engine_kwargs.setdefault("pool_pre_ping", True)
     engine_kwargs.setdefault("pool_size", 10)

@@ -5,7 +5,7 @@ Zero rows back means another actor owns the run (or it already moved on): the ca
 Each transition also appends a `status` event in the same transaction, so the event log and the row
 never disagree.
 
-    queued  -> running   claim(), claim_next()   (worker; bumps epoch, sets the lease)
+    queued  -> running   claim_next()     (worker; bumps epoch, sets the lease)
     running -> queued    unclaim()        (worker; only before the command started)
     queued  -> canceled  cancel()         (API; the run never executes)
     running -> succeeded | failed | canceled   finish()   (worker holding the epoch)
@@ -47,14 +47,6 @@ def _transition(s: Session, run_id, allowed: tuple[str, ...], values: dict, epoc
 def record_created(s: Session, run: Run) -> None:
     """Log the initial `queued` event for a freshly inserted run."""
     _status_event(s, run.id, QUEUED)
-
-
-def claim(s: Session, run_id: uuid.UUID, worker_id: str, lease_seconds: int) -> Run | None:
-    """queued -> running; returns the run with its new epoch, or None if someone else has it."""
-    return _transition(s, run_id, (QUEUED,), {
-        "status": RUNNING, "epoch": Run.epoch + 1, "worker_id": worker_id,
-        "lease_until": func.now() + timedelta(seconds=lease_seconds),
-    })
 
 
 def claim_next(s: Session, tenant_id: uuid.UUID, device_id: str, worker_id: str, lease_seconds: int) -> Run | None:

@@ -14,6 +14,12 @@ RUN_FIELDS = {"id", "target_kind", "target_id", "provider", "prompt", "status", 
               "command", "error", "request_id"}
 
 
+def _tenant_of(s, run: dict):
+    from app.models import Run
+
+    return s.get(Run, uuid.UUID(run["id"])).tenant_id
+
+
 def post_run(client, auth, body, **headers):
     return client.post("/api/v1/agent-runs", json=body, headers={**auth, **headers})
 
@@ -177,7 +183,7 @@ def test_cancel_finished_run_is_conflict(quiet_client, auth, local_device):
 
     run = post_run(client, auth, {"prompt": "x", "sandbox_id": "box-1"}).get_json()["data"]
     with db.session() as s:
-        claimed = runstate.claim(s, uuid.UUID(run["id"]), "test-worker", 30)
+        claimed = runstate.claim_next(s, _tenant_of(s, run), "box-1", "test-worker", 30)
         runstate.finish(s, claimed.id, claimed.epoch, "succeeded", output="done", exit_code=0)
     resp = client.post(f"/api/v1/agent-runs/{run['id']}/cancel", headers=auth)
     assert resp.status_code == 409 and resp.get_json()["error"]["code"] == "run_finished"
@@ -196,7 +202,7 @@ def test_get_wait_returns_when_terminal(quiet_client, auth, local_device):
     def finish_soon():
         time.sleep(0.5)
         with db.session() as s:
-            claimed = runstate.claim(s, uuid.UUID(run["id"]), "w", 30)
+            claimed = runstate.claim_next(s, _tenant_of(s, run), "box-1", "w", 30)
             runstate.finish(s, claimed.id, claimed.epoch, "succeeded", output="ok", exit_code=0)
         publish(client.application.extensions["redis"], run["id"])
 

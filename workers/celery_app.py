@@ -23,6 +23,8 @@ def make_celery(settings: Settings) -> Celery:
         broker_transport_options={"visibility_timeout": 2 * 86400, "socket_connect_timeout": 2,
                                   "socket_timeout": 5},
         worker_hijack_root_logger=False,
+        # Warm shutdown (SIGTERM) is bounded by workers.tasks' own grace timer; this gives in-flight
+        # runs the same grace when a cold shutdown (a second Ctrl-C) comes first.
         worker_soft_shutdown_timeout=settings.shutdown_grace_seconds,
         worker_enable_soft_shutdown_on_idle=False,
         task_default_queue="agentruns",

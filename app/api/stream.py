@@ -50,11 +50,16 @@ def follow(r: redis.Redis, run_id: uuid.UUID, after_seq: int) -> Iterator[str]:
                     return
             if len(rows) == 500:
                 continue
-            if pubsub is None:
-                time.sleep(1.0)
-                yield ": keepalive\n\n"
-            elif pubsub.get_message(timeout=KEEPALIVE_SECONDS) is None:
-                yield ": keepalive\n\n"
+            if pubsub is not None:
+                try:
+                    if pubsub.get_message(timeout=KEEPALIVE_SECONDS) is None:
+                        yield ": keepalive\n\n"
+                    continue
+                except redis.RedisError:
+                    pubsub.close()
+                    pubsub = None  # Redis went away mid-stream: keep following by polling
+            time.sleep(1.0)
+            yield ": keepalive\n\n"
     finally:
         if pubsub is not None:
             pubsub.close()
