@@ -58,6 +58,7 @@ class Supervisor:
         self.ctx = ctx
         self.active: dict[uuid.UUID, ActiveRun] = {}
         self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._listener: threading.Thread | None = None
         self._last_beat = 0.0
@@ -95,21 +96,25 @@ class Supervisor:
                 run.request_stop(reason)
 
     def flush_events(self, runs: list[ActiveRun] | None = None) -> None:
-        with self._lock:
-            batch = []
-            for run in runs if runs is not None else list(self.active.values()):
-                for stream, data in run.events:
-                    batch.append({"run_id": run.run_id, "type": stream, "data": data})
-                run.events_written += len(run.events)
-                run.events = []
-        if not batch:
-            return
-        try:
-            with db.session() as s:
-                s.execute(insert(RunEvent), batch)
-        except Exception:
-            log.exception("could not write %d output events", len(batch))
-            return
+        """Write buffered output. Flushes are serialised: when the runner flushes before recording a
+        run's end, a batch the heartbeat already took is committed first, so no output event can land
+        after (or commit later than) the terminal status event."""
+        with self._flush_lock:
+            with self._lock:
+                batch = []
+                for run in runs if runs is not None else list(self.active.values()):
+                    for stream, data in run.events:
+                        batch.append({"run_id": run.run_id, "type": stream, "data": data})
+                    run.events_written += len(run.events)
+                    run.events = []
+            if not batch:
+                return
+            try:
+                with db.session() as s:
+                    s.execute(insert(RunEvent), batch)
+            except Exception:
+                log.exception("could not write %d output events", len(batch))
+                return
         for run_id in {row["run_id"] for row in batch}:
             publish(self.ctx.redis, run_id, "output")
 
