@@ -132,12 +132,14 @@ def reap_expired(s: Session, limit: int = 100) -> list[Run]:
     return reaped
 
 
-def stale_queued(s: Session, older_than_seconds: int, limit: int = 500) -> list[uuid.UUID]:
-    """Queued runs nobody enqueued or claimed for a while (Redis was down, or a message was lost)."""
+def stale_queued(s: Session, older_than_seconds: int, limit: int = 500) -> list[tuple[uuid.UUID, uuid.UUID, str]]:
+    """(id, tenant_id, target_id) of queued runs nobody enqueued or claimed for a while (Redis was
+    down, or a message was lost)."""
     cutoff = func.now() - timedelta(seconds=older_than_seconds)
-    rows = s.execute(select(Run.id).where(Run.status == QUEUED, func.coalesce(Run.enqueued_at, Run.created_at) < cutoff)
-                     .order_by(Run.created_at).limit(limit)).scalars().all()
-    return list(rows)
+    rows = s.execute(select(Run.id, Run.tenant_id, Run.target_id)
+                     .where(Run.status == QUEUED, func.coalesce(Run.enqueued_at, Run.created_at) < cutoff)
+                     .order_by(Run.created_at).limit(limit)).all()
+    return [tuple(row) for row in rows]
 
 
 def mark_enqueued(s: Session, run_ids: list[uuid.UUID]) -> None:

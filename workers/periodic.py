@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 
 from app import db, runstate
-from app.enqueue import enqueue
+from app.enqueue import Queued, enqueue
 from app.idempotency import purge_expired
 from app.models import Device
 from app.notify import publish
@@ -42,14 +42,14 @@ def sweep(celery) -> int:
     """Re-send queued runs that nobody claimed for a while (the broker was down, a message was lost)."""
     ctx = context.get()
     with db.session() as s:
-        ids = runstate.stale_queued(s, ctx.settings.queued_stale_seconds)
-    sent = enqueue(celery, ids) if ids else []
+        stale = runstate.stale_queued(s, ctx.settings.queued_stale_seconds)
+    sent = enqueue(celery, [Queued(*row) for row in stale]) if stale else []
     if sent:
         # The API does not stamp a first send (created_at stands for it); a re-send restarts the clock.
         with db.session() as s:
             runstate.mark_enqueued(s, sent)
         log.info("re-enqueued %d stale queued run(s)", len(sent))
-    return len(ids)
+    return len(stale)
 
 
 def purge_keys() -> int:

@@ -29,7 +29,7 @@ from workers.supervisor import ActiveRun
 log = logging.getLogger("agentruns.worker")
 
 
-def execute(run_id: str) -> str:
+def execute(run_id: str, tenant_id: str | None = None, device_id: str | None = None) -> str:
     """Task body of runs.execute; returns what happened ("duplicate", "busy", "executed:N", "missing")."""
     ctx = context.get()
     with db.session() as s:

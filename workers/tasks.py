@@ -20,8 +20,10 @@ celery = make_celery(Settings.from_env())
 
 
 @celery.task(name=EXECUTE)
-def execute(run_id: str) -> str:
-    return runner.execute(run_id)
+def execute(run_id: str, tenant_id: str | None = None, device_id: str | None = None) -> str:
+    # tenant_id/device_id name the run's device so the worker need not read the run first; a
+    # message with the run id alone (an older API) still works.
+    return runner.execute(run_id, tenant_id, device_id)
 
 
 @celery.task(name="runs.reap")

@@ -9,7 +9,7 @@ from app.api import stream
 from app.api.errors import APIError, request_id
 from app.api.schemas import (EventListEnvelope, EventsQuery, RunCreate, RunEnvelope, RunListEnvelope,
                              RunListQuery, WaitQuery)
-from app.enqueue import enqueue
+from app.enqueue import Queued, enqueue
 from app.notify import publish, publish_cancel
 from app.services import runs as run_service
 from app.services.waiting import wait_terminal
@@ -44,7 +44,7 @@ def create_run(data):
             _ext("redis"), g.tenant_id, idempotency.validate_key(key), fp, settings.idempotency_ttl_seconds,
             settings.idempotency_wait_seconds, create)
     if not replayed:
-        enqueue(_ext("celery"), [run.id], probe=_ext("redis"))
+        enqueue(_ext("celery"), [Queued(run.id, run.tenant_id, run.target_id)], probe=_ext("redis"))
     if wait:
         run = wait_terminal(_ext("redis"), run.id, wait)
     headers = {"Location": f"/api/v1/agent-runs/{run.id}"}
