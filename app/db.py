@@ -5,8 +5,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from sqlalchemy import create_engine
-from sqlalchemy.engine import make_url
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 _engine: Engine | None = None
@@ -46,3 +45,10 @@ def session() -> Iterator[Session]:
         raise
     finally:
         s.close()
+
+
+@contextmanager
+def transaction() -> Iterator[Connection]:
+    """A Core connection in a transaction that commits on success: for hot paths that need no ORM."""
+    with engine().begin() as conn:
+        yield conn

@@ -10,6 +10,7 @@ import redis
 
 from app import db
 from app.config import Settings
+from workers.device_cache import DeviceCache
 from workers.leases import Leases
 from workers.supervisor import Supervisor
 
@@ -20,6 +21,7 @@ class WorkerContext:
     redis: redis.Redis
     leases: Leases
     worker_id: str
+    devices: DeviceCache
     supervisor: Supervisor | None  # set right after construction: it needs the context itself
 
 
@@ -40,7 +42,8 @@ def get() -> WorkerContext:
                                                          socket_connect_timeout=5, socket_timeout=10,
                                                          health_check_interval=30)
             r = redis.Redis(connection_pool=pool)
-            ctx = WorkerContext(settings, r, Leases(r), f"{socket.gethostname()}:{os.getpid()}", None)
+            ctx = WorkerContext(settings, r, Leases(r), f"{socket.gethostname()}:{os.getpid()}",
+                                DeviceCache(settings.secret_key), None)
             ctx.supervisor = Supervisor(ctx)
             _ctx = ctx
         return _ctx

@@ -7,6 +7,7 @@ a device within its max_concurrent_runs.
 from __future__ import annotations
 
 import secrets
+from typing import NamedTuple
 
 import redis
 
@@ -31,6 +32,13 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ok = redis.call('zadd', KEYS[1], 'XX', 'CH', now + tonumber(ARGV[1]), ARGV[2])
 redis.call('pexpire', KEYS[1], tonumber(ARGV[1]) * 2)
 return redis.call('zscore', KEYS[1], ARGV[2]) and 1 or 0"""
+
+
+class Slot(NamedTuple):
+    """One holder's place in a device's slot set."""
+
+    key: str
+    token: str
 
 
 def run_lock_key(run_id) -> str:

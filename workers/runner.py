@@ -1,9 +1,10 @@
 """Execute runs: claim (fenced), lease, run on the device through a driver, parse, record.
 
-One delivery of `runs.execute(run_id)` means "make progress on this run's device": it takes a device
-slot, claims the device's *oldest* queued run (so a device starts runs in creation order), executes
-it, and repeats while the device has queued runs. A delivery that finds its run no longer queued is a
-duplicate: it never runs that run again, and only serves the device's queue if runs are waiting.
+One delivery of `runs.execute(run_id, tenant_id, device_id)` means "make progress on this run's
+device": it takes one of the device's slots, claims the device's *oldest* queued run (so a device
+starts runs in creation order), executes it, and repeats while the device has queued runs. A
+delivery whose run was already claimed (a duplicate, or served by another delivery) claims nothing
+and leaves the device untouched, unless other runs are waiting.
 """
 from __future__ import annotations
 
@@ -11,97 +12,119 @@ import logging
 import uuid
 from functools import partial
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, insert, select
 
 from app import db, runstate
 from app.crypto import decrypt_json
-from app.models import CANCELED, FAILED, QUEUED, SUCCEEDED, Device, Run
+from app.models import CANCELED, FAILED, QUEUED, SUCCEEDED
 from app.notify import publish
-from app.services import device_config as devices
+from app.services import device_config
 from drivers import get_driver
 from drivers.base import DriverError, ExecRequest
 from providers import get_provider
 from providers.base import RunSpec
 from workers import context
-from workers.leases import new_token, run_lock_key, slots_key
+from workers.device_cache import CachedDevice
+from workers.leases import Slot, new_token, run_lock_key, slots_key
 from workers.supervisor import ActiveRun
 
 log = logging.getLogger("agentruns.worker")
 
 
 def execute(run_id: str, tenant_id: str | None = None, device_id: str | None = None) -> str:
-    """Task body of runs.execute; returns what happened ("duplicate", "busy", "executed:N", "missing")."""
+    """Task body of runs.execute; returns what happened ("executed:N", "busy", "nothing-queued", "missing")."""
     ctx = context.get()
-    with db.session() as s:
-        run = s.get(Run, uuid.UUID(run_id))
-    if run is None:
-        return "missing"
-    if run.status != QUEUED:
-        log.info("duplicate delivery: run %s is %s; nothing to do for it", run_id, run.status)
-        # Another delivery may have claimed this run in place of its own (claims take the device's
-        # oldest run), leaving that one without a delivery: so still serve the device's queue.
-        if not _has_queued(run.tenant_id, run.target_id):
-            return "duplicate"
-    with db.session() as s:
-        device = s.get(Device, (run.tenant_id, run.target_id))
-    if device is None:
-        return "missing"
+    if tenant_id is None or device_id is None:  # a message from an older API names only the run
+        with db.transaction() as conn:
+            found = conn.execute(select(runstate.runs.c.tenant_id, runstate.runs.c.target_id)
+                                 .where(runstate.runs.c.id == uuid.UUID(run_id))).first()
+        if found is None:
+            return "missing"
+        tenant, device_id = found
+    else:
+        tenant = uuid.UUID(tenant_id)
     executed = rechecks = 0
     while True:
-        outcome = _start_next(ctx, device)
-        if outcome == RAN:
-            executed, rechecks = executed + 1, 0
-            continue
-        # A run can commit while we hold a slot and find nothing to claim; its own delivery then
-        # sees the device full and leaves it to the slot holders. So a holder that found nothing
+        device = ctx.devices.get(tenant, device_id)
+        if device is None:
+            return "missing"
+        served = _serve(ctx, device)
+        if served is None:
+            break  # no free slot: whoever holds one starts the next run when it is done
+        executed += served
+        # A run can commit while we hold a slot, after our last claim found nothing; its own delivery
+        # then sees the device full and leaves it to the slot holders. So a holder that found nothing
         # looks again after releasing its slot, or that run would wait for the sweeper.
-        if outcome == EMPTY and rechecks < 3 and _has_queued(run.tenant_id, run.target_id):
+        if rechecks < 3 and _has_queued(tenant, device_id):
             rechecks += 1
             continue
-        return f"executed:{executed}" if executed else "busy"
-
-
-RAN, FULL, EMPTY = "ran", "full", "empty"
+        break
+    if executed:
+        return f"executed:{executed}"
+    if served is None:
+        return "busy"
+    # Its run was claimed by a delivery already serving the device, finished, or canceled.
+    log.info("delivery of run %s: nothing queued on its device (a duplicate delivery, or already served)", run_id)
+    return "nothing-queued"
 
 
 def _has_queued(tenant_id: uuid.UUID, device_id: str) -> bool:
-    with db.session() as s:
-        return s.execute(select(exists().where(Run.tenant_id == tenant_id, Run.target_id == device_id,
-                                               Run.status == QUEUED))).scalar_one()
+    runs = runstate.runs
+    with db.transaction() as conn:
+        return conn.execute(select(exists().where(runs.c.tenant_id == tenant_id, runs.c.target_id == device_id,
+                                                  runs.c.status == QUEUED))).scalar_one()
 
 
-def _start_next(ctx, device: Device) -> str:
-    """Run the device's oldest queued run if a slot is free: RAN, FULL (no slot) or EMPTY (nothing to claim)."""
-    tenant_id, device_id = device.tenant_id, device.id
+def _serve(ctx, device: CachedDevice) -> int | None:
+    """Hold one of the device's slots and run its queued runs, oldest first, until none is left.
+
+    Returns how many ran, or None when all of the device's slots were taken.
+    """
     ttl_ms = ctx.settings.lease_seconds * 1000
-    slot_key, slot_token = slots_key(tenant_id, device_id), new_token()
-    if not ctx.leases.acquire_slot(slot_key, device.max_concurrent_runs, slot_token, ttl_ms):
-        return FULL  # whoever holds a slot starts the next run when it is done
+    slot = Slot(slots_key(device.tenant_id, device.id), new_token())
+    if not ctx.leases.acquire_slot(slot.key, device.max_concurrent_runs, slot.token, ttl_ms):
+        return None
+    executed = 0
     try:
-        with db.session() as s:
-            run = runstate.claim_next(s, tenant_id, device_id, ctx.worker_id, ctx.settings.lease_seconds)
-        if run is None:
-            return EMPTY
-        lock_key, lock_token = run_lock_key(run.id), new_token()
-        if not ctx.leases.lock(lock_key, lock_token, ttl_ms):
-            with db.session() as s:
-                runstate.unclaim(s, run.id, run.epoch)
-            return EMPTY
-        active = ActiveRun(run.id, run.epoch, lock_key, lock_token, slot_key, slot_token)
-        ctx.supervisor.add(active)
-        try:
-            _execute_claimed(ctx, run, device, active)
-        finally:
-            ctx.supervisor.remove(active)
-            ctx.leases.unlock(lock_key, lock_token)
-        return RAN
+        while True:
+            with db.transaction() as conn:
+                run = runstate.claim_next(conn, device.tenant_id, device.id, ctx.worker_id,
+                                          ctx.settings.lease_seconds)
+            if run is None:
+                return executed
+            device = ctx.devices.current(device, run.device_version)
+            if device is None:  # deleted while its run was queued (the API refuses that; a race)
+                _finish(ctx, run, FAILED, error={"code": "device_not_found",
+                                                 "message": "the device was deleted before the run started"})
+                continue
+            if not _run_claimed(ctx, run, device, slot):
+                return executed
+            executed += 1
     finally:
-        ctx.leases.release_slot(slot_key, slot_token)
+        ctx.leases.release_slot(slot.key, slot.token)
 
 
-def _execute_claimed(ctx, run: Run, device: Device, active: ActiveRun) -> None:
-    settings = ctx.settings
-    cfg = devices.load(device, settings.secret_key)
+def _run_claimed(ctx, run, device: CachedDevice, slot: Slot) -> bool:
+    """Execute a claimed run under its Redis lock; False if another worker holds that lock."""
+    lock_key, lock_token = run_lock_key(run.id), new_token()
+    if not ctx.leases.lock(lock_key, lock_token, ctx.settings.lease_seconds * 1000):
+        # A worker of an earlier epoch still holds the run (its lease has not lapsed in Redis):
+        # give the run back untouched and stop serving this device for now.
+        with db.transaction() as conn:
+            runstate.unclaim(conn, run.id, run.epoch)
+        return False
+    active = ActiveRun(run.id, run.epoch, lock_key, lock_token, slot.key, slot.token)
+    ctx.supervisor.add(active)
+    try:
+        _execute_claimed(ctx, run, device, active)
+    finally:
+        ctx.supervisor.remove(active)
+        ctx.leases.unlock(lock_key, lock_token)
+    return True
+
+
+def _execute_claimed(ctx, run, device: CachedDevice, active: ActiveRun) -> None:
+    settings, cfg = ctx.settings, device.config
     provider = get_provider(run.provider)
     invocation = provider.build(RunSpec(
         run_id=str(run.id), prompt=run.prompt, model=run.model, command=run.command,
@@ -111,11 +134,11 @@ def _execute_claimed(ctx, run: Run, device: Device, active: ActiveRun) -> None:
     request = ExecRequest(argv=invocation.argv, cwd=run.cwd, env=env, stdin=invocation.stdin,
                           timeout=float(run.timeout), kill_grace=settings.kill_grace_seconds,
                           output_cap=settings.output_cap_bytes)
-    driver = get_driver(cfg.spec, on_host_key=devices.pin_host_key(device.tenant_id, device.id))
+    driver = get_driver(cfg.spec, on_host_key=device_config.pin_host_key(device.tenant_id, device.id))
 
     def on_start(pgid: int) -> None:
-        with db.session() as s:
-            runstate.mark_started(s, run.id, run.epoch, pgid, runstate.utcnow())
+        with db.transaction() as conn:
+            runstate.mark_started(conn, run.id, run.epoch, pgid, runstate.utcnow())
 
     try:
         result = driver.run(request, on_output=partial(ctx.supervisor.output, active), on_start=on_start,
@@ -125,22 +148,21 @@ def _execute_claimed(ctx, run: Run, device: Device, active: ActiveRun) -> None:
         if exc.pgid:  # the connection dropped mid-run: the command may still be running there
             _kill_quietly(driver, exc.pgid, run.id)
         if active.stop_reason != "lease_lost":
-            ctx.supervisor.flush_events([active])
-            _finish(ctx, run, FAILED, error={"code": exc.code, "message": exc.message})
+            _finish(ctx, run, FAILED, active, error={"code": exc.code, "message": exc.message})
         return
     active.finishing = True
     if active.stop_reason == "lease_lost":
         return  # another epoch owns the run now: write nothing
-    ctx.supervisor.flush_events([active])  # every output event precedes the terminal status event
     stdout = result.stdout.decode("utf-8", "replace")
     stderr = result.stderr.decode("utf-8", "replace")
     parsed = provider.parse(result.exit_code, stdout, stderr)
     fields = dict(output=parsed.output, stdout=stdout, stderr=stderr, exit_code=result.exit_code,
                   stdout_truncated=result.stdout_truncated, stderr_truncated=result.stderr_truncated,
                   usage=parsed.usage, cost_usd=parsed.cost_usd, session_id=parsed.session_id,
-                  started_at=result.started_at, finished_at=result.finished_at or runstate.utcnow())
+                  pgid=result.pgid, started_at=result.started_at,
+                  finished_at=result.finished_at or runstate.utcnow())
     status, error = _outcome(result.killed, active.stop_reason, parsed, run.timeout)
-    _finish(ctx, run, status, error=error, **fields)
+    _finish(ctx, run, status, active, error=error, **fields)
 
 
 def _kill_quietly(driver, pgid: int, run_id) -> None:
@@ -164,10 +186,15 @@ def _outcome(killed: str | None, stop_reason: str | None, parsed, timeout: int) 
                     "message": parsed.error_message or "the command failed"}
 
 
-def _finish(ctx, run: Run, status: str, **fields) -> None:
-    """Record the outcome, fenced by the epoch we hold, and wake whoever waits for it."""
-    with db.session() as s:
-        row = runstate.finish(s, run.id, run.epoch, status, **fields)
+def _finish(ctx, run, status: str, active: ActiveRun | None = None, **fields) -> None:
+    """Record the outcome, fenced by the epoch we hold, and wake whoever waits for it.
+
+    The run's last output events go into the same transaction, before its terminal status event.
+    """
+    with ctx.supervisor.final_events(active) as events, db.transaction() as conn:
+        if events:
+            conn.execute(insert(runstate.run_events), events)
+        row = runstate.finish(conn, run.id, run.epoch, status, **fields)
     if row is None:
         log.warning("run %s epoch %s: result not recorded, the run moved on without us", run.id, run.epoch)
         return

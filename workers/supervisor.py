@@ -12,12 +12,13 @@ import logging
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Iterator
 
 from sqlalchemy import insert
 
 from app import db, runstate
-from app.models import RunEvent
 from app.notify import CANCEL_CHANNEL, publish
 
 log = logging.getLogger("agentruns.worker")
@@ -96,27 +97,45 @@ class Supervisor:
                 run.request_stop(reason)
 
     def flush_events(self, runs: list[ActiveRun] | None = None) -> None:
-        """Write buffered output. Flushes are serialised: when the runner flushes before recording a
-        run's end, a batch the heartbeat already took is committed first, so no output event can land
-        after (or commit later than) the terminal status event."""
+        """Write buffered output in one INSERT. Flushes are serialised with final_events(), so no
+        batch the heartbeat took can commit after a run's terminal status."""
         with self._flush_lock:
             with self._lock:
                 batch = []
                 for run in runs if runs is not None else list(self.active.values()):
-                    for stream, data in run.events:
-                        batch.append({"run_id": run.run_id, "type": stream, "data": data})
-                    run.events_written += len(run.events)
-                    run.events = []
+                    batch.extend(self._take(run))
             if not batch:
                 return
             try:
-                with db.session() as s:
-                    s.execute(insert(RunEvent), batch)
+                with db.transaction() as conn:
+                    conn.execute(insert(runstate.run_events), batch)
             except Exception:
                 log.exception("could not write %d output events", len(batch))
                 return
         for run_id in {row["run_id"] for row in batch}:
             publish(self.ctx.redis, run_id, "output")
+
+    @contextmanager
+    def final_events(self, run: ActiveRun | None) -> Iterator[list[dict]]:
+        """The run's unwritten output events, for the caller to insert in the transaction that records
+        its end; until the caller is done, no heartbeat flush can commit another batch in between."""
+        with self._lock:
+            had_output = run is not None and (run.events_written or run.events)
+        if not had_output:  # nothing of this run can be in flight: skip the process-wide lock
+            yield []
+            return
+        with self._flush_lock:
+            with self._lock:
+                rows = self._take(run)
+            yield rows
+
+    @staticmethod
+    def _take(run: ActiveRun) -> list[dict]:
+        # Holding self._lock.
+        rows = [{"run_id": run.run_id, "type": stream, "data": data} for stream, data in run.events]
+        run.events_written += len(run.events)
+        run.events = []
+        return rows
 
     def beat(self) -> None:
         """Renew every lease we hold and deliver cancel requests."""
@@ -126,8 +145,8 @@ class Supervisor:
             return
         ttl = self.ctx.settings.lease_seconds
         try:
-            with db.session() as s:
-                held = runstate.renew_leases(s, [(r.run_id, r.epoch) for r in runs], ttl)
+            with db.transaction() as conn:
+                held = runstate.renew_leases(conn, [(r.run_id, r.epoch) for r in runs], ttl)
         except Exception:
             log.exception("lease renewal failed; will retry")
             return

@@ -1,0 +1,60 @@
+"""Per-process cache of device settings (secrets decrypted once), checked at every claim.
+
+Every claim returns the device's `updated_at` (app.runstate.claim_next); a run whose device changed
+since it was cached reloads it first, so a run always executes with the settings current when it
+was claimed, while a busy device costs no extra read or decryption per run.
+"""
+from __future__ import annotations
+
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+
+from app import db
+from app.runstate import devices
+from app.services import device_config
+from app.services.device_config import DeviceConfig
+
+
+@dataclass(frozen=True)
+class CachedDevice:
+    tenant_id: uuid.UUID
+    id: str
+    version: datetime
+    max_concurrent_runs: int
+    config: DeviceConfig
+
+
+class DeviceCache:
+    def __init__(self, secret_key: str):
+        self._secret_key = secret_key
+        self._entries: dict[tuple[uuid.UUID, str], CachedDevice] = {}
+        self._lock = threading.Lock()
+
+    def get(self, tenant_id: uuid.UUID, device_id: str) -> CachedDevice | None:
+        """The cached device, read from PostgreSQL the first time; None if it does not exist."""
+        with self._lock:
+            entry = self._entries.get((tenant_id, device_id))
+        return entry if entry is not None else self.reload(tenant_id, device_id)
+
+    def current(self, entry: CachedDevice, version: datetime | None) -> CachedDevice | None:
+        """entry if `version` (from a claim) is still its version, else the device read anew."""
+        return entry if version == entry.version else self.reload(entry.tenant_id, entry.id)
+
+    def reload(self, tenant_id: uuid.UUID, device_id: str) -> CachedDevice | None:
+        with db.transaction() as conn:
+            row = conn.execute(select(devices).where(devices.c.tenant_id == tenant_id,
+                                                     devices.c.id == device_id)).first()
+        key = (tenant_id, device_id)
+        if row is None:
+            with self._lock:
+                self._entries.pop(key, None)
+            return None
+        entry = CachedDevice(tenant_id, device_id, row.updated_at, row.max_concurrent_runs,
+                             device_config.load(row, self._secret_key))
+        with self._lock:
+            self._entries[key] = entry
+        return entry
