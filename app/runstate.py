@@ -17,29 +17,67 @@ import json
 import uuid
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import and_, func, insert, select, tuple_, update
+from sqlalchemy import and_, bindparam, func, insert, select, text, tuple_, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from app.models import CANCELED, FAILED, QUEUED, RUNNING, TERMINAL, Device, Run, RunEvent
 
-# The worker's hot path (claim, start, finish) uses Core statements on the tables: they return plain
-# rows and skip the ORM's unit of work, which was most of a worker's CPU per run.
 runs, run_events, devices = Run.__table__, RunEvent.__table__, Device.__table__
-# What a worker needs to execute a claimed run.
-CLAIMED_COLUMNS = (runs.c.id, runs.c.epoch, runs.c.provider, runs.c.prompt, runs.c.model, runs.c.command,
-                   runs.c.cwd, runs.c.timeout, runs.c.env_enc)
+
+# The worker's hot path (claim, start, finish: once per run each) is written once as SQL instead of
+# being built as SQLAlchemy expressions on every call: building and cache-keying the expressions cost
+# the worker more CPU than the database spent running them. Each transition and its status event
+# are one statement (a data-modifying CTE), so one round trip.
+_CLAIM_NEXT = text("""
+WITH claimed AS (
+    UPDATE runs SET status = 'running', epoch = epoch + 1, worker_id = :worker_id,
+           lease_until = now() + make_interval(secs => :lease_seconds), updated_at = now()
+    WHERE id = (SELECT id FROM runs
+                WHERE tenant_id = :tenant_id AND target_id = :device_id AND status = 'queued'
+                ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)
+      AND status = 'queued'
+    RETURNING id, epoch, provider, prompt, model, command, cwd, timeout, env_enc),
+logged AS (
+    INSERT INTO run_events (run_id, type, data) SELECT id, 'status', :event FROM claimed)
+SELECT claimed.*,
+       (SELECT updated_at FROM devices WHERE tenant_id = :tenant_id AND id = :device_id) AS device_version
+FROM claimed""")
+_MARK_STARTED = text("""
+UPDATE runs SET pgid = :pgid, started_at = :started_at, updated_at = now()
+WHERE id = :run_id AND status = 'running' AND epoch = :epoch RETURNING id""")
+# pgid and started_at may already be recorded (mark_started); a result without them keeps those.
+_FINISH = text("""
+WITH done AS (
+    UPDATE runs SET status = :status, lease_until = NULL, output = :output, stdout = :stdout,
+           stderr = :stderr, exit_code = :exit_code, stdout_truncated = :stdout_truncated,
+           stderr_truncated = :stderr_truncated, usage = :usage, cost_usd = :cost_usd,
+           session_id = :session_id, error = :error, pgid = coalesce(:pgid, pgid),
+           started_at = coalesce(:started_at, started_at), finished_at = :finished_at, updated_at = now()
+    WHERE id = :run_id AND status = 'running' AND epoch = :epoch
+    RETURNING id, tenant_id, target_id, pgid),
+logged AS (
+    INSERT INTO run_events (run_id, type, data) SELECT id, 'status', :event FROM done)
+SELECT * FROM done""").bindparams(bindparam("usage", type_=JSONB), bindparam("error", type_=JSONB))
+_RESULT_FIELDS = dict(output=None, stdout=None, stderr=None, exit_code=None, stdout_truncated=False,
+                      stderr_truncated=False, usage=None, cost_usd=None, session_id=None, error=None,
+                      pgid=None, started_at=None)
 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _status_event(s: Session | Connection, run_id, status: str, error: dict | None = None) -> None:
+def _event_data(status: str, error: dict | None = None) -> str:
     payload = {"status": status}
     if error:
         payload["error"] = error
-    s.execute(insert(run_events).values(run_id=run_id, type="status", data=json.dumps(payload)))
+    return json.dumps(payload)
+
+
+def _status_event(s: Session | Connection, run_id, status: str, error: dict | None = None) -> None:
+    s.execute(insert(run_events).values(run_id=run_id, type="status", data=_event_data(status, error)))
 
 
 def _transition(s: Session, run_id, allowed: tuple[str, ...], values: dict, epoch: int | None = None):
@@ -61,21 +99,12 @@ def claim_next(s: Session | Connection, tenant_id: uuid.UUID, device_id: str, wo
                lease_seconds: int):
     """Claim the oldest queued run of a device, so a device starts its runs in creation order.
 
-    Returns a row of CLAIMED_COLUMNS plus `device_version` (the device's updated_at, so a worker
-    can tell that its cached device settings are stale), or None when nothing is queued.
+    Returns a row (id, epoch, provider, prompt, model, command, cwd, timeout, env_enc,
+    device_version), or None when nothing is queued. device_version is the device's updated_at, so a
+    worker can tell that its cached device settings are stale.
     """
-    oldest = (select(runs.c.id).where(runs.c.tenant_id == tenant_id, runs.c.target_id == device_id,
-                                      runs.c.status == QUEUED)
-              .order_by(runs.c.created_at, runs.c.id).limit(1).with_for_update(skip_locked=True).scalar_subquery())
-    version = (select(devices.c.updated_at).where(devices.c.tenant_id == tenant_id, devices.c.id == device_id)
-               .scalar_subquery())
-    row = s.execute(update(runs).where(runs.c.id == oldest, runs.c.status == QUEUED).values(
-        status=RUNNING, epoch=runs.c.epoch + 1, worker_id=worker_id,
-        lease_until=func.now() + timedelta(seconds=lease_seconds),
-    ).returning(*CLAIMED_COLUMNS, version.label("device_version"))).first()
-    if row is not None:
-        _status_event(s, row.id, RUNNING)
-    return row
+    return s.execute(_CLAIM_NEXT, dict(tenant_id=tenant_id, device_id=device_id, worker_id=worker_id,
+                                       lease_seconds=lease_seconds, event=_event_data(RUNNING))).first()
 
 
 def unclaim(s: Session | Connection, run_id: uuid.UUID, epoch: int) -> bool:
@@ -91,8 +120,7 @@ def unclaim(s: Session | Connection, run_id: uuid.UUID, epoch: int) -> bool:
 def mark_started(s: Session | Connection, run_id: uuid.UUID, epoch: int, pgid: int | None,
                  started_at: datetime) -> bool:
     """Record that the command is running on the device (its process group, for kill and reap)."""
-    row = s.execute(update(runs).where(runs.c.id == run_id, runs.c.status == RUNNING, runs.c.epoch == epoch)
-                    .values(pgid=pgid, started_at=started_at).returning(runs.c.id)).first()
+    row = s.execute(_MARK_STARTED, dict(run_id=run_id, epoch=epoch, pgid=pgid, started_at=started_at)).first()
     return row is not None
 
 
@@ -110,18 +138,17 @@ def renew_leases(s: Session | Connection, held: list[tuple[uuid.UUID, int]], lea
 
 
 def finish(s: Session | Connection, run_id: uuid.UUID, epoch: int, status: str, **fields):
-    """running -> succeeded | failed | canceled, fenced by epoch.
+    """running -> succeeded | failed | canceled, fenced by epoch. fields: any of _RESULT_FIELDS and
+    finished_at (default now); the result fields not given are stored empty.
 
     Returns a row (id, tenant_id, target_id, pgid), or None when the run moved on without us.
     """
     assert status in TERMINAL
-    fields.setdefault("finished_at", utcnow())
-    row = s.execute(update(runs).where(runs.c.id == run_id, runs.c.status == RUNNING, runs.c.epoch == epoch)
-                    .values(status=status, lease_until=None, **fields)
-                    .returning(runs.c.id, runs.c.tenant_id, runs.c.target_id, runs.c.pgid)).first()
-    if row is not None:
-        _status_event(s, run_id, status, fields.get("error"))
-    return row
+    unknown = set(fields) - set(_RESULT_FIELDS) - {"finished_at"}
+    assert not unknown, f"not a result field: {unknown}"
+    params = {**_RESULT_FIELDS, "finished_at": utcnow(), **fields}
+    return s.execute(_FINISH, dict(params, run_id=run_id, epoch=epoch, status=status,
+                                   event=_event_data(status, params["error"]))).first()
 
 
 class CancelConflict(Exception):
