@@ -1,8 +1,10 @@
 """The remote side of an ssh run: a small POSIX sh wrapper, built only from quoted parts.
 
 Protocol between the wrapper and the driver (all on the run's one channel):
-- stdin: "<n>\\n", then an n-byte env script (`export NAME='value'` lines), then the caller's stdin.
+- stdin: an env script (`export NAME='value'` lines, then a sentinel line), then the caller's stdin.
   Secrets therefore never appear on a command line (`ps` shows only the wrapper and the argv).
+  The wrapper reads it with the shell's own `read`: a `$(dd ...)` cost a fork, an exec and two
+  syscalls per byte, the largest part of the wrapper's CPU.
 - stdout: one line "<tag> start <pgid>" once the env is set and the cwd entered, right before the
   exec; the driver strips it (and anything a shell rc file printed before it). If the cwd is
   missing the line is "<tag> cwd_not_found" and the wrapper exits. The tag carries a per-run nonce
@@ -21,10 +23,15 @@ from ._common import validate_env
 # sending it) refuses to run the command instead of running it with half its environment.
 ENV_END = "# agentruns-env-end"
 ENV_VAR = "AGENTRUNS_ENV_SCRIPT"  # carries the env script into the login shell, then is unset
+# A raw newline in a value would split its line, and a line "# agentruns-env-end" inside a value
+# would pass for the sentinel: values spell their newlines as this variable, which every shell
+# that evals an env script sets first.
+_NL_VAR = "agentruns_nl"
+_SET_NL = f"{_NL_VAR}='\n'"
 # Shells known to take `-lc SCRIPT NAME ARGS...` with POSIX quoting; anything else (fish, csh,
 # nologin...) falls back to /bin/sh -l.
 _POSIX_SHELLS = "*/bash|*/zsh|*/ksh|*/mksh|*/dash|*/ash|*/sh"
-_LOGIN_INNER = f'eval "${ENV_VAR}"; unset {ENV_VAR}; exec "$@"'
+_LOGIN_INNER = f'{_SET_NL}; eval "${ENV_VAR}"; unset {ENV_VAR} {_NL_VAR}; exec "$@"'
 
 
 def tag(nonce: str) -> str:
@@ -35,14 +42,14 @@ def tag(nonce: str) -> str:
 def env_script(env: dict[str, str]) -> bytes:
     """`export NAME=<quoted value>` lines for the wrapper to eval, ending in the sentinel line."""
     validate_env(env)
-    lines = "".join(f"export {name}={shlex.quote(value)}\n" for name, value in env.items())
+    nl = f"'\"${_NL_VAR}\"'"  # shlex.quote keeps every newline inside single quotes
+    lines = "".join(f"export {name}={shlex.quote(value).replace(chr(10), nl)}\n" for name, value in env.items())
     return (lines + ENV_END + "\n").encode()
 
 
 def stdin_payload(env: dict[str, str], stdin: bytes) -> bytes:
-    """What the driver writes to the channel: length line, env script, then the caller's stdin."""
-    script = env_script(env)
-    return f"{len(script)}\n".encode() + script + stdin
+    """What the driver writes to the channel: the env script, then the caller's stdin."""
+    return env_script(env) + stdin
 
 
 def remote_cwd(cwd: str) -> str:
@@ -77,11 +84,12 @@ def build_command(
         raise ValueError("argv must not be empty")
     t = tag(nonce)
     lines = [
-        "IFS= read -r n || exit 97",
-        # dd with bs=1 never reads past n bytes on a pipe (BSD head -c may), so the rest of stdin
-        # is left intact for the command.
-        's=$(dd bs=1 count="$n" 2>/dev/null) || exit 97',
-        f'case "$s" in *{shlex.quote(ENV_END)}) ;; *) exit 97 ;; esac',
+        _SET_NL,
+        # `read` takes a pipe a byte at a time, so the caller's stdin after the sentinel is left
+        # intact for the command. No sentinel (the connection died while sending): never run.
+        "s= ok=",
+        f'while IFS= read -r l; do case $l in {shlex.quote(ENV_END)}) ok=1; break ;; esac; s=$s$l${_NL_VAR}; done',
+        '[ -n "$ok" ] || exit 97',
         f"cd {remote_cwd(cwd)} 2>/dev/null || {{ printf '%s\\n' {shlex.quote(t + ' cwd_not_found')}; exit 96; }}",
         "t=",
     ]
@@ -94,7 +102,7 @@ def build_command(
     quoted_argv = " ".join(shlex.quote(a) for a in argv)
     if login_shell:
         lines += [
-            f'{ENV_VAR}=$s; export {ENV_VAR}',
+            f'{ENV_VAR}=$s; export {ENV_VAR}; unset s',
             f'case "${{SHELL:-}}" in {_POSIX_SHELLS}) sh_=$SHELL ;; *) sh_=/bin/sh ;; esac',
             f"printf '%s %s\\n' {shlex.quote(t + ' start')} \"$$\"",
             f'exec $t "$sh_" -lc {shlex.quote(_LOGIN_INNER)} agentruns {quoted_argv}',

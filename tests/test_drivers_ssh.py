@@ -15,6 +15,7 @@ from drivers.base import (
     AUTH_FAILED, CONNECTION_LOST, CWD_NOT_FOUND, DEVICE_UNREACHABLE, HOST_KEY_MISMATCH, HOST_KEY_UNKNOWN,
     DriverError, ExecRequest,
 )
+from drivers import ssh_script
 from drivers.ssh import SSHDriver
 from drivers.ssh_pool import TransportPool
 from tests.sshd import free_port, keygen
@@ -94,7 +95,8 @@ def test_large_stdin_not_read_does_not_hang(driver):
 def test_env_reaches_the_command_but_not_any_command_line(sshd, pool, login_shell):
     secret, marker = f"s3cret-{uuid.uuid4().hex}", unique_marker()
     driver = SSHDriver(sshd.spec(login_shell=login_shell), pool=pool)
-    value = f"{secret} it's \"q\" $(id) `id`\nline2"
+    # A line of a value that reads like the env script's last line must not end it early.
+    value = f"{secret} it's \"q\" $(id) `id`\nline2\n{ssh_script.ENV_END}\nexport OTHER=forged\n"
     cancel = threading.Event()
     t, out, started = run_in_thread(driver, ["sh", "-c", f'printf "%s" "$AGENTRUNS_SECRET"; sleep {marker}'],
                                     env={"AGENTRUNS_SECRET": value, "OTHER": "x"}, cancel=cancel)
@@ -112,6 +114,20 @@ def test_env_reaches_the_command_but_not_any_command_line(sshd, pool, login_shel
         cancel.set()
     t.join(10)
     assert out["res"].stdout.decode() == value and out["res"].killed == "canceled"
+
+
+def test_a_truncated_env_script_never_runs_the_command(tmp_path):
+    # The wrapper run here by a local sh, as the device user's shell would: cut the env script
+    # after every byte (the connection dying while it is sent).
+    env = {"A": f"x\n{ssh_script.ENV_END}\ny", "B": "b"}
+    command = ssh_script.build_command(["sh", "-c", 'printf "%s|%s" "$A" "$B" > out'], str(tmp_path), "n0nce",
+                                       login_shell=False, backstop=None, kill_grace=1)
+    script = ssh_script.env_script(env)
+    for cut in range(len(script)):
+        res = subprocess.run(["sh", "-c", command], input=script[:cut], capture_output=True, timeout=10)
+        assert res.returncode == 97 and res.stdout == b"" and not (tmp_path / "out").exists(), cut
+    res = subprocess.run(["sh", "-c", command], input=script, capture_output=True, timeout=10)
+    assert res.returncode == 0 and (tmp_path / "out").read_text() == f"{env['A']}|b"
 
 
 def test_invalid_env_name_is_refused_before_connecting(driver):
