@@ -2,8 +2,8 @@
 
 No external CLI to cite: this adapter defines the contract. The command sees
 - stdin: the prompt, byte for byte (UTF-8);
-- AGENTRUNS_PROMPT_FILE: a private temp file (mktemp, mode 600) with the same bytes, removed
-  when the command ends, also on TERM/INT/HUP;
+- AGENTRUNS_PROMPT_FILE: a private temp file (mode 600, in $TMPDIR or /tmp) with the same bytes,
+  removed when the command ends, also on TERM/INT/HUP;
 - AGENTRUNS_RUN_ID, AGENTRUNS_MODEL (empty when the run names no model).
 It runs in the run's cwd under the device user's $SHELL (or /bin/sh, or the shell named by
 the device's `executable` setting); `extra_args` become its positional parameters $1...
@@ -14,21 +14,28 @@ so nothing the user wrote is ever spliced into a command line.
 """
 from __future__ import annotations
 
+import secrets
+
 from providers._common import join_messages, signal_message, stderr_tail
 from providers.base import Invocation, ParsedResult, RunSpec
 
 # $1 is the shell to use ("" for the default); $2.. go to the command as $1..
+# The prompt file's name arrives in AGENTRUNS_PROMPT_FILE: random per run and never on a command
+# line, so nobody else on the device can plant a file (a FIFO, a symlink) there first. Creating it
+# with noclobber in a subshell (for the umask, which the command must not inherit) spares the fork
+# and exec of mktemp; a clash falls back to mktemp.
 WRAPPER_SCRIPT = (
     "f=; trap 'rm -f \"$f\"' EXIT\n"
     # Turn signals into a normal exit so the EXIT trap still removes the prompt file.
     "trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM\n"
-    'f=$(mktemp) || exit 125\n'
-    'cat > "$f" || exit 125\n'
+    'f=${TMPDIR:-/tmp}/$AGENTRUNS_PROMPT_FILE\n'
+    '(umask 077; set -C; true > "$f" || exit 3; exec cat >| "$f") 2>/dev/null\n'
+    'case $? in 0) ;; 3) f=$(mktemp) && cat > "$f" || exit 125 ;; *) exit 125 ;; esac\n'
     'AGENTRUNS_PROMPT_FILE=$f; export AGENTRUNS_PROMPT_FILE\n'
     'agentruns_shell=${1:-${SHELL:-/bin/sh}}; shift\n'
     '"$agentruns_shell" -c "$AGENTRUNS_COMMAND" agentruns-custom "$@" < "$f"\n'
-    'rc=$?\n'
-    'exit $rc\n'
+    # Never the last command: a shell that execs its last command would skip the EXIT trap.
+    'exit $?\n'
 )
 
 
@@ -52,6 +59,7 @@ class Custom:
             # The run's own variables win over device settings: they define this contract.
             "AGENTRUNS_COMMAND": spec.command,
             "AGENTRUNS_RUN_ID": spec.run_id,
+            "AGENTRUNS_PROMPT_FILE": f"agentruns-prompt.{secrets.token_hex(16)}",
             "AGENTRUNS_MODEL": spec.model or "",
         }
         return Invocation(argv=argv, stdin=spec.prompt.encode("utf-8"), env=env)

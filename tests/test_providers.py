@@ -137,8 +137,12 @@ def test_custom_passes_command_in_env_with_a_constant_script():
     a = custom.build(spec(command="echo $(whoami)", model="gpt-x"))
     b = custom.build(spec(command="rm -rf 'nothing'", run_id="other"))
     assert a.argv == b.argv == ["/bin/sh", "-c", a.argv[2], "agentruns-custom", ""]
+    name = a.env.pop("AGENTRUNS_PROMPT_FILE")
     assert a.env == {"AGENTRUNS_COMMAND": "echo $(whoami)", "AGENTRUNS_RUN_ID": "run_123", "AGENTRUNS_MODEL": "gpt-x"}
     assert b.env["AGENTRUNS_MODEL"] == ""
+    # The prompt file's name is secret (env only) and new for every invocation.
+    assert name.startswith("agentruns-prompt.") and len(name) > 40 and name != b.env["AGENTRUNS_PROMPT_FILE"]
+    assert name not in " ".join(a.argv)
 
 
 def test_custom_settings_cannot_override_the_run_variables():
@@ -492,6 +496,45 @@ def test_custom_env_cwd_and_positional_args(tmp_path):
     # The prompt file is private to the device user.
     mode = custom_run(tmp_path, 'stat -c %a "$AGENTRUNS_PROMPT_FILE"').stdout.decode().strip()
     assert mode == "600"
+
+
+def test_custom_prompt_file_in_tmpdir_and_the_umask_not_inherited(tmp_path):
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    old = os.umask(0o027)
+    try:
+        result = run_invocation(get_provider("custom").build(spec(
+            command='umask; printf "%s\\n" "$AGENTRUNS_PROMPT_FILE"; cmp - "$AGENTRUNS_PROMPT_FILE" && echo same')),
+            tmp_path, {"TMPDIR": str(tmpdir)})
+    finally:
+        os.umask(old)
+    mask, path, same = result.stdout.decode().split("\n", 2)
+    # The file was private (mode 600) but the command keeps the caller's umask.
+    assert int(mask, 8) == 0o027 and same == "same\n"
+    assert path.startswith(f"{tmpdir}/agentruns-prompt.") and list(tmpdir.iterdir()) == []
+
+
+@pytest.mark.parametrize("planted", ["file", "dangling symlink"])
+def test_custom_prompt_file_name_taken_falls_back_to_mktemp(tmp_path, planted):
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    command = 'cat > stdin.bin; cp "$AGENTRUNS_PROMPT_FILE" file.bin; printf %s "$AGENTRUNS_PROMPT_FILE"'
+    inv = get_provider("custom").build(spec(command=command))
+    taken = tmpdir / inv.env["AGENTRUNS_PROMPT_FILE"]
+    if planted == "file":
+        taken.write_text("not yours")
+    else:
+        taken.symlink_to(tmp_path / "target")
+    result = run_invocation(inv, tmp_path, {"TMPDIR": str(tmpdir)})
+    assert result.returncode == 0, result.stderr
+    expected = NASTY_PROMPT.encode()
+    assert (tmp_path / "stdin.bin").read_bytes() == (tmp_path / "file.bin").read_bytes() == expected
+    path = result.stdout.decode()
+    assert path.startswith(str(tmpdir)) and path != str(taken) and not Path(path).exists()
+    # Nothing written through the planted name, and it is left alone.
+    assert not (tmp_path / "target").exists() and os.path.lexists(taken)
+    if planted == "file":
+        assert taken.read_text() == "not yours"
 
 
 def test_custom_propagates_exit_code_and_cleans_up(tmp_path):
