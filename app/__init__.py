@@ -13,6 +13,7 @@ from app import db, web
 from app.api import devices, errors, runs
 from app.api.errors import APIError
 from app.auth import authenticate_request
+from app.enqueue import fail_fast
 from app.config import Settings
 
 
@@ -31,11 +32,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     from workers.celery_app import make_celery
 
     app.extensions["settings"] = settings
-    # No client-side retries: when Redis is down, idempotency falls back to the database and enqueue
-    # to the sweeper at once instead of after redis-py's backoff.
+    # No client-side retries: when Redis is down, idempotency falls back to the database at once
+    # instead of after redis-py's backoff.
     app.extensions["redis"] = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=5,
                                                     retry=Retry(NoBackoff(), 0))
-    app.extensions["celery"] = make_celery(settings)
+    app.extensions["celery"] = fail_fast(make_celery(settings))
     api = errors.AgentrunsApi(app, spec_kwargs={"components": {"securitySchemes": {
         "bearer": {"type": "http", "scheme": "bearer"}}}, "security": [{"bearer": []}]})
     app.extensions["agentruns_api"] = api
