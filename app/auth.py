@@ -35,8 +35,9 @@ def authenticate_request():
     if scheme.lower() != "bearer" or not raw.strip():
         raise APIError(401, "unauthorized", "missing API key: send `Authorization: Bearer <key>`",
                        headers={"WWW-Authenticate": "Bearer"})
-    with db.session() as s:
-        tenant_id = authenticate(s, raw.strip())
+    # A bare connection, not an ORM session: this runs on every API request.
+    with db.engine().connect() as conn:
+        tenant_id = authenticate(conn, raw.strip())
     if tenant_id is None:
         raise APIError(401, "unauthorized", "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
     g.tenant_id = tenant_id

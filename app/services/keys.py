@@ -6,6 +6,7 @@ import secrets
 import uuid
 
 from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from app.models import ApiKey, Tenant
@@ -44,7 +45,7 @@ def revoke_key(s: Session, prefix: str) -> bool:
     return bool(rows)
 
 
-def authenticate(s: Session, raw: str) -> uuid.UUID | None:
+def authenticate(s: Session | Connection, raw: str) -> uuid.UUID | None:
     """The tenant id a live key belongs to, or None."""
     if not raw.startswith(KEY_PREFIX) or len(raw) > 200:
         return None
