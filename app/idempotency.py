@@ -14,7 +14,8 @@ from datetime import timedelta
 from typing import Callable
 
 import redis
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, insert, select
+from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -38,16 +39,25 @@ def fingerprint(secret_key: str, body: dict) -> str:
     return keyed_hash(secret_key, json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
 
 
-def _existing(s: Session, tenant_id: uuid.UUID, key: str) -> IdempotencyKey | None:
-    return s.execute(select(IdempotencyKey).where(IdempotencyKey.tenant_id == tenant_id, IdempotencyKey.key == key,
-                                                  IdempotencyKey.expires_at > utcnow())).scalar_one_or_none()
+# Built once: constructing (and cache-keying) a statement costs more CPU than running it.
+_EXISTING = select(IdempotencyKey.fingerprint, IdempotencyKey.run_id).where(
+    IdempotencyKey.tenant_id == bindparam("tenant_id"), IdempotencyKey.key == bindparam("key"),
+    IdempotencyKey.expires_at > bindparam("now"))
+_DELETE = delete(IdempotencyKey).where(IdempotencyKey.tenant_id == bindparam("tenant_id"),
+                                       IdempotencyKey.key == bindparam("key"))
+_INSERT = insert(IdempotencyKey)
 
 
-def _replay(s: Session, row: IdempotencyKey, fp: str) -> Run:
+def _existing(conn: Connection, tenant_id: uuid.UUID, key: str) -> Row | None:
+    return conn.execute(_EXISTING, {"tenant_id": tenant_id, "key": key, "now": utcnow()}).first()
+
+
+def _replay(conn: Connection, row: Row, fp: str) -> Run:
     if row.fingerprint != fp:
         raise APIError(422, "idempotency_key_reused",
                        "this Idempotency-Key was used with a different request body")
-    return s.get(Run, row.run_id)
+    with Session(conn) as s:
+        return s.get(Run, row.run_id)
 
 
 class _Lock:
@@ -73,44 +83,43 @@ class _Lock:
 
 
 def create_once(r: redis.Redis, tenant_id: uuid.UUID, key: str, fp: str, ttl_seconds: int, wait_seconds: float,
-                create: Callable[[Session], Run]) -> tuple[Run, bool]:
+                create: Callable[[Connection], Run]) -> tuple[Run, bool]:
     """Create a run under an Idempotency-Key; returns (run, replayed)."""
-    with db.session() as s:
-        row = _existing(s, tenant_id, key)
+    with db.engine().connect() as conn:
+        row = _existing(conn, tenant_id, key)
         if row is not None:
-            return _replay(s, row, fp), True
+            return _replay(conn, row, fp), True
     lock = _Lock(r, f"agentruns:idem:{tenant_id}:{keyed_hash('', key.encode())}")
     deadline = time.monotonic() + wait_seconds
     while not lock.acquire():
         # Someone else is creating this very request: wait for their commit, then replay it.
         time.sleep(0.05)
-        with db.session() as s:
-            row = _existing(s, tenant_id, key)
+        with db.engine().connect() as conn:
+            row = _existing(conn, tenant_id, key)
             if row is not None:
-                return _replay(s, row, fp), True
+                return _replay(conn, row, fp), True
         if time.monotonic() > deadline:
             raise APIError(409, "idempotency_key_in_use",
                            "a request with this Idempotency-Key is still being processed; retry shortly",
                            headers={"Retry-After": "1"})
     try:
         try:
-            with db.session() as s:
-                row = _existing(s, tenant_id, key)
+            with db.engine().begin() as conn:
+                row = _existing(conn, tenant_id, key)
                 if row is not None:
-                    return _replay(s, row, fp), True
+                    return _replay(conn, row, fp), True
                 # An expired key that the purge has not removed yet may be reused.
-                s.execute(delete(IdempotencyKey).where(IdempotencyKey.tenant_id == tenant_id,
-                                                       IdempotencyKey.key == key))
-                run = create(s)
-                s.add(IdempotencyKey(tenant_id=tenant_id, key=key, fingerprint=fp, run_id=run.id,
-                                     expires_at=utcnow() + timedelta(seconds=ttl_seconds)))
+                conn.execute(_DELETE, {"tenant_id": tenant_id, "key": key})
+                run = create(conn)
+                conn.execute(_INSERT, {"tenant_id": tenant_id, "key": key, "fingerprint": fp, "run_id": run.id,
+                                       "expires_at": utcnow() + timedelta(seconds=ttl_seconds)})
             return run, False
         except IntegrityError:
-            with db.session() as s:
-                row = _existing(s, tenant_id, key)
+            with db.engine().connect() as conn:
+                row = _existing(conn, tenant_id, key)
                 if row is None:
                     raise
-                return _replay(s, row, fp), True
+                return _replay(conn, row, fp), True
     finally:
         lock.release()
 

@@ -30,13 +30,13 @@ def create_run(data):
     settings = _ext("settings")
     wait = data.pop("wait")
 
-    def create(s):
-        return run_service.create(s, g.tenant_id, data, request_id(), settings)
+    def create(conn):
+        return run_service.create(conn, g.tenant_id, data, request_id(), settings)
 
     key = request.headers.get("Idempotency-Key")
     if key is None:
-        with db.session() as s:
-            run = create(s)
+        with db.engine().begin() as conn:
+            run = create(conn)
         replayed = False
     else:
         fp = idempotency.fingerprint(settings.secret_key, request.get_json())
@@ -44,7 +44,7 @@ def create_run(data):
             _ext("redis"), g.tenant_id, idempotency.validate_key(key), fp, settings.idempotency_ttl_seconds,
             settings.idempotency_wait_seconds, create)
     if not replayed:
-        enqueue(_ext("celery"), [Queued(run.id, run.tenant_id, run.target_id)], probe=_ext("redis"))
+        enqueue(_ext("celery"), [Queued(run.id, run.tenant_id, run.target_id)])
     if wait:
         run = wait_terminal(_ext("redis"), run.id, wait)
     headers = {"Location": f"/api/v1/agent-runs/{run.id}"}
