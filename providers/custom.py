@@ -21,16 +21,16 @@ from providers.base import Invocation, ParsedResult, RunSpec
 
 # $1 is the shell to use ("" for the default); $2.. go to the command as $1..
 # The prompt file's name arrives in AGENTRUNS_PROMPT_FILE: random per run and never on a command
-# line, so nobody else on the device can plant a file (a FIFO, a symlink) there first. Creating it
-# with noclobber in a subshell (for the umask, which the command must not inherit) spares the fork
-# and exec of mktemp; a clash falls back to mktemp.
+# line, so nobody else on the device can plant a file (a FIFO, a symlink) there first. cat creates
+# it with noclobber and umask 077 in its own fork (the command keeps the caller's umask), which
+# spares mktemp's fork and exec; a name already taken falls back to mktemp.
 WRAPPER_SCRIPT = (
     "f=; trap 'rm -f \"$f\"' EXIT\n"
     # Turn signals into a normal exit so the EXIT trap still removes the prompt file.
     "trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM\n"
     'f=${TMPDIR:-/tmp}/$AGENTRUNS_PROMPT_FILE\n'
-    '(umask 077; set -C; true > "$f" || exit 3; exec cat >| "$f") 2>/dev/null\n'
-    'case $? in 0) ;; 3) f=$(mktemp) && cat > "$f" || exit 125 ;; *) exit 125 ;; esac\n'
+    'if [ -e "$f" ] || [ -h "$f" ]; then f=$(mktemp) && cat > "$f" || exit 125\n'
+    'else (umask 077; set -C; exec cat > "$f") || exit 125; fi\n'
     'AGENTRUNS_PROMPT_FILE=$f; export AGENTRUNS_PROMPT_FILE\n'
     'agentruns_shell=${1:-${SHELL:-/bin/sh}}; shift\n'
     '"$agentruns_shell" -c "$AGENTRUNS_COMMAND" agentruns-custom "$@" < "$f"\n'
