@@ -15,6 +15,9 @@ from app.services import runs as run_service
 from app.services.waiting import wait_terminal
 
 blp = Blueprint("agent-runs", __name__, url_prefix="/api/v1", description="Agent runs")
+# The views take schema instances, not classes: webargs builds a schema (and its fields) per request
+# from a class.
+_RUN_LIST_QUERY = RunListQuery()
 
 
 def _ext(name):
@@ -22,7 +25,7 @@ def _ext(name):
 
 
 @blp.route("/agent-runs", methods=["POST"])
-@blp.arguments(RunCreate)
+@blp.arguments(RunCreate())
 @blp.response(201, RunEnvelope)
 @blp.alt_response(200, schema=RunEnvelope, description="Replayed by Idempotency-Key")
 def create_run(data):
@@ -54,13 +57,13 @@ def create_run(data):
 
 
 @blp.route("/agent-runs", methods=["GET"])
-@blp.arguments(RunListQuery, location="query", unknown="include")
+@blp.arguments(_RUN_LIST_QUERY, location="query", unknown="include")
 @blp.response(200, RunListEnvelope)
 def list_runs(query):
     """List runs, newest first; follow next_cursor for more."""
     metadata = {k[len("metadata["):-1]: v for k, v in request.args.items()
                 if k.startswith("metadata[") and k.endswith("]") and len(k) > len("metadata[]")}
-    unknown = [k for k in query if k not in RunListQuery().fields and not k.startswith("metadata[")]
+    unknown = [k for k in query if k not in _RUN_LIST_QUERY.fields and not k.startswith("metadata[")]
     if unknown:
         raise APIError(422, "validation_error", f"{', '.join(unknown)}: unknown query parameter",
                        {"fields": {k: ["unknown query parameter"] for k in unknown}})
@@ -70,7 +73,7 @@ def list_runs(query):
 
 
 @blp.route("/agent-runs/<run_id>", methods=["GET"])
-@blp.arguments(WaitQuery, location="query")
+@blp.arguments(WaitQuery(), location="query")
 @blp.response(200, RunEnvelope)
 def get_run(query, run_id):
     """Get a run; `?wait=SECONDS` holds the answer until the run is terminal."""
@@ -94,7 +97,7 @@ def cancel_run(run_id):
 
 
 @blp.route("/agent-runs/<run_id>/events", methods=["GET"])
-@blp.arguments(EventsQuery, location="query")
+@blp.arguments(EventsQuery(), location="query")
 @blp.response(200, EventListEnvelope)
 def run_events(query, run_id):
     """The run's ordered event log; with `Accept: text/event-stream`, a live Server-Sent Events stream."""
