@@ -77,8 +77,8 @@ def list_runs(query):
 @blp.response(200, RunEnvelope)
 def get_run(query, run_id):
     """Get a run; `?wait=SECONDS` holds the answer until the run is terminal."""
-    with db.session() as s:
-        run = run_service.get(s, g.tenant_id, run_id)
+    with db.engine().connect() as conn:
+        run = run_service.get(conn, g.tenant_id, run_id)
     if query["wait"]:
         run = wait_terminal(_ext("redis"), run.id, query["wait"])
     return {"data": run}
