@@ -13,8 +13,8 @@ from app import db, web
 from app.api import devices, errors, runs
 from app.api.errors import APIError
 from app.auth import authenticate_request
-from app.enqueue import fail_fast
 from app.config import Settings
+from app.enqueue import fail_fast
 
 
 def create_app(settings: Settings | None = None) -> Flask:
