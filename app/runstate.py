@@ -46,7 +46,7 @@ SELECT claimed.*,
 FROM claimed""")
 _MARK_STARTED = text("""
 UPDATE runs SET pgid = :pgid, started_at = :started_at, updated_at = now()
-WHERE id = :run_id AND status = 'running' AND epoch = :epoch RETURNING id""")
+WHERE id = :run_id AND status = 'running' AND epoch = :epoch""")
 # pgid and started_at may already be recorded (mark_started); a result without them keeps those.
 _FINISH = text("""
 WITH done AS (
@@ -117,11 +117,11 @@ def unclaim(s: Session | Connection, run_id: uuid.UUID, epoch: int) -> bool:
     return row is not None
 
 
-def mark_started(s: Session | Connection, run_id: uuid.UUID, epoch: int, pgid: int | None,
-                 started_at: datetime) -> bool:
-    """Record that the command is running on the device (its process group, for kill and reap)."""
-    row = s.execute(_MARK_STARTED, dict(run_id=run_id, epoch=epoch, pgid=pgid, started_at=started_at)).first()
-    return row is not None
+def mark_started(s: Session | Connection, started: list[tuple[uuid.UUID, int, int, datetime]]) -> None:
+    """Record that commands are running on their devices: (run_id, epoch, pgid, started_at) each,
+    the process group being what the reaper kills if the worker is lost."""
+    s.execute(_MARK_STARTED, [dict(run_id=run_id, epoch=epoch, pgid=pgid, started_at=started_at)
+                              for run_id, epoch, pgid, started_at in started])
 
 
 def renew_leases(s: Session | Connection, held: list[tuple[uuid.UUID, int]], lease_seconds: int) -> dict[uuid.UUID, bool]:

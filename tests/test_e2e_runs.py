@@ -185,3 +185,30 @@ def test_a_burst_on_one_device_starts_every_run_without_the_sweeper(worker, clie
     assert not pending, f"{len(pending)} of 45 runs were not started within 4.5 s"
     for run in runs:
         assert wait_run(client, auth, run["id"])["status"] == "canceled"
+
+
+def test_runs_arriving_while_the_only_slot_is_held_all_run_without_the_sweeper(worker, client, auth, sshd, app):
+    """A run committed just after the slot holder's last claim finds the device full: the holder must
+    look again (the pending mark) before it leaves, or the run waits for the sweeper."""
+    workdir = f"/tmp/agentruns-e2e-{uuid.uuid4().hex[:8]}"
+    sshd.run_as_user(f"mkdir -p {workdir}")
+    assert client.post("/api/v1/devices", headers=auth, json={
+        "id": "one-slot", "kind": "computer", "driver": "ssh", "host": sshd.host, "port": sshd.port,
+        "username": sshd.username, "private_key": sshd.private_key, "host_key": sshd.host_key,
+        "default_cwd": workdir, "max_concurrent_runs": 1}).status_code == 201
+    from concurrent.futures import ThreadPoolExecutor
+
+    for _ in range(3):
+        first_created = time.monotonic()
+        # Short runs created from several threads: each delivery races the holder's last claim.
+        with ThreadPoolExecutor(6) as pool:
+            runs = list(pool.map(lambda i: create(app.test_client(), auth, prompt=str(i), computer_id="one-slot",
+                                                  command="true"), range(12)))
+        pending = {r["id"] for r in runs}
+        # The sweeper would rescue a stranded run 5 s after its creation (queued_stale_seconds here).
+        while pending and time.monotonic() - first_created < 4.5:
+            pending = {rid for rid in pending
+                       if client.get(f"/api/v1/agent-runs/{rid}", headers=auth).get_json()["data"]["status"]
+                       != "succeeded"}
+            time.sleep(0.1)
+        assert not pending, f"{len(pending)} of 12 runs did not succeed within 4.5 s"

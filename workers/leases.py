@@ -13,9 +13,14 @@ import redis
 
 _LOCK_EXTEND = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"""
-_LOCK_RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"""
+_LOCK_RELEASE_NOTIFY = """
+local released = 0
+if redis.call('get', KEYS[1]) == ARGV[1] then released = redis.call('del', KEYS[1]) end
+redis.call('publish', ARGV[2], ARGV[3])
+return released"""
 # Slots: a sorted set of holder tokens scored by expiry (ms, Redis clock, so hosts' clocks don't matter).
+# A delivery that finds the device full sets the device's pending mark (KEYS[2]); a holder releasing
+# its slot takes the mark and, if it was set, looks for queued runs once more.
 _SLOT_ACQUIRE = """
 local t = redis.call('time')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -25,6 +30,12 @@ if redis.call('zcard', KEYS[1]) < tonumber(ARGV[1]) then
   redis.call('pexpire', KEYS[1], tonumber(ARGV[2]) * 2)
   return 1
 end
+redis.call('set', KEYS[2], '1', 'PX', tonumber(ARGV[2]))
+return 0"""
+_SLOT_RELEASE = """
+redis.call('zrem', KEYS[1], ARGV[1])
+local pending = redis.call('get', KEYS[2])
+if pending then redis.call('del', KEYS[2]) return 1 end
 return 0"""
 _SLOT_RENEW = """
 local t = redis.call('time')
@@ -35,10 +46,11 @@ return redis.call('zscore', KEYS[1], ARGV[2]) and 1 or 0"""
 
 
 class Slot(NamedTuple):
-    """One holder's place in a device's slot set."""
+    """One holder's place in a device's slot set, and the device's pending mark."""
 
     key: str
     token: str
+    pending_key: str
 
 
 def run_lock_key(run_id) -> str:
@@ -47,6 +59,10 @@ def run_lock_key(run_id) -> str:
 
 def slots_key(tenant_id, device_id) -> str:
     return f"agentruns:device-slots:{tenant_id}:{device_id}"
+
+
+def pending_key(tenant_id, device_id) -> str:
+    return f"agentruns:device-pending:{tenant_id}:{device_id}"
 
 
 def new_token() -> str:
@@ -59,8 +75,9 @@ class Leases:
     def __init__(self, r: redis.Redis):
         self.r = r
         self._extend = r.register_script(_LOCK_EXTEND)
-        self._release = r.register_script(_LOCK_RELEASE)
+        self._release_notify = r.register_script(_LOCK_RELEASE_NOTIFY)
         self._slot_acquire = r.register_script(_SLOT_ACQUIRE)
+        self._slot_release = r.register_script(_SLOT_RELEASE)
         self._slot_renew = r.register_script(_SLOT_RENEW)
 
     def lock(self, key: str, token: str, ttl_ms: int) -> bool:
@@ -69,14 +86,17 @@ class Leases:
     def extend(self, key: str, token: str, ttl_ms: int, client=None) -> bool:
         return bool(self._extend(keys=[key], args=[token, ttl_ms], client=client))
 
-    def unlock(self, key: str, token: str) -> None:
-        self._release(keys=[key], args=[token])
+    def unlock(self, key: str, token: str, notify: str) -> None:
+        """Release the lock if we still hold it, and publish "finished" on the `notify` channel."""
+        self._release_notify(keys=[key], args=[token, notify, "finished"])
 
-    def acquire_slot(self, key: str, limit: int, token: str, ttl_ms: int) -> bool:
-        return bool(self._slot_acquire(keys=[key], args=[limit, ttl_ms, token]))
+    def acquire_slot(self, slot: Slot, limit: int, ttl_ms: int) -> bool:
+        """Take a slot if fewer than `limit` are held; otherwise set the device's pending mark."""
+        return bool(self._slot_acquire(keys=[slot.key, slot.pending_key], args=[limit, ttl_ms, slot.token]))
 
     def renew_slot(self, key: str, token: str, ttl_ms: int, client=None) -> bool:
         return bool(self._slot_renew(keys=[key], args=[ttl_ms, token], client=client))
 
-    def release_slot(self, key: str, token: str) -> None:
-        self.r.zrem(key, token)
+    def release_slot(self, slot: Slot) -> bool:
+        """Give the slot back; True if a delivery found the device full meanwhile (the pending mark)."""
+        return bool(self._slot_release(keys=[slot.key, slot.pending_key], args=[slot.token]))

@@ -2,9 +2,10 @@
 
 One delivery of `runs.execute(run_id, tenant_id, device_id)` means "make progress on this run's
 device": it takes one of the device's slots, claims the device's *oldest* queued run (so a device
-starts runs in creation order), executes it, and repeats while the device has queued runs. A
-delivery whose run was already claimed (a duplicate, or served by another delivery) claims nothing
-and leaves the device untouched, unless other runs are waiting.
+starts runs in creation order), executes it, and, in the transaction that records the result,
+claims the next one, until none is queued. A delivery that finds the device's slots all taken
+leaves a "pending" mark for the slot holders and returns; a delivery whose run was already claimed
+(a duplicate, or served by another delivery) claims nothing and leaves the device untouched.
 """
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ import logging
 import uuid
 from functools import partial
 
-from sqlalchemy import exists, insert, select
+from sqlalchemy import insert, select
 
 from app import db, runstate
 from app.crypto import decrypt_json
-from app.models import CANCELED, FAILED, QUEUED, SUCCEEDED
-from app.notify import publish
+from app.models import CANCELED, FAILED, SUCCEEDED
+from app.notify import channel, publish
 from app.services import device_config
 from drivers import get_driver
 from drivers.base import DriverError, ExecRequest
@@ -25,7 +26,7 @@ from providers import get_provider
 from providers.base import RunSpec
 from workers import context
 from workers.device_cache import CachedDevice
-from workers.leases import Slot, new_token, run_lock_key, slots_key
+from workers.leases import Slot, new_token, pending_key, run_lock_key, slots_key
 from workers.supervisor import ActiveRun
 
 log = logging.getLogger("agentruns.worker")
@@ -43,87 +44,88 @@ def execute(run_id: str, tenant_id: str | None = None, device_id: str | None = N
         tenant, device_id = found
     else:
         tenant = uuid.UUID(tenant_id)
-    executed = rechecks = 0
+    executed = 0
     while True:
         device = ctx.devices.get(tenant, device_id)
         if device is None:
             return "missing"
         served = _serve(ctx, device)
         if served is None:
-            break  # no free slot: whoever holds one starts the next run when it is done
-        executed += served
-        # A run can commit while we hold a slot, after our last claim found nothing; its own delivery
-        # then sees the device full and leaves it to the slot holders. So a holder that found nothing
-        # looks again after releasing its slot, or that run would wait for the sweeper.
-        if rechecks < 3 and _has_queued(tenant, device_id):
-            rechecks += 1
-            continue
-        break
+            break  # all slots taken: the pending mark makes a holder look again before it leaves
+        count, pending = served
+        executed += count
+        # A run can commit after our last claim found nothing, while we still held the slot; its
+        # delivery then found the device full and left the pending mark for us.
+        if not pending:
+            break
     if executed:
         return f"executed:{executed}"
     if served is None:
         return "busy"
-    # Its run was claimed by a delivery already serving the device, finished, or canceled.
     log.info("delivery of run %s: nothing queued on its device (a duplicate delivery, or already served)", run_id)
     return "nothing-queued"
 
 
-def _has_queued(tenant_id: uuid.UUID, device_id: str) -> bool:
-    runs = runstate.runs
-    with db.transaction() as conn:
-        return conn.execute(select(exists().where(runs.c.tenant_id == tenant_id, runs.c.target_id == device_id,
-                                                  runs.c.status == QUEUED))).scalar_one()
-
-
-def _serve(ctx, device: CachedDevice) -> int | None:
+def _serve(ctx, device: CachedDevice) -> tuple[int, bool] | None:
     """Hold one of the device's slots and run its queued runs, oldest first, until none is left.
 
-    Returns how many ran, or None when all of the device's slots were taken.
+    Returns (how many ran, whether a delivery found the device full meanwhile), or None when all of
+    the device's slots were taken.
     """
     ttl_ms = ctx.settings.lease_seconds * 1000
-    slot = Slot(slots_key(device.tenant_id, device.id), new_token())
-    if not ctx.leases.acquire_slot(slot.key, device.max_concurrent_runs, slot.token, ttl_ms):
+    slot = Slot(slots_key(device.tenant_id, device.id), new_token(), pending_key(device.tenant_id, device.id))
+    if not ctx.leases.acquire_slot(slot, device.max_concurrent_runs, ttl_ms):
         return None
     executed = 0
     try:
-        while True:
-            with db.transaction() as conn:
-                run = runstate.claim_next(conn, device.tenant_id, device.id, ctx.worker_id,
-                                          ctx.settings.lease_seconds)
-            if run is None:
-                return executed
+        with db.transaction() as conn:
+            run = _claim_next(ctx, conn, device)
+        while run is not None:
             device = ctx.devices.current(device, run.device_version)
             if device is None:  # deleted while its run was queued (the API refuses that; a race)
-                _finish(ctx, run, FAILED, error={"code": "device_not_found",
-                                                 "message": "the device was deleted before the run started"})
-                continue
-            if not _run_claimed(ctx, run, device, slot):
-                return executed
+                _record(ctx, run, None, None, FAILED, error={
+                    "code": "device_not_found", "message": "the device was deleted before the run started"})
+                publish(ctx.redis, run.id, "finished")
+                break
+            run = _run_one(ctx, run, device, slot)
             executed += 1
     finally:
-        ctx.leases.release_slot(slot.key, slot.token)
+        pending = ctx.leases.release_slot(slot)
+    return executed, pending
 
 
-def _run_claimed(ctx, run, device: CachedDevice, slot: Slot) -> bool:
-    """Execute a claimed run under its Redis lock; False if another worker holds that lock."""
+def _claim_next(ctx, conn, device: CachedDevice):
+    return runstate.claim_next(conn, device.tenant_id, device.id, ctx.worker_id, ctx.settings.lease_seconds)
+
+
+def _run_one(ctx, run, device: CachedDevice, slot: Slot):
+    """Execute a claimed run under its Redis lock and record the result; returns the device's next
+    run, claimed in the same transaction (None when none is queued or this delivery must stop)."""
     lock_key, lock_token = run_lock_key(run.id), new_token()
     if not ctx.leases.lock(lock_key, lock_token, ctx.settings.lease_seconds * 1000):
         # A worker of an earlier epoch still holds the run (its lease has not lapsed in Redis):
         # give the run back untouched and stop serving this device for now.
         with db.transaction() as conn:
             runstate.unclaim(conn, run.id, run.epoch)
-        return False
+        return None
     active = ActiveRun(run.id, run.epoch, lock_key, lock_token, slot.key, slot.token)
     ctx.supervisor.add(active)
     try:
-        _execute_claimed(ctx, run, device, active)
+        outcome = _execute(ctx, run, device, active)
+        if outcome is None:  # the lease was lost: another epoch owns the run, write nothing
+            with db.transaction() as conn:
+                return _claim_next(ctx, conn, device)
+        status, fields = outcome
+        return _record(ctx, run, active, device, status, **fields)
     finally:
         ctx.supervisor.remove(active)
-        ctx.leases.unlock(lock_key, lock_token)
-    return True
+        # Releasing the lock also wakes the run's waiters (one round trip): the result is committed.
+        ctx.leases.unlock(lock_key, lock_token, notify=channel(run.id))
 
 
-def _execute_claimed(ctx, run, device: CachedDevice, active: ActiveRun) -> None:
+def _execute(ctx, run, device: CachedDevice, active: ActiveRun) -> tuple[str, dict] | None:
+    """Run the provider's command on the device; returns (status, result fields), or None when the
+    lease was lost meanwhile."""
     settings, cfg = ctx.settings, device.config
     provider = get_provider(run.provider)
     invocation = provider.build(RunSpec(
@@ -135,34 +137,29 @@ def _execute_claimed(ctx, run, device: CachedDevice, active: ActiveRun) -> None:
                           timeout=float(run.timeout), kill_grace=settings.kill_grace_seconds,
                           output_cap=settings.output_cap_bytes)
     driver = get_driver(cfg.spec, on_host_key=device_config.pin_host_key(device.tenant_id, device.id))
-
-    def on_start(pgid: int) -> None:
-        with db.transaction() as conn:
-            runstate.mark_started(conn, run.id, run.epoch, pgid, runstate.utcnow())
-
     try:
-        result = driver.run(request, on_output=partial(ctx.supervisor.output, active), on_start=on_start,
-                            cancel=active.stop)
+        result = driver.run(request, on_output=partial(ctx.supervisor.output, active),
+                            on_start=active.started, cancel=active.stop)
     except DriverError as exc:
         active.finishing = True
         if exc.pgid:  # the connection dropped mid-run: the command may still be running there
             _kill_quietly(driver, exc.pgid, run.id)
-        if active.stop_reason != "lease_lost":
-            _finish(ctx, run, FAILED, active, error={"code": exc.code, "message": exc.message})
-        return
+        if active.stop_reason == "lease_lost":
+            return None
+        return FAILED, dict(error={"code": exc.code, "message": exc.message}, pgid=active.pgid,
+                            started_at=active.started_at)
     active.finishing = True
     if active.stop_reason == "lease_lost":
-        return  # another epoch owns the run now: write nothing
+        return None
     stdout = result.stdout.decode("utf-8", "replace")
     stderr = result.stderr.decode("utf-8", "replace")
     parsed = provider.parse(result.exit_code, stdout, stderr)
-    fields = dict(output=parsed.output, stdout=stdout, stderr=stderr, exit_code=result.exit_code,
-                  stdout_truncated=result.stdout_truncated, stderr_truncated=result.stderr_truncated,
-                  usage=parsed.usage, cost_usd=parsed.cost_usd, session_id=parsed.session_id,
-                  pgid=result.pgid, started_at=result.started_at,
-                  finished_at=result.finished_at or runstate.utcnow())
     status, error = _outcome(result.killed, active.stop_reason, parsed, run.timeout)
-    _finish(ctx, run, status, active, error=error, **fields)
+    return status, dict(output=parsed.output, stdout=stdout, stderr=stderr, exit_code=result.exit_code,
+                        stdout_truncated=result.stdout_truncated, stderr_truncated=result.stderr_truncated,
+                        usage=parsed.usage, cost_usd=parsed.cost_usd, session_id=parsed.session_id,
+                        pgid=result.pgid, started_at=result.started_at,
+                        finished_at=result.finished_at or runstate.utcnow(), error=error)
 
 
 def _kill_quietly(driver, pgid: int, run_id) -> None:
@@ -186,8 +183,9 @@ def _outcome(killed: str | None, stop_reason: str | None, parsed, timeout: int) 
                     "message": parsed.error_message or "the command failed"}
 
 
-def _finish(ctx, run, status: str, active: ActiveRun | None = None, **fields) -> None:
-    """Record the outcome, fenced by the epoch we hold, and wake whoever waits for it.
+def _record(ctx, run, active: ActiveRun | None, next_of: CachedDevice | None, status: str, **fields):
+    """Record the outcome, fenced by the epoch we hold; with next_of, claim that device's next run in
+    the same transaction and return it.
 
     The run's last output events go into the same transaction, before its terminal status event.
     """
@@ -195,8 +193,9 @@ def _finish(ctx, run, status: str, active: ActiveRun | None = None, **fields) ->
         if events:
             conn.execute(insert(runstate.run_events), events)
         row = runstate.finish(conn, run.id, run.epoch, status, **fields)
+        following = _claim_next(ctx, conn, next_of) if next_of is not None else None
     if row is None:
         log.warning("run %s epoch %s: result not recorded, the run moved on without us", run.id, run.epoch)
-        return
-    publish(ctx.redis, run.id, "finished")
-    log.info("run %s %s", run.id, status)
+    else:
+        log.info("run %s %s", run.id, status)
+    return following

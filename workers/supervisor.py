@@ -14,6 +14,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Iterator
 
 from sqlalchemy import insert
@@ -39,6 +40,13 @@ class ActiveRun:
     events: list = field(default_factory=list)
     events_written: int = 0
     events_dropped: bool = False
+    pgid: int | None = None  # set once the command started on the device
+    started_at: datetime | None = None
+    start_recorded: bool = False
+
+    def started(self, pgid: int) -> None:
+        """The driver's on_start: the heartbeat records it with the other runs started since its last tick."""
+        self.started_at, self.pgid = runstate.utcnow(), pgid
 
     def request_stop(self, reason: str) -> None:
         if not self.stop.is_set():
@@ -137,6 +145,23 @@ class Supervisor:
         run.events = []
         return rows
 
+    def flush_starts(self) -> None:
+        """Record the process groups and start times of runs that started since the last tick, in one
+        round trip. A run that finishes first records them itself; a worker that dies within a tick
+        of a start leaves the group for the remote `timeout` backstop, not for the reaper."""
+        with self._lock:
+            runs = [r for r in self.active.values() if r.pgid is not None and not r.start_recorded]
+        if not runs:
+            return
+        try:
+            with db.transaction() as conn:
+                runstate.mark_started(conn, [(r.run_id, r.epoch, r.pgid, r.started_at) for r in runs])
+        except Exception:
+            log.exception("could not record the start of %d run(s); will retry", len(runs))
+            return
+        for r in runs:
+            r.start_recorded = True
+
     def beat(self) -> None:
         """Renew every lease we hold and deliver cancel requests."""
         with self._lock:
@@ -191,6 +216,7 @@ class Supervisor:
                     self._thread = None
                     return
             try:
+                self.flush_starts()
                 self.flush_events()
                 if time.monotonic() - self._last_beat >= self.ctx.settings.heartbeat_seconds:
                     self._last_beat = time.monotonic()
