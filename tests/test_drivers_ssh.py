@@ -18,6 +18,7 @@ from drivers.base import (
 from drivers import ssh_script
 from drivers.ssh import SSHDriver
 from drivers.ssh_pool import TransportPool
+from providers import RunSpec, get_provider
 from tests.sshd import free_port, keygen
 from tests.test_drivers_local import BIG, TRICKY, unique_marker
 
@@ -128,6 +129,22 @@ def test_a_truncated_env_script_never_runs_the_command(tmp_path):
         assert res.returncode == 97 and res.stdout == b"" and not (tmp_path / "out").exists(), cut
     res = subprocess.run(["sh", "-c", command], input=script, capture_output=True, timeout=10)
     assert res.returncode == 0 and (tmp_path / "out").read_text() == f"{env['A']}|b"
+
+
+@pytest.mark.parametrize("login_shell", [True, False], ids=["login", "plain"])
+def test_custom_provider_prompt_file_through_the_wrapper(sshd, pool, login_shell):
+    driver = SSHDriver(sshd.spec(login_shell=login_shell), pool=pool)
+    inv = get_provider("custom").build(RunSpec(
+        run_id="r1", prompt=TRICKY.replace(b"\x00", b"").decode() + "x" * 70_000, command=(
+            'umask; stat -c %a "$AGENTRUNS_PROMPT_FILE"; printf "%s\\n" "$AGENTRUNS_PROMPT_FILE"; '
+            'cmp - "$AGENTRUNS_PROMPT_FILE" && echo same')))
+    res = run(driver, inv.argv, env=inv.env, stdin=inv.stdin, timeout=20)
+    mask, mode, path, same = res.stdout.decode().splitlines()
+    # Private file, same bytes as stdin; the command still has the login shell's own umask.
+    assert (mode, same, res.exit_code) == ("600", "same", 0), res.stderr
+    assert mask == run(driver, ["sh", "-c", "umask"]).stdout.decode().strip()
+    assert path.startswith("/tmp/agentruns-prompt.")
+    assert sshd.run_as_user(f"test -e {path} || echo gone").stdout == "gone\n"
 
 
 def test_invalid_env_name_is_refused_before_connecting(driver):
