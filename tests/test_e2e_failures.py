@@ -53,6 +53,11 @@ def test_sigkilled_worker_is_reaped_as_worker_lost(private, auth, sshd, client):
         run = create(pclient, auth, prompt="p", computer_id="reap-me", command=f"sleep {marker}4")
         wait_status(pclient, auth, run["id"], "running")
         wait_for_process(sshd, f"sleep {marker}4")
+        # The reaper kills the process group the worker recorded (within a heartbeat tick of the start).
+        deadline = time.monotonic() + 5
+        while (not pclient.get(f"/api/v1/agent-runs/{run['id']}", headers=auth).get_json()["data"]["started_at"]
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
         killed_at = time.monotonic()
         victim.kill(signal.SIGKILL)
         done = wait_run(client, auth, run["id"], 20)

@@ -139,7 +139,7 @@ def _execute(ctx, run, device: CachedDevice, active: ActiveRun) -> tuple[str, di
     driver = get_driver(cfg.spec, on_host_key=device_config.pin_host_key(device.tenant_id, device.id))
     try:
         result = driver.run(request, on_output=partial(ctx.supervisor.output, active),
-                            on_start=active.started, cancel=active.stop)
+                            on_start=partial(ctx.supervisor.started, active), cancel=active.stop)
     except DriverError as exc:
         active.finishing = True
         if exc.pgid:  # the connection dropped mid-run: the command may still be running there

@@ -24,6 +24,9 @@ from app.notify import CANCEL_CHANNEL, publish
 
 log = logging.getLogger("agentruns.worker")
 TICK = 0.2
+# How long a start waits to be recorded: a run that ends sooner records its start in its finish (one
+# transaction less per short run), and the starts of a busy worker share one round trip.
+START_DELAY = 0.02
 
 
 @dataclass
@@ -43,10 +46,6 @@ class ActiveRun:
     pgid: int | None = None  # set once the command started on the device
     started_at: datetime | None = None
     start_recorded: bool = False
-
-    def started(self, pgid: int) -> None:
-        """The driver's on_start: the heartbeat records it with the other runs started since its last tick."""
-        self.started_at, self.pgid = runstate.utcnow(), pgid
 
     def request_stop(self, reason: str) -> None:
         if not self.stop.is_set():
@@ -71,11 +70,15 @@ class Supervisor:
         self._thread: threading.Thread | None = None
         self._listener: threading.Thread | None = None
         self._last_beat = 0.0
+        self._started = threading.Event()
 
     def add(self, run: ActiveRun) -> None:
         with self._lock:
             self.active[run.run_id] = run
             if self._thread is None or not self._thread.is_alive():
+                # The thread starts with the first run after an idle spell; that run was just claimed
+                # with a full lease, so the first renewal is due a heartbeat from now, not at once.
+                self._last_beat = time.monotonic()
                 self._thread = threading.Thread(target=self._loop, name="agentruns-heartbeat", daemon=True)
                 self._thread.start()
             if self._listener is None:
@@ -88,6 +91,11 @@ class Supervisor:
         self.flush_events([run])
         with self._lock:
             self.active.pop(run.run_id, None)
+
+    def started(self, run: ActiveRun, pgid: int) -> None:
+        """The driver's on_start: the command runs on the device in process group pgid."""
+        run.started_at, run.pgid = runstate.utcnow(), pgid
+        self._started.set()
 
     def output(self, run: ActiveRun, stream: str, chunk: bytes) -> None:
         """Buffer a chunk of live output (called from driver threads)."""
@@ -146,11 +154,11 @@ class Supervisor:
         return rows
 
     def flush_starts(self) -> None:
-        """Record the process groups and start times of runs that started since the last tick, in one
-        round trip. A run that finishes first records them itself; a worker that dies within a tick
-        of a start leaves the group for the remote `timeout` backstop, not for the reaper."""
+        """Record the process groups and start times of runs that started since the last flush, in
+        one round trip (runs already finishing record theirs in their finish)."""
         with self._lock:
-            runs = [r for r in self.active.values() if r.pgid is not None and not r.start_recorded]
+            runs = [r for r in self.active.values() if r.pgid is not None and not r.start_recorded
+                    and not r.finishing]
         if not runs:
             return
         try:
@@ -223,4 +231,6 @@ class Supervisor:
                     self.beat()
             except Exception:
                 log.exception("heartbeat tick failed")
-            time.sleep(TICK)
+            if self._started.wait(TICK):
+                self._started.clear()
+                time.sleep(START_DELAY)
