@@ -7,6 +7,7 @@ attributed to the API, the worker, PostgreSQL, Redis or the device side (sshd an
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
 import re
 import signal
@@ -33,8 +34,9 @@ def _ts(value) -> float | None:
 
 def _log_counts(text: str) -> dict:
     """What the worker log says about a phase: task outcomes and the warnings worth a look."""
-    return {"tasks_busy": text.count(": 'busy'"), "tasks_duplicate": text.count(": 'duplicate'"),
-            "duplicate_while_running": text.count("is running; nothing to do"),
+    executed = [int(n) for n in re.findall(r": 'executed:(\d+)'", text)]
+    return {"tasks_executed": len(executed), "runs_executed": sum(executed),
+            "tasks_busy": text.count(": 'busy'"), "tasks_nothing_queued": text.count(": 'nothing-queued'"),
             "sweeper_reenqueued": sum(int(m) for m in re.findall(r"re-enqueued (\d+) stale", text)),
             "lease_lost_warnings": text.count("lost its lease"),
             "errors": text.count(" ERROR ") + text.count("Traceback")}
@@ -133,13 +135,22 @@ def _count_phase(api: Api, phase: str) -> tuple[dict, list[float]]:
     return counts, sorted(finished)
 
 
-def throughput(bench: Bench, s: dict, runs: int, procs: int = 4, threads: int = 4) -> dict:
-    api, phase, log_at = s["api"], "throughput", len(s["worker"].log())
+def throughput(bench: Bench, s: dict, runs: int, procs: int = 4, threads: int = 4, backlog: bool = False) -> dict:
+    """POST `runs` no-op runs and time them until the last finished.
+
+    backlog=False (phase "throughput"): the worker runs them while they are being POSTed; timed from
+    the first POST. backlog=True (phase "drain"): the worker is stopped (SIGSTOP) while they are
+    POSTed, then resumed; timed from the resume, so the API's share of the CPU is not in the window.
+    """
+    api, phase, log_at = s["api"], "drain" if backlog else "throughput", len(s["worker"].log())
     ctx = mp.get_context("fork")
     results = ctx.Queue()
     posters = [ctx.Process(target=_poster, args=(s["url"], s["key"], list(range(runs))[p::procs], phase, threads,
                                                  results), daemon=True) for p in range(procs)]
-    cpu0 = cpu_snapshot(s["pids"])
+    if backlog:
+        os.kill(s["worker"].pid, signal.SIGSTOP)
+    else:
+        cpu0 = cpu_snapshot(s["pids"])
     for p in posters:
         p.start()
     outs = []
@@ -153,7 +164,10 @@ def throughput(bench: Bench, s: dict, runs: int, procs: int = 4, threads: int = 
             p.join(5)
             if p.is_alive():
                 p.kill()
-    first, cpu1 = min(o["first"] for o in outs), None
+        if backlog:
+            cpu0, resumed = cpu_snapshot(s["pids"]), time.time()
+            os.kill(s["worker"].pid, signal.SIGCONT)
+    first, cpu1 = resumed if backlog else min(o["first"] for o in outs), None
     while True:  # until nothing of this phase is queued or running (list endpoint by status, every 0.25 s)
         bench.check("throughput: waiting for the runs to finish")
         left = sum(len(api.list_runs(status=st, limit=100, **{"metadata[phase]": phase})["data"])
@@ -174,7 +188,7 @@ def throughput(bench: Bench, s: dict, runs: int, procs: int = 4, threads: int = 
     elapsed = last_finished - first
     n99 = int(len(finished) * 0.99)
     errors = [e for o in outs for e in o["errors"]]
-    return {"runs": runs, "devices": 10, "max_concurrent_runs_per_device": 10, "client_processes": procs,
+    return {"runs": runs, "backlog": backlog, "devices": 10, "max_concurrent_runs_per_device": 10, "client_processes": procs,
             "threads_per_process": threads, "post_errors": len(errors), "post_error_samples": errors[:3],
             "posting_s": round(max(o["last_post_done"] for o in outs) - first, 3),
             "first_post_to_last_finished_s": round(elapsed, 3),

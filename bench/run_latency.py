@@ -8,6 +8,8 @@ failed run cleans up fast), then measures in one run:
      to a bare paramiko exec, the ssh driver alone and a bare Celery no-op round trip (interleaved);
   2. throughput: 1,000 no-op runs over 10 ssh devices (max_concurrent_runs 10 each), POSTed by 4
      client processes x 4 threads, from the first POST to the last finished_at;
+  2b. drain: the same, but POSTed while the worker is stopped (SIGSTOP), timed from its resume: what
+     the worker side does with a backlog, without the API's CPU in the window;
   3. capacity: 500 in-flight `sleep 60` runs (10 devices x max_concurrent_runs 50) in the one worker
      process: time until all started, its RSS, then cancel all and check nothing is left running.
 The phases are in bench/_run_phases.py.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import time
+from functools import partial
 
 import psycopg
 import redis
@@ -27,7 +30,7 @@ from bench._run_phases import STAGES, capacity, device_groups, latency, throughp
 from bench._stack import (Api, Bench, log_problems, machine_info, make_api_key, pg_dsn, start_api, start_services,
                           stop_proc, table, write_json)
 
-BUDGET = 290.0
+BUDGET = 400.0
 TARGETS = {"overhead_ms": 30.0, "runs_per_s": 100.0, "rss_mb": 500.0}
 
 
@@ -94,7 +97,7 @@ def _mid(d: dict) -> str:
 
 def figures(r: dict) -> list[list]:
     """Rows of the summary table: figure, measured, target, result."""
-    L, T, C = r.get("latency"), r.get("throughput"), r.get("capacity")
+    L, T, D, C = r.get("latency"), r.get("throughput"), r.get("drain"), r.get("capacity")
     rows = []
     if L:
         rows += [["no-op run, POST with wait until terminal: median / p90 ms", _mid(L["run"]), "", ""],
@@ -110,6 +113,11 @@ def figures(r: dict) -> list[list]:
                  ["info: posting all runs took, s", T["posting_s"], "", ""],
                  ["throughput: succeeded", f"{T['succeeded']} / {T['runs']} (failed {T['failed']}, "
                   f"POST errors {T['post_errors']})", str(T["runs"]), verdict(T["succeeded"] == T["runs"])]]
+    if D:
+        rows += [[f"info: drain {D['runs']} queued no-op runs (worker resumed after the POSTs), runs/s",
+                  D["runs_per_s"], "", ""],
+                 ["drain: succeeded", f"{D['succeeded']} / {D['runs']} (failed {D['failed']}, "
+                  f"POST errors {D['post_errors']})", str(D["runs"]), verdict(D["succeeded"] == D["runs"])]]
     if C:
         n, h = C["inflight_target"], C["worker_holding"]
         rows += [["capacity: `sleep 60` runs started in one worker (s until all)",
@@ -143,6 +151,11 @@ def print_report(r: dict) -> None:
         print(f"\nthroughput: seconds from the first POST until 50 / 90 / 99 / 100 % of the runs had finished: "
               f"{f.get('p50')} / {f.get('p90')} / {f.get('p99')} / {f.get('p100')}; worker log: {T['worker_log']}")
         cpu_rows.append(["throughput, first POST to 99 % finished", *_cpu(T["cpu_ms_per_run"], names)])
+    if D := r.get("drain"):
+        f = D["finished_by_s"]
+        print(f"\ndrain: seconds from the resume until 50 / 90 / 99 / 100 % of the runs had finished: "
+              f"{f.get('p50')} / {f.get('p90')} / {f.get('p99')} / {f.get('p100')}; worker log: {D['worker_log']}")
+        cpu_rows.append(["drain, resume to 99 % finished", *_cpu(D["cpu_ms_per_run"], names)])
     if C := r.get("capacity"):
         cpu_rows.append(["capacity, POSTs until all started (or 40 s)", *_cpu(C["cpu_ms_per_run_to_start"], names)])
         cpu_rows.append(["capacity, cancel-all until none live", *_cpu(C["cpu_ms_per_run_to_cancel"], names)])
@@ -175,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--runs", type=int, default=1000, help="no-op runs for the throughput")
     parser.add_argument("--inflight", type=int, default=500, help="`sleep 60` runs for the capacity")
     parser.add_argument("--concurrency", type=int, default=600, help="the worker's --concurrency")
-    parser.add_argument("--phases", default="latency,throughput,capacity")
+    parser.add_argument("--phases", default="latency,throughput,drain,capacity")
     parser.add_argument("--json", dest="json_path", help="also write the results as JSON here")
     args = parser.parse_args(argv)
     result = {"benchmark": "run_latency", "machine": machine_info(), "config": vars(args) | {"targets": TARGETS}}
@@ -185,6 +198,7 @@ def main(argv: list[str] | None = None) -> dict:
             s = setup(bench, args.concurrency)
             try:
                 for name, fn, arg in (("latency", latency, args.samples), ("throughput", throughput, args.runs),
+                                      ("drain", partial(throughput, backlog=True), args.runs),
                                       ("capacity", capacity, args.inflight)):
                     if name in phases:
                         print(f"{name} ...", flush=True)
