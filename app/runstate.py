@@ -5,6 +5,7 @@ Zero rows back means another actor owns the run (or it already moved on): the ca
 Each transition also appends a `status` event in the same transaction, so the event log and the row
 never disagree.
 
+    (new)   -> queued    create_queued()  (API)
     queued  -> running   claim_next()     (worker; bumps epoch, sets the lease)
     running -> queued    unclaim()        (worker; only before the command started)
     queued  -> canceled  cancel()         (API; the run never executes)
@@ -30,6 +31,16 @@ runs, run_events, devices = Run.__table__, RunEvent.__table__, Device.__table__
 # being built as SQLAlchemy expressions on every call: building and cache-keying the expressions cost
 # the worker more CPU than the database spent running them. Each transition and its status event
 # are one statement (a data-modifying CTE), so one round trip.
+_CREATE_QUEUED = text("""
+WITH created AS (
+    INSERT INTO runs (id, tenant_id, target_kind, target_id, provider, prompt, model, command, cwd, timeout,
+                      metadata, env_enc, request_id, status, epoch, stdout_truncated, stderr_truncated)
+    VALUES (:id, :tenant_id, :target_kind, :target_id, :provider, :prompt, :model, :command, :cwd, :timeout,
+            :metadata, :env_enc, :request_id, 'queued', 0, false, false)
+    RETURNING id, created_at, updated_at),
+logged AS (
+    INSERT INTO run_events (run_id, type, data) SELECT id, 'status', :event FROM created)
+SELECT created_at, updated_at FROM created""").bindparams(bindparam("metadata", type_=JSONB))
 _CLAIM_NEXT = text("""
 WITH claimed AS (
     UPDATE runs SET status = 'running', epoch = epoch + 1, worker_id = :worker_id,
@@ -90,9 +101,13 @@ def _transition(s: Session, run_id, allowed: tuple[str, ...], values: dict, epoc
     return row
 
 
-def record_created(s: Session, run: Run) -> None:
-    """Log the initial `queued` event for a freshly inserted run."""
-    _status_event(s, run.id, QUEUED)
+def create_queued(s: Session | Connection, values: dict):
+    """Insert a queued run and its `queued` status event in one statement; returns (created_at, updated_at).
+
+    values: id, tenant_id, target_kind, target_id, provider, prompt, model, command, cwd, timeout,
+    metadata, env_enc, request_id.
+    """
+    return s.execute(_CREATE_QUEUED, {**values, "event": _event_data(QUEUED)}).one()
 
 
 def claim_next(s: Session | Connection, tenant_id: uuid.UUID, device_id: str, worker_id: str,

@@ -6,7 +6,7 @@ import json
 import uuid
 from datetime import datetime
 
-from sqlalchemy import and_, bindparam, insert, inspect, or_, select, tuple_
+from sqlalchemy import and_, bindparam, inspect, or_, select, tuple_
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -30,7 +30,6 @@ def _invalid(field: str, message: str) -> APIError:
 # Built once: constructing (and cache-keying) a statement costs more CPU than running it.
 _DEVICE = select(Device.id, Device.kind, Device.default_cwd).where(
     Device.tenant_id == bindparam("tenant_id"), Device.id == bindparam("device_id"))
-_INSERT_RUN = insert(Run).returning(Run.created_at, Run.updated_at)
 
 
 def create(conn: Connection, tenant_id: uuid.UUID, data: dict, request_id: str, settings: Settings) -> Run:
@@ -53,13 +52,11 @@ def create(conn: Connection, tenant_id: uuid.UUID, data: dict, request_id: str, 
         cwd=data.get("cwd") or device.default_cwd or settings.default_cwd,
         timeout=data.get("timeout") or settings.default_timeout, metadata=data.get("metadata") or {},
         env_enc=encrypt_json(settings.secret_key, data.get("env") or {}), request_id=request_id,
-        status=runstate.QUEUED, epoch=0, stdout_truncated=False, stderr_truncated=False,
     )
-    created = conn.execute(_INSERT_RUN, values).one()
+    created = runstate.create_queued(conn, values)
     values["metadata_"] = values.pop("metadata")
-    run = Run(**values, created_at=created.created_at, updated_at=created.updated_at)
-    runstate.record_created(conn, run)
-    return run
+    return Run(**values, status=runstate.QUEUED, epoch=0, stdout_truncated=False, stderr_truncated=False,
+               created_at=created.created_at, updated_at=created.updated_at)
 
 
 # Every column, named as its Run attribute (metadata_), so that a row builds a transient Run.
