@@ -172,7 +172,10 @@ class _Run:
 
     def drive(self, head: bytes, deadline: float, cancel: threading.Event | None) -> ExecResult:
         """Feed stdin, drain until the command ends or is killed, and build the result."""
-        threading.Thread(target=self._write, args=(head,), daemon=True, name="ssh-stdin").start()
+        if len(head) + len(self.req.stdin) <= self.chan.out_window_size:
+            self._write(head)  # fits the peer's window: sendall cannot block, so no thread for it
+        else:
+            threading.Thread(target=self._write, args=(head,), daemon=True, name="ssh-stdin").start()
         chan, req = self.chan, self.req
         poller = select.poll()  # not select(): a busy worker has more than 1024 descriptors
         poller.register(chan.fileno(), select.POLLIN)
