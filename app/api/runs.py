@@ -49,7 +49,7 @@ def create_run(data):
     if not replayed:
         enqueue(_ext("celery"), [Queued(run.id, run.tenant_id, run.target_id)])
     if wait:
-        run = wait_terminal(_ext("redis"), run.id, wait)
+        run = wait_terminal(_ext("redis"), run, wait)
     headers = {"Location": f"/api/v1/agent-runs/{run.id}"}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
@@ -80,7 +80,7 @@ def get_run(query, run_id):
     with db.engine().connect() as conn:
         run = run_service.get(conn, g.tenant_id, run_id)
     if query["wait"]:
-        run = wait_terminal(_ext("redis"), run.id, query["wait"])
+        run = wait_terminal(_ext("redis"), run, query["wait"])
     return {"data": run}
 
 

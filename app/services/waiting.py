@@ -2,28 +2,31 @@
 from __future__ import annotations
 
 import time
-import uuid
 
 import redis
 
 from app import db
 from app.models import TERMINAL, Run
 from app.notify import channel
+from app.services import runs as run_service
 
 
-def wait_terminal(r: redis.Redis, run_id: uuid.UUID, seconds: float) -> Run:
-    """Return the run once it is terminal, or its state after `seconds`."""
+def wait_terminal(r: redis.Redis, run: Run, seconds: float) -> Run:
+    """Return the run once it is terminal, or its state after `seconds` (`run`: its state as read)."""
+    if run.status in TERMINAL:
+        return run
     deadline = time.monotonic() + seconds
     pubsub = None
     try:
         try:
             pubsub = r.pubsub(ignore_subscribe_messages=True)
-            pubsub.subscribe(channel(run_id))
+            pubsub.subscribe(channel(run.id))
         except redis.RedisError:
             pubsub = None  # fall back to polling the database
         while True:
-            with db.session() as s:
-                run = s.get(Run, run_id)
+            # Read after subscribing, so a change published just before is not missed.
+            with db.engine().connect() as conn:
+                run = run_service.get(conn, run.tenant_id, str(run.id))
             left = deadline - time.monotonic()
             if run.status in TERMINAL or left <= 0:
                 return run
