@@ -159,14 +159,18 @@ def test_local_runs_do_not_inherit_the_service_secrets(worker, client, auth, loc
     assert not {"AGENTRUNS_SECRET_KEY", "DATABASE_URL", "REDIS_URL"} & set(names)
 
 
-def test_a_burst_on_one_device_starts_every_run_without_the_sweeper(worker, client, auth, sshd, app):
-    """Claims take the device's oldest run, so deliveries overtake each other; none may be stranded."""
+def _device_with_workdir(client, auth, sshd, device_id: str, max_concurrent_runs: int) -> None:
     workdir = f"/tmp/agentruns-e2e-{uuid.uuid4().hex[:8]}"
     sshd.run_as_user(f"mkdir -p {workdir}")
     assert client.post("/api/v1/devices", headers=auth, json={
-        "id": "burst", "kind": "computer", "driver": "ssh", "host": sshd.host, "port": sshd.port,
+        "id": device_id, "kind": "computer", "driver": "ssh", "host": sshd.host, "port": sshd.port,
         "username": sshd.username, "private_key": sshd.private_key, "host_key": sshd.host_key,
-        "default_cwd": workdir, "max_concurrent_runs": 45}).status_code == 201
+        "default_cwd": workdir, "max_concurrent_runs": max_concurrent_runs}).status_code == 201
+
+
+def test_a_burst_on_one_device_starts_every_run_without_the_sweeper(worker, client, auth, sshd, app):
+    """Claims take the device's oldest run, so deliveries overtake each other; none may be stranded."""
+    _device_with_workdir(client, auth, sshd, "burst", 45)
     from concurrent.futures import ThreadPoolExecutor
 
     # Concurrent creates: commit order and delivery order differ, as they do under real load.
@@ -190,12 +194,7 @@ def test_a_burst_on_one_device_starts_every_run_without_the_sweeper(worker, clie
 def test_runs_arriving_while_the_only_slot_is_held_all_run_without_the_sweeper(worker, client, auth, sshd, app):
     """A run committed just after the slot holder's last claim finds the device full: the holder must
     look again (the pending mark) before it leaves, or the run waits for the sweeper."""
-    workdir = f"/tmp/agentruns-e2e-{uuid.uuid4().hex[:8]}"
-    sshd.run_as_user(f"mkdir -p {workdir}")
-    assert client.post("/api/v1/devices", headers=auth, json={
-        "id": "one-slot", "kind": "computer", "driver": "ssh", "host": sshd.host, "port": sshd.port,
-        "username": sshd.username, "private_key": sshd.private_key, "host_key": sshd.host_key,
-        "default_cwd": workdir, "max_concurrent_runs": 1}).status_code == 201
+    _device_with_workdir(client, auth, sshd, "one-slot", 1)
     from concurrent.futures import ThreadPoolExecutor
 
     for _ in range(3):
