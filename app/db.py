@@ -20,6 +20,8 @@ def init(url: str, **engine_kwargs) -> Engine:
     engine_kwargs.setdefault("pool_pre_ping", True)
     engine_kwargs.setdefault("pool_size", 10)
     engine_kwargs.setdefault("max_overflow", 40)
+    # Errors must not carry bound values into logs: prompts, outputs and env can hold secrets.
+    engine_kwargs.setdefault("hide_parameters", True)
     _engine = create_engine(url, **engine_kwargs)
     _factory = sessionmaker(_engine, expire_on_commit=False)
     return _engine

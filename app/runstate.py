@@ -70,7 +70,9 @@ WITH done AS (
     RETURNING id, tenant_id, target_id, pgid),
 logged AS (
     INSERT INTO run_events (run_id, type, data) SELECT id, 'status', :event FROM done)
-SELECT * FROM done""").bindparams(bindparam("usage", type_=JSONB), bindparam("error", type_=JSONB))
+SELECT * FROM done""").bindparams(bindparam("usage", type_=JSONB(none_as_null=True)),
+                                   bindparam("error", type_=JSONB(none_as_null=True)))
+_HOLD = text("SELECT 1 FROM runs WHERE id = :run_id AND status = 'running' AND epoch = :epoch FOR UPDATE")
 _RESULT_FIELDS = dict(output=None, stdout=None, stderr=None, exit_code=None, stdout_truncated=False,
                       stderr_truncated=False, usage=None, cost_usd=None, session_id=None, error=None,
                       pgid=None, started_at=None)
@@ -164,6 +166,11 @@ def finish(s: Session | Connection, run_id: uuid.UUID, epoch: int, status: str, 
     params = {**_RESULT_FIELDS, "finished_at": utcnow(), **fields}
     return s.execute(_FINISH, dict(params, run_id=run_id, epoch=epoch, status=status,
                                    event=_event_data(status, params["error"]))).first()
+
+
+def hold(s: Session | Connection, run_id: uuid.UUID, epoch: int) -> bool:
+    """Lock the run's row for the rest of the transaction if it is still running under `epoch`."""
+    return s.execute(_HOLD, dict(run_id=run_id, epoch=epoch)).first() is not None
 
 
 class CancelConflict(Exception):

@@ -2,13 +2,16 @@
 
 Every claim returns the device's `updated_at` (app.runstate.claim_next); a run whose device changed
 since it was cached reloads it first, so a run always executes with the settings current when it
-was claimed, while a busy device costs no extra read or decryption per run.
+was claimed, while a busy device costs no extra read or decryption per run. The slot limit is read
+before any claim, so an entry older than MAX_AGE is checked against the device's `updated_at` first:
+a changed `max_concurrent_runs` applies to new runs within that time.
 """
 from __future__ import annotations
 
 import threading
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import select
@@ -19,6 +22,9 @@ from app.services import device_config
 from app.services.device_config import DeviceConfig
 
 
+MAX_AGE = 2.0  # seconds
+
+
 @dataclass(frozen=True)
 class CachedDevice:
     tenant_id: uuid.UUID
@@ -26,6 +32,7 @@ class CachedDevice:
     version: datetime
     max_concurrent_runs: int
     config: DeviceConfig
+    checked_at: float  # time.monotonic() of the last check against the database
 
 
 class DeviceCache:
@@ -35,10 +42,23 @@ class DeviceCache:
         self._lock = threading.Lock()
 
     def get(self, tenant_id: uuid.UUID, device_id: str) -> CachedDevice | None:
-        """The cached device, read from PostgreSQL the first time; None if it does not exist."""
+        """The device, read from PostgreSQL the first time and checked again once MAX_AGE old;
+        None if it does not exist."""
         with self._lock:
             entry = self._entries.get((tenant_id, device_id))
-        return entry if entry is not None else self.reload(tenant_id, device_id)
+        if entry is None:
+            return self.reload(tenant_id, device_id)
+        if time.monotonic() - entry.checked_at < MAX_AGE:
+            return entry
+        with db.transaction() as conn:
+            version = conn.execute(select(devices.c.updated_at).where(
+                devices.c.tenant_id == tenant_id, devices.c.id == device_id)).scalar_one_or_none()
+        if version != entry.version:
+            return self.reload(tenant_id, device_id)
+        entry = replace(entry, checked_at=time.monotonic())
+        with self._lock:
+            self._entries[(tenant_id, device_id)] = entry
+        return entry
 
     def current(self, entry: CachedDevice, version: datetime | None) -> CachedDevice | None:
         """entry if `version` (from a claim) is still its version, else the device read anew."""
@@ -54,7 +74,7 @@ class DeviceCache:
                 self._entries.pop(key, None)
             return None
         entry = CachedDevice(tenant_id, device_id, row.updated_at, row.max_concurrent_runs,
-                             device_config.load(row, self._secret_key))
+                             device_config.load(row, self._secret_key), time.monotonic())
         with self._lock:
             self._entries[key] = entry
         return entry

@@ -13,6 +13,7 @@ import logging
 import uuid
 from functools import partial
 
+import redis
 from sqlalchemy import insert, select
 
 from app import db, runstate
@@ -52,11 +53,11 @@ def execute(run_id: str, tenant_id: str | None = None, device_id: str | None = N
         served = _serve(ctx, device)
         if served is None:
             break  # all slots taken: the pending mark makes a holder look again before it leaves
-        count, pending = served
+        count, again = served
         executed += count
         # A run can commit after our last claim found nothing, while we still held the slot; its
         # delivery then found the device full and left the pending mark for us.
-        if not pending:
+        if not again:
             break
     if executed:
         return f"executed:{executed}"
@@ -69,58 +70,98 @@ def execute(run_id: str, tenant_id: str | None = None, device_id: str | None = N
 def _serve(ctx, device: CachedDevice) -> tuple[int, bool] | None:
     """Hold one of the device's slots and run its queued runs, oldest first, until none is left.
 
-    Returns (how many ran, whether a delivery found the device full meanwhile), or None when all of
-    the device's slots were taken.
+    Returns (how many ran, whether to look again: a delivery found the device full meanwhile, or
+    serving stopped early), or None when all of the device's slots were taken.
     """
     ttl_ms = ctx.settings.lease_seconds * 1000
     slot = Slot(slots_key(device.tenant_id, device.id), new_token(), pending_key(device.tenant_id, device.id))
     if not ctx.leases.acquire_slot(slot, device.max_concurrent_runs, ttl_ms):
         return None
-    executed = 0
+    executed, stopped_early = 0, False
     try:
         with db.transaction() as conn:
             run = _claim_next(ctx, conn, device)
         while run is not None:
-            device = ctx.devices.current(device, run.device_version)
-            if device is None:  # deleted while its run was queued (the API refuses that; a race)
+            try:
+                current = ctx.devices.current(device, run.device_version)
+            except BaseException:
+                _give_back(run)
+                raise
+            if current is None:  # deleted while its run was queued (the API refuses that; a race)
                 _record(ctx, run, None, None, FAILED, error={
                     "code": "device_not_found", "message": "the device was deleted before the run started"})
                 publish(ctx.redis, run.id, "finished")
                 break
-            run = _run_one(ctx, run, device, slot)
-            executed += 1
+            # Keep serving only while nothing says to stop: a changed device (its limit may be lower
+            # now: the next slot is taken with the new one), a shutdown, or a slot lost in Redis.
+            keep_serving = current is device and not ctx.supervisor.draining
+            device = current
+            ran, run, kept_serving = _run_one(ctx, run, device, slot, keep_serving)
+            executed += ran
+            stopped_early = not kept_serving
     finally:
-        pending = ctx.leases.release_slot(slot)
-    return executed, pending
+        pending = _quietly(ctx.leases.release_slot, slot)
+    # After an early stop, runs may still be queued: take a slot again under the current limit.
+    return executed, bool(pending) or (stopped_early and not ctx.supervisor.draining)
 
 
 def _claim_next(ctx, conn, device: CachedDevice):
     return runstate.claim_next(conn, device.tenant_id, device.id, ctx.worker_id, ctx.settings.lease_seconds)
 
 
-def _run_one(ctx, run, device: CachedDevice, slot: Slot):
-    """Execute a claimed run under its Redis lock and record the result; returns the device's next
-    run, claimed in the same transaction (None when none is queued or this delivery must stop)."""
-    lock_key, lock_token = run_lock_key(run.id), new_token()
-    if not ctx.leases.lock(lock_key, lock_token, ctx.settings.lease_seconds * 1000):
-        # A worker of an earlier epoch still holds the run (its lease has not lapsed in Redis):
-        # give the run back untouched and stop serving this device for now.
+def _give_back(run) -> None:
+    """A claimed run that never reached the device goes back to the queue (best effort: if this fails
+    too, the reaper ends it as worker_lost once its lease lapses)."""
+    try:
         with db.transaction() as conn:
             runstate.unclaim(conn, run.id, run.epoch)
+    except Exception:
+        log.exception("run %s: could not give the claimed run back to the queue", run.id)
+
+
+def _quietly(fn, *args, **kwargs):
+    """Redis calls whose failure must not lose what PostgreSQL already committed (leases lapse anyway)."""
+    try:
+        return fn(*args, **kwargs)
+    except redis.RedisError as exc:
+        log.warning("%s failed: %s", getattr(fn, "__name__", fn), exc)
         return None
+
+
+def _run_one(ctx, run, device: CachedDevice, slot: Slot, keep_serving: bool) -> tuple[bool, object, bool]:
+    """Execute a claimed run under its Redis lock and record the result.
+
+    Returns (whether it ran, the device's next run, whether serving went on): the next run is
+    claimed in the same transaction that recorded this one, unless keep_serving is false, the slot
+    was lost or a shutdown began (None also when nothing is queued).
+    """
+    lock_key, lock_token = run_lock_key(run.id), new_token()
+    try:
+        locked = ctx.leases.lock(lock_key, lock_token, ctx.settings.lease_seconds * 1000)
+    except BaseException:
+        _give_back(run)
+        raise
+    if not locked:
+        # A worker of an earlier epoch still holds the run (its lease has not lapsed in Redis):
+        # give the run back untouched and stop serving this device for now.
+        _give_back(run)
+        return False, None, True
     active = ActiveRun(run.id, run.epoch, lock_key, lock_token, slot.key, slot.token)
     ctx.supervisor.add(active)
     try:
         outcome = _execute(ctx, run, device, active)
+        keep_serving = keep_serving and not active.slot_lost and not ctx.supervisor.draining
         if outcome is None:  # the lease was lost: another epoch owns the run, write nothing
+            if not keep_serving:
+                return True, None, False
             with db.transaction() as conn:
-                return _claim_next(ctx, conn, device)
+                return True, _claim_next(ctx, conn, device), True
         status, fields = outcome
-        return _record(ctx, run, active, device, status, **fields)
+        return True, _record(ctx, run, active, device if keep_serving else None, status, **fields), keep_serving
     finally:
         ctx.supervisor.remove(active)
         # Releasing the lock also wakes the run's waiters (one round trip): the result is committed.
-        ctx.leases.unlock(lock_key, lock_token, notify=channel(run.id))
+        _quietly(ctx.leases.unlock, lock_key, lock_token, notify=channel(run.id))
 
 
 def _execute(ctx, run, device: CachedDevice, active: ActiveRun) -> tuple[str, dict] | None:
@@ -187,12 +228,14 @@ def _record(ctx, run, active: ActiveRun | None, next_of: CachedDevice | None, st
     """Record the outcome, fenced by the epoch we hold; with next_of, claim that device's next run in
     the same transaction and return it.
 
-    The run's last output events go into the same transaction, before its terminal status event.
+    The run's last output events go into the same transaction, before its terminal status event,
+    and only while the run is still ours (the reaper may have ended it).
     """
     with ctx.supervisor.final_events(active) as events, db.transaction() as conn:
-        if events:
+        ours = not events or runstate.hold(conn, run.id, run.epoch)
+        if ours and events:
             conn.execute(insert(runstate.run_events), events)
-        row = runstate.finish(conn, run.id, run.epoch, status, **fields)
+        row = runstate.finish(conn, run.id, run.epoch, status, **fields) if ours else None
         following = _claim_next(ctx, conn, next_of) if next_of is not None else None
     if row is None:
         log.warning("run %s epoch %s: result not recorded, the run moved on without us", run.id, run.epoch)

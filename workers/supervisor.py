@@ -46,6 +46,7 @@ class ActiveRun:
     pgid: int | None = None  # set once the command started on the device
     started_at: datetime | None = None
     start_recorded: bool = False
+    slot_lost: bool = False  # the device slot lapsed in Redis: do not claim more runs under it
 
     def request_stop(self, reason: str) -> None:
         if not self.stop.is_set():
@@ -71,6 +72,7 @@ class Supervisor:
         self._listener: threading.Thread | None = None
         self._last_beat = 0.0
         self._started = threading.Event()
+        self.draining = False  # a warm shutdown began: finish in-flight runs, claim no more
 
     def add(self, run: ActiveRun) -> None:
         with self._lock:
@@ -134,7 +136,8 @@ class Supervisor:
     @contextmanager
     def final_events(self, run: ActiveRun | None) -> Iterator[list[dict]]:
         """The run's unwritten output events, for the caller to insert in the transaction that records
-        its end; until the caller is done, no heartbeat flush can commit another batch in between."""
+        its end; until the caller is done, no heartbeat flush can commit another batch in between.
+        If the caller fails, the events are put back for a later flush."""
         with self._lock:
             had_output = run is not None and (run.events_written or run.events)
         if not had_output:  # nothing of this run can be in flight: skip the process-wide lock
@@ -143,7 +146,13 @@ class Supervisor:
         with self._flush_lock:
             with self._lock:
                 rows = self._take(run)
-            yield rows
+            try:
+                yield rows
+            except BaseException:
+                with self._lock:
+                    run.events[:0] = [(row["type"], row["data"]) for row in rows]
+                    run.events_written -= len(rows)
+                raise
 
     @staticmethod
     def _take(run: ActiveRun) -> list[dict]:
@@ -188,7 +197,11 @@ class Supervisor:
             for r in runs:
                 self.ctx.leases.extend(r.lock_key, r.lock_token, ttl * 1000, client=pipe)
                 self.ctx.leases.renew_slot(r.slot_key, r.slot_token, ttl * 1000, client=pipe)
-            pipe.execute()
+            renewed = pipe.execute()
+            for r, slot_held in zip(runs, renewed[1::2]):
+                # Redis lost the slot (a restart, or renewals failed for a whole lease): the run goes
+                # on, fenced by PostgreSQL, but its delivery must not start more runs on the device.
+                r.slot_lost = r.slot_lost or not slot_held
         except Exception as exc:  # Redis leases lapse harmlessly; PostgreSQL still fences the run
             log.warning("redis lease renewal failed: %s", exc)
         for r in runs:
@@ -224,11 +237,12 @@ class Supervisor:
                     self._thread = None
                     return
             try:
-                self.flush_starts()
-                self.flush_events()
+                # The beat first: a flush can wait for a finishing run's transaction (final_events).
                 if time.monotonic() - self._last_beat >= self.ctx.settings.heartbeat_seconds:
                     self._last_beat = time.monotonic()
                     self.beat()
+                self.flush_starts()
+                self.flush_events()
             except Exception:
                 log.exception("heartbeat tick failed")
             if self._started.wait(TICK):

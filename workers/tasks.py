@@ -45,6 +45,7 @@ def purge_idempotency_keys() -> int:
 def _grace_then_stop(**_):
     """Warm shutdown: in-flight runs get the grace period, then are killed and recorded worker_shutdown."""
     grace = Settings.from_env().shutdown_grace_seconds
+    context.get().supervisor.draining = True  # serve loops finish their run and claim no more
 
     def stop_after_grace():
         threading.Event().wait(grace)

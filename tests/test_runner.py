@@ -1,0 +1,93 @@
+"""The worker's serve loop in this process, against the real PostgreSQL and Redis and a `local` device.
+
+The runs are created through an API on a Redis database no worker listens to (quiet_client), so only
+the runner called here moves them.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+import redis
+
+from workers.supervisor import ActiveRun
+
+
+@pytest.fixture()
+def worker_ctx(settings, monkeypatch):
+    """This process as a worker: its own context, so a test can swap a part of it."""
+    from workers import context
+    from workers.device_cache import DeviceCache
+    from workers.leases import Leases
+    from workers.supervisor import Supervisor
+
+    def make(leases_cls=Leases):
+        r = redis.Redis.from_url(settings.redis_url)
+        ctx = context.WorkerContext(settings, r, leases_cls(r), f"test:{os.getpid()}",
+                                    DeviceCache(settings.secret_key), None)
+        ctx.supervisor = Supervisor(ctx)
+        monkeypatch.setattr(context, "_ctx", ctx)
+        return ctx
+
+    return make
+
+
+def _queue(quiet_client, auth, n: int) -> list[dict]:
+    runs = []
+    for i in range(n):
+        resp = quiet_client.post("/api/v1/agent-runs", headers=auth, json={
+            "prompt": str(i), "sandbox_id": "box-1", "provider": "custom", "command": "true"})
+        assert resp.status_code == 201, resp.get_json()
+        runs.append(resp.get_json()["data"])
+    return runs
+
+
+def _status(quiet_client, auth, run: dict) -> dict:
+    return quiet_client.get(f"/api/v1/agent-runs/{run['id']}", headers=auth).get_json()["data"]
+
+
+def _tenant(run: dict) -> str:
+    from app import db
+    from app.models import Run
+
+    with db.session() as s:
+        return str(s.get(Run, uuid.UUID(run["id"])).tenant_id)
+
+
+def test_a_redis_error_at_unlock_does_not_strand_the_next_run(worker_ctx, quiet_client, auth, local_device):
+    """The next run is claimed in the transaction that records a result; a failing Redis call after
+    that commit must not lose it (it would stay `running` until the reaper failed it)."""
+    from workers import runner
+    from workers.leases import Leases
+
+    class RedisGoneAtUnlock(Leases):
+        def unlock(self, *args, **kwargs):
+            raise redis.ConnectionError("Redis went away")
+
+    worker_ctx(RedisGoneAtUnlock)
+    first, second = _queue(quiet_client, auth, 2)
+    assert runner.execute(first["id"], _tenant(first), "box-1") == "executed:2"
+    assert [_status(quiet_client, auth, r)["status"] for r in (first, second)] == ["succeeded", "succeeded"]
+
+
+def test_a_draining_worker_finishes_its_run_and_claims_no_more(worker_ctx, quiet_client, auth, local_device):
+    from workers import runner
+
+    ctx = worker_ctx()
+    first, second = _queue(quiet_client, auth, 2)
+    ctx.supervisor.draining = True
+    assert runner.execute(first["id"], _tenant(first), "box-1") == "executed:1"
+    assert _status(quiet_client, auth, first)["status"] == "succeeded"
+    assert _status(quiet_client, auth, second)["status"] == "queued"  # left for a live worker
+
+
+def test_a_failed_finish_puts_the_last_output_back_for_a_later_flush(worker_ctx):
+    ctx = worker_ctx()
+    run = ActiveRun(uuid.uuid4(), 1, "lock", "t", "slot", "t")
+    run.events = [("stdout", "a"), ("stderr", "b")]
+    with pytest.raises(RuntimeError):
+        with ctx.supervisor.final_events(run) as rows:
+            assert [r["data"] for r in rows] == ["a", "b"] and run.events == []
+            raise RuntimeError("the finish transaction failed")
+    assert run.events == [("stdout", "a"), ("stderr", "b")] and run.events_written == 0
