@@ -11,6 +11,9 @@ from .base import OutputCallback
 log = logging.getLogger("agentruns.drivers")
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# The ssh wrapper's own shell variables start with this; an env variable of that name could change
+# them while the env script is evaluated.
+RESERVED_PREFIX = "__agentruns_"
 
 
 def utcnow() -> datetime:
@@ -21,7 +24,7 @@ def utcnow() -> datetime:
 def validate_env(env: dict[str, str]) -> None:
     """Reject env names a shell cannot export and values a C environment cannot hold."""
     for name, value in env.items():
-        if not isinstance(name, str) or not _ENV_NAME.match(name):
+        if not isinstance(name, str) or not _ENV_NAME.match(name) or name.startswith(RESERVED_PREFIX):
             raise ValueError(f"invalid environment variable name: {name!r}")
         if not isinstance(value, str) or "\x00" in value:
             # The value is a secret more often than not: name the variable, never echo the value.

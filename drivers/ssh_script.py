@@ -25,8 +25,9 @@ ENV_END = "# agentruns-env-end"
 ENV_VAR = "AGENTRUNS_ENV_SCRIPT"  # carries the env script into the login shell, then is unset
 # A raw newline in a value would split its line, and a line "# agentruns-env-end" inside a value
 # would pass for the sentinel: values spell their newlines as this variable, which every shell
-# that evals an env script sets first.
-_NL_VAR = "agentruns_nl"
+# that evals an env script sets first. The wrapper's own variables all start with RESERVED_PREFIX,
+# which no env name may use (validate_env), so an evaluated env can never change them.
+_NL_VAR = "__agentruns_nl"
 _SET_NL = f"{_NL_VAR}='\n'"
 # Shells known to take `-lc SCRIPT NAME ARGS...` with POSIX quoting; anything else (fish, csh,
 # nologin...) falls back to /bin/sh -l.
@@ -87,32 +88,33 @@ def build_command(
         _SET_NL,
         # `read` takes a pipe a byte at a time, so the caller's stdin after the sentinel is left
         # intact for the command. No sentinel (the connection died while sending): never run.
-        "s= ok=",
-        f'while IFS= read -r l; do case $l in {shlex.quote(ENV_END)}) ok=1; break ;; esac; s=$s$l${_NL_VAR}; done',
-        '[ -n "$ok" ] || exit 97',
+        "__agentruns_s= __agentruns_ok=",
+        f"while IFS= read -r __agentruns_l; do case $__agentruns_l in {shlex.quote(ENV_END)}) __agentruns_ok=1; break ;; "
+        f"esac; __agentruns_s=$__agentruns_s$__agentruns_l${_NL_VAR}; done",
+        '[ -n "$__agentruns_ok" ] || exit 97',
         f"cd {remote_cwd(cwd)} 2>/dev/null || {{ printf '%s\\n' {shlex.quote(t + ' cwd_not_found')}; exit 96; }}",
-        "t=",
+        "__agentruns_t=",
     ]
     if backstop is not None:
         secs, grace = max(1, math.ceil(backstop)), max(1, math.ceil(kill_grace))
         lines.append(
             # `command -v` is a builtin: probing with `timeout --version` cost a fork and exec per run.
-            f'if command -v timeout >/dev/null 2>&1; then t="timeout -s TERM -k {grace} {secs}"; fi'
+            f'if command -v timeout >/dev/null 2>&1; then __agentruns_t="timeout -s TERM -k {grace} {secs}"; fi'
         )
     quoted_argv = " ".join(shlex.quote(a) for a in argv)
     if login_shell:
         lines += [
-            f'{ENV_VAR}=$s; export {ENV_VAR}; unset s',
-            f'case "${{SHELL:-}}" in {_POSIX_SHELLS}) sh_=$SHELL ;; *) sh_=/bin/sh ;; esac',
+            f'{ENV_VAR}=$__agentruns_s; export {ENV_VAR}; unset __agentruns_s',
+            f'case "${{SHELL:-}}" in {_POSIX_SHELLS}) __agentruns_sh=$SHELL ;; *) __agentruns_sh=/bin/sh ;; esac',
             f"printf '%s %s\\n' {shlex.quote(t + ' start')} \"$$\"",
-            f'exec $t "$sh_" -lc {shlex.quote(_LOGIN_INNER)} agentruns {quoted_argv}',
+            f'exec $__agentruns_t "$__agentruns_sh" -lc {shlex.quote(_LOGIN_INNER)} agentruns {quoted_argv}',
         ]
     else:
         lines += [
-            'eval "$s"',
-            "unset s",
+            'eval "$__agentruns_s"',
+            "unset __agentruns_s",
             f"printf '%s %s\\n' {shlex.quote(t + ' start')} \"$$\"",
-            f"exec $t {quoted_argv}",
+            f"exec $__agentruns_t {quoted_argv}",
         ]
     return "exec /bin/sh -c " + shlex.quote("\n".join(lines))
 

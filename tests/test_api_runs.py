@@ -246,3 +246,11 @@ def test_rate_limit_answers_429_with_retry_after(settings, auth):
     assert codes == [200, 200, 200, 429] and resp.status_code == 429
     assert resp.get_json()["error"]["code"] == "rate_limited"
     assert 1 <= int(resp.headers["Retry-After"]) <= 60
+
+
+@pytest.mark.parametrize("name", ["AGENTRUNS_PROMPT_FILE", "__agentruns_t"])
+def test_reserved_env_names_are_refused(client, auth, local_device, name):
+    resp = post_run(client, auth, {"prompt": "x", "sandbox_id": "box-1", "env": {name: "v"}})
+    assert resp.status_code == 422
+    body = resp.get_json()["error"]
+    assert body["code"] == "validation_error" and "reserved" in str(body["details"])

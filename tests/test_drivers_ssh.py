@@ -93,6 +93,23 @@ def test_large_stdin_not_read_does_not_hang(driver):
 
 
 @pytest.mark.parametrize("login_shell", [True, False], ids=["login", "plain"])
+def test_env_names_the_wrapper_could_use_reach_the_command_unchanged(sshd, pool, login_shell):
+    """Short names (t, s, l, ok...) are the user's: the wrapper's own variables are namespaced."""
+    driver = SSHDriver(sshd.spec(login_shell=login_shell), pool=pool)
+    env = {"t": "echo hijacked", "s": "S", "l": "L", "ok": "", "sh_": "/bin/false", "agentruns_nl": "N",
+           "MULTI": "a\nb"}
+    res = run(driver, ["sh", "-c", 'printf "%s|" "$t" "$s" "$l" "$ok" "$sh_" "$agentruns_nl" "$MULTI"'], env=env)
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout.decode() == "echo hijacked|S|L||/bin/false|N|a\nb|"
+
+
+def test_the_wrappers_own_prefix_is_refused_as_an_env_name(sshd, pool):
+    driver = SSHDriver(sshd.spec(), pool=pool)
+    with pytest.raises(ValueError, match="invalid environment variable name"):
+        run(driver, ["true"], env={"__agentruns_t": "x"})
+
+
+@pytest.mark.parametrize("login_shell", [True, False], ids=["login", "plain"])
 def test_env_reaches_the_command_but_not_any_command_line(sshd, pool, login_shell):
     secret, marker = f"s3cret-{uuid.uuid4().hex}", unique_marker()
     driver = SSHDriver(sshd.spec(login_shell=login_shell), pool=pool)

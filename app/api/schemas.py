@@ -35,10 +35,17 @@ def _has_nul(value) -> bool:
     return False
 
 
+# AGENTRUNS_*: what the providers set for the command (prompt file, run id...); __agentruns_*: the
+# ssh wrapper's own shell variables.
+RESERVED_ENV_PREFIXES = ("AGENTRUNS_", "__agentruns_")
+
+
 def check_env(value: dict) -> None:
     for name, val in value.items():
         if not ENV_NAME.match(name):
             raise ValidationError(f"invalid variable name {name!r}")
+        if name.startswith(RESERVED_ENV_PREFIXES):
+            raise ValidationError(f"{name}: names starting with AGENTRUNS_ or __agentruns_ are reserved")
         if not isinstance(val, str):
             raise ValidationError(f"value of {name} must be a string")
         if "\x00" in val:
