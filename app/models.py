@@ -111,8 +111,10 @@ class Run(Base):
         Index("ix_runs_tenant_target_created", "tenant_id", "target_id", text("created_at DESC"), text("id DESC")),
         Index("ix_runs_tenant_status_created", "tenant_id", "status", text("created_at DESC"), text("id DESC")),
         Index("ix_runs_metadata", "metadata", postgresql_using="gin", postgresql_ops={"metadata": "jsonb_path_ops"}),
-        # The reaper, the sweeper and the device queue only look at live runs.
+        # The reaper and the sweeper only look at live runs.
         Index("ix_runs_live", "status", "target_id", "created_at", postgresql_where=text("status IN ('queued', 'running')")),
+        # A claim takes the device's oldest queued run (app.runstate.claim_next).
+        Index("ix_runs_queue", "tenant_id", "target_id", "created_at", "id", postgresql_where=text("status = 'queued'")),
     )
 
 
