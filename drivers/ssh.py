@@ -25,7 +25,9 @@ from .ssh_pool import TransportPool, get_pool
 
 log = logging.getLogger("agentruns.drivers.ssh")
 
-_TICK = 0.05  # how often cancel and the deadline are checked while output is quiet
+_TICK = 0.05  # how often cancel and the deadline are checked while output is quiet ...
+_IDLE_TICK = 0.2  # ... and once a run printed nothing for _QUIET_AFTER: hundreds of long, silent runs
+_QUIET_AFTER = 1.0  # in one worker cost a core at 20 wake-ups a second each (cancel stays well under 2 s)
 _KILL_SLACK = 5.0  # after the kill's grace, how long to wait for the channel to close
 _NOT_RETRIED = {AUTH_FAILED, HOST_KEY_MISMATCH, HOST_KEY_UNKNOWN}
 _BACKSTOP_MARGIN = 30.0  # the remote `timeout` fires this long after ours, only if we are gone
@@ -181,8 +183,10 @@ class _Run:
         poller.register(chan.fileno(), select.POLLIN)
         kill_asked = kill_sent = None
         killer: threading.Thread | None = None
+        active_at = time.monotonic()
         while True:
-            self._drain()
+            if self._drain():
+                active_at = time.monotonic()
             if chan.closed or (chan.eof_received and chan.status_event.is_set()):
                 self._drain(None)
                 break
@@ -201,10 +205,11 @@ class _Run:
                     break  # the command never reported a pgid; closing the channel is all we can do
             if kill_sent is not None and now - kill_sent > req.kill_grace + _KILL_SLACK:
                 break  # a process that escaped the group still holds the channel open
+            tick = _TICK if self.killed or now - active_at < _QUIET_AFTER else _IDLE_TICK
             if chan.eof_received:
-                chan.status_event.wait(_TICK)  # select() would spin: the pipe stays readable after EOF
+                chan.status_event.wait(tick)  # select() would spin: the pipe stays readable after EOF
             else:
-                poller.poll(_TICK * 1000)
+                poller.poll(tick * 1000)
         if killer is not None:
             # The channel can close before the KILL (children that ignore TERM but left stdout);
             # a killed run returns only once the whole group had its KILL.
@@ -221,16 +226,18 @@ class _Run:
         except (OSError, EOFError, paramiko.SSHException):
             pass  # the command exited or the connection dropped; the reader reports which
 
-    def _drain(self, limit: int | None = 32) -> None:
-        # Bounded by default: a command that never stops printing (`yes`) must not keep the loop
-        # from checking the deadline and cancel. Unbounded only after the channel closed.
-        chan = self.chan
+    def _drain(self, limit: int | None = 32) -> bool:
+        """Read what is there; True if anything was. Bounded by default: a command that never stops
+        printing (`yes`) must not keep the loop from checking the deadline and cancel. Unbounded
+        only after the channel closed."""
+        chan, got = self.chan, False
         while (chan.recv_ready() or chan.recv_stderr_ready()) and (limit is None or limit > 0):
-            limit = None if limit is None else limit - 1
+            limit, got = None if limit is None else limit - 1, True
             if chan.recv_ready():
                 self._stdout(chan.recv(65536))
             if chan.recv_stderr_ready():
                 self.sink.feed("stderr", chan.recv_stderr(65536))
+        return got
 
     def _stdout(self, data: bytes) -> None:
         if self.pgid is not None:
