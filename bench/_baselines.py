@@ -48,14 +48,14 @@ class BareExec:
 
 
 class DriverNoop:
-    def __init__(self, server, cwd: str):
+    def __init__(self, server, cwd: str, login_shell: bool = True):
         from drivers.ssh import SSHDriver
         from drivers.ssh_pool import TransportPool
         from providers.base import RunSpec
         from providers.custom import Custom
 
         self.pool = TransportPool()
-        self.driver = SSHDriver(server.spec(id="bench-driver-noop"), pool=self.pool)
+        self.driver = SSHDriver(server.spec(id="bench-driver-noop", login_shell=login_shell), pool=self.pool)
         self.cwd = cwd
         self.provider = Custom()
         self.spec = lambda: RunSpec(run_id=str(uuid.uuid4()), prompt="benchmark", command="true",

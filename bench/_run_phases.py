@@ -58,7 +58,7 @@ STAGES = [
 
 def latency(bench: Bench, s: dict, samples: int) -> dict:
     api, sshd = s["api"], s["sshd"]
-    bare, drv = BareExec(sshd), DriverNoop(sshd, s["workdir"])
+    bare, drv = BareExec(sshd), DriverNoop(sshd, s["workdir"], s["login_shell"])
     celery = CeleryNoop(bench, s["settings"].redis_url)
     for b in (bare, drv, celery):
         bench.on_exit(b.close)

@@ -34,7 +34,7 @@ BUDGET = 400.0
 TARGETS = {"overhead_ms": 30.0, "runs_per_s": 100.0, "rss_mb": 500.0}
 
 
-def setup(bench: Bench, concurrency: int) -> dict:
+def setup(bench: Bench, concurrency: int, login_shell: bool = True) -> dict:
     """Services, sshd, api, worker, beat, 20 devices; everything registered for cleanup."""
     from tests.sshd import start_sshd
     from tests.stack import service_env, start_beat, start_worker
@@ -62,14 +62,15 @@ def setup(bench: Bench, concurrency: int) -> dict:
     r = redis.Redis.from_url(settings.redis_url)
     bench.on_exit(r.close)
     device = {"kind": "computer", "driver": "ssh", "host": sshd.host, "port": sshd.port, "username": sshd.username,
-              "private_key": sshd.private_key, "host_key": sshd.host_key, "default_cwd": workdir}
+              "private_key": sshd.private_key, "host_key": sshd.host_key, "default_cwd": workdir,
+              "login_shell": login_shell}
     for i in range(10):
         api.create_device({**device, "id": f"tp-{i}", "max_concurrent_runs": 10})
         api.create_device({**device, "id": f"cap-{i}", "max_concurrent_runs": 50})
     pids = {**bench.pids, "worker": worker.pid, "beat": beat.pid, "sshd": sshd.proc.pid}
     bench.procs.update(worker=worker, beat=beat)
     return dict(settings=settings, key=key, url=url, sshd=sshd, workdir=workdir, dsn=dsn, worker=worker, api=api,
-                pids=pids, redis=r)
+                pids=pids, redis=r, login_shell=login_shell)
 
 
 def _kill_leftovers(dsn: str, user: str) -> None:
@@ -138,7 +139,8 @@ def print_report(r: dict) -> None:
     m = r["machine"]
     print(f"\nRun latency / throughput / capacity ({m['date_utc']}, {m['cpus']} CPUs, load average at start "
           f"{', '.join(f'{x:.2f}' for x in m['loadavg_at_start'])}; "
-          f"one worker --concurrency {r['config']['concurrency']})")
+          f"one worker --concurrency {r['config']['concurrency']}"
+          f"{'' if r['config']['login_shell'] else '; devices with login_shell false'})")
     print(table(["figure", "measured", "target", "result"], figures(r)))
     if L := r.get("latency"):
         print(f"\nno-op run, where the time goes ({L['run']['n']} runs, from their own timestamps):")
@@ -189,13 +191,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--inflight", type=int, default=500, help="`sleep 60` runs for the capacity")
     parser.add_argument("--concurrency", type=int, default=600, help="the worker's --concurrency")
     parser.add_argument("--phases", default="latency,throughput,drain,capacity")
+    parser.add_argument("--no-login-shell", dest="login_shell", action="store_false",
+                        help="devices with login_shell false (not the default): what the login shell costs")
     parser.add_argument("--json", dest="json_path", help="also write the results as JSON here")
     args = parser.parse_args(argv)
     result = {"benchmark": "run_latency", "machine": machine_info(), "config": vars(args) | {"targets": TARGETS}}
     phases = args.phases.split(",")
     try:
         with Bench(BUDGET, "runs") as bench:
-            s = setup(bench, args.concurrency)
+            s = setup(bench, args.concurrency, args.login_shell)
             try:
                 for name, fn, arg in (("latency", latency, args.samples), ("throughput", throughput, args.runs),
                                       ("drain", partial(throughput, backlog=True), args.runs),
