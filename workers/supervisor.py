@@ -1,9 +1,10 @@
 """One heartbeat thread per worker process for all of its in-flight runs.
 
-Every tick it flushes buffered output events (one INSERT for all runs) and, every heartbeat, renews
-the DB leases (one UPDATE), the Redis run locks and the device slots, and picks up cancel requests.
-A run whose lease was lost is stopped with reason `lease_lost`: its worker kills the remote process
-and writes nothing, because the epoch it holds is no longer the run's.
+Every tick (and START_DELAY after a run started) it records the starts (process group and time,
+one statement for all runs) and flushes buffered output events (one INSERT); every heartbeat it
+renews the DB leases (one UPDATE), the Redis run locks and the device slots, and picks up cancel
+requests. A run whose lease was lost is stopped with reason `lease_lost`: its worker kills the
+remote process and writes nothing, because the epoch it holds is no longer the run's.
 """
 from __future__ import annotations
 
