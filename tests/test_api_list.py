@@ -1,6 +1,7 @@
 """Listing: filters, metadata matching and keyset pagination."""
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -72,3 +73,20 @@ def test_bad_list_queries(client, auth, local_device):
         resp = client.get(f"/api/v1/agent-runs?{query}", headers=auth)
         assert resp.status_code == 422, (query, resp.get_json())
         assert field in resp.get_json()["error"]["details"]["fields"], query
+
+
+def test_a_list_entry_shows_the_same_values_as_the_run_itself(client, auth, local_device):
+    """The list reads only the summary's columns: each one must still match the run."""
+    from app import db, runstate
+    from app.models import Run
+
+    (rid,) = _make(client, auth, 1, metadata={"team": "infra"})
+    with db.session() as s:
+        tenant = s.get(Run, uuid.UUID(rid)).tenant_id
+    with db.transaction() as conn:
+        claimed = runstate.claim_next(conn, tenant, "box-1", "test", 30)
+        runstate.finish(conn, claimed.id, claimed.epoch, "succeeded", output="done", stdout="x" * 1000)
+    entry = client.get("/api/v1/agent-runs?limit=1", headers=auth).get_json()["data"][0]
+    run = client.get(f"/api/v1/agent-runs/{rid}", headers=auth).get_json()["data"]
+    assert entry["id"] == rid and entry["finished_at"] is not None
+    assert entry == {key: run[key] for key in entry}

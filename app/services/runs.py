@@ -105,6 +105,12 @@ def _metadata_filter(key: str, value: str):
     return or_(*(Run.metadata_.contains(o) for o in options))
 
 
+# What a list shows of each run (app.api.schemas.RunSummary): not the outputs, which can be
+# megabytes per run.
+_SUMMARY = (Run.id, Run.target_kind, Run.target_id, Run.provider, Run.status, Run.prompt,
+            Run.metadata_.label("metadata_"), Run.created_at, Run.finished_at)
+
+
 def list_runs(s: Session, tenant_id: uuid.UUID, q: dict, metadata: dict[str, str]) -> tuple[list[Run], str | None]:
     """Newest first, keyset-paginated."""
     cond = [Run.tenant_id == tenant_id]
@@ -127,8 +133,8 @@ def list_runs(s: Session, tenant_id: uuid.UUID, q: dict, metadata: dict[str, str
     if "cursor" in q:
         cond.append(tuple_(Run.created_at, Run.id) < tuple_(*_decode_cursor(q["cursor"])))
     limit = q["limit"]
-    rows = list(s.execute(select(Run).where(and_(*cond)).order_by(Run.created_at.desc(), Run.id.desc())
-                          .limit(limit + 1)).scalars())
+    rows = [Run(**row._mapping) for row in s.execute(
+        select(*_SUMMARY).where(and_(*cond)).order_by(Run.created_at.desc(), Run.id.desc()).limit(limit + 1))]
     next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     return rows[:limit], next_cursor
 
