@@ -91,3 +91,34 @@ def test_a_failed_finish_puts_the_last_output_back_for_a_later_flush(worker_ctx)
             assert [r["data"] for r in rows] == ["a", "b"] and run.events == []
             raise RuntimeError("the finish transaction failed")
     assert run.events == [("stdout", "a"), ("stderr", "b")] and run.events_written == 0
+
+
+def test_a_changed_device_limit_is_seen_within_max_age(worker_ctx, quiet_client, auth, local_device, monkeypatch):
+    from workers import device_cache
+
+    ctx = worker_ctx()
+    (run,) = _queue(quiet_client, auth, 1)
+    tenant = uuid.UUID(_tenant(run))
+    assert ctx.devices.get(tenant, "box-1").max_concurrent_runs == 1
+    resp = quiet_client.patch("/api/v1/devices/box-1", headers=auth, json={"max_concurrent_runs": 3})
+    assert resp.status_code == 200, resp.get_json()
+    assert ctx.devices.get(tenant, "box-1").max_concurrent_runs == 1  # checked less than MAX_AGE ago
+    monkeypatch.setattr(device_cache, "MAX_AGE", 0.0)
+    assert ctx.devices.get(tenant, "box-1").max_concurrent_runs == 3
+
+
+def test_a_device_changed_while_queued_runs_wait_is_read_anew_and_all_runs_still_run(
+        worker_ctx, quiet_client, auth, local_device):
+    from workers import runner
+
+    ctx = worker_ctx()
+    runs = _queue(quiet_client, auth, 3)
+    tenant = _tenant(runs[0])
+    cached = ctx.devices.get(uuid.UUID(tenant), "box-1")
+    resp = quiet_client.patch("/api/v1/devices/box-1", headers=auth, json={"env": {"CHANGED": "1"}})
+    assert resp.status_code == 200, resp.get_json()
+    # The first claim sees the new version: that run uses the new settings, then the delivery lets
+    # its slot go and takes one again under the device's current limit, and serves the rest.
+    assert runner.execute(runs[0]["id"], tenant, "box-1") == "executed:3"
+    assert [_status(quiet_client, auth, r)["status"] for r in runs] == ["succeeded"] * 3
+    assert ctx.devices.get(uuid.UUID(tenant), "box-1").version != cached.version
