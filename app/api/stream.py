@@ -22,8 +22,11 @@ from app.services import runs as run_service
 KEEPALIVE_SECONDS = 15.0
 
 
+_EVENT_OUT = EventOut()  # one instance: building a schema costs more than dumping an event
+
+
 def format_event(event) -> str:
-    body = json.dumps(EventOut().dump(event))
+    body = json.dumps(_EVENT_OUT.dump(event))
     return f"id: {event.seq}\nevent: {event.type}\ndata: {body}\n\n"
 
 
@@ -41,8 +44,8 @@ def follow(r: redis.Redis, run_id: uuid.UUID, after_seq: int) -> Iterator[str]:
     try:
         yield "retry: 1000\n\n"
         while True:
-            with db.session() as s:
-                rows = run_service.events(s, run_id, after_seq, 500)
+            with db.engine().connect() as conn:
+                rows = run_service.events(conn, run_id, after_seq, 500)
             for event in rows:
                 after_seq = event.seq
                 yield format_event(event)

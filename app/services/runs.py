@@ -147,6 +147,12 @@ def cancel(s: Session, tenant_id: uuid.UUID, run_id: str) -> Run:
         raise APIError(409, "run_finished", f"run already {exc.args[0]}; nothing to cancel") from None
 
 
-def events(s: Session, run_id: uuid.UUID, after_seq: int, limit: int) -> list[RunEvent]:
-    return list(s.execute(select(RunEvent).where(RunEvent.run_id == run_id, RunEvent.seq > after_seq)
-                          .order_by(RunEvent.seq).limit(limit)).scalars())
+# Built once: every live viewer runs it on every nudge.
+_EVENTS = (select(RunEvent.seq, RunEvent.type, RunEvent.data, RunEvent.at)
+           .where(RunEvent.run_id == bindparam("run_id"), RunEvent.seq > bindparam("after_seq"))
+           .order_by(RunEvent.seq).limit(bindparam("limit")))
+
+
+def events(s: Session | Connection, run_id: uuid.UUID, after_seq: int, limit: int) -> list:
+    """Rows (seq, type, data, at) of the run's events after after_seq, oldest first."""
+    return s.execute(_EVENTS, {"run_id": run_id, "after_seq": after_seq, "limit": limit}).all()
