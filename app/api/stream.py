@@ -1,14 +1,22 @@
 """Server-Sent Events for a run's event log: replay from a sequence number, then follow live.
 
-Served by gunicorn's gevent workers, so a viewer costs a greenlet and a Redis subscription, not a
-worker. The stream ends after the terminal status event; `Last-Event-ID` resumes after that seq.
+Served by gunicorn's gevent workers, so a viewer costs a greenlet, not a worker. The stream ends
+after the terminal status event; `Last-Event-ID` resumes after that seq.
+
+Following is shared: one feed per followed run per API process subscribes to the run's Redis
+channel, reads the new events from PostgreSQL when nudged (once a second without a nudge) and hands
+the formatted frames to every viewer of the run. Each viewer first replays its own backlog, then
+keeps the frames after its own cursor. (Before, every viewer re-read the database on every nudge:
+500 viewers of a run cost 500 queries per tick of output.)
 """
 from __future__ import annotations
 
 import json
-import time
+import logging
+import queue
+import threading
 import uuid
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import redis
 from flask import Response
@@ -19,53 +27,135 @@ from app.models import TERMINAL
 from app.notify import channel
 from app.services import runs as run_service
 
+log = logging.getLogger("agentruns.stream")
 KEEPALIVE_SECONDS = 15.0
-
-
+POLL_SECONDS = 1.0  # a feed reads at least this often: a lost nudge, or Redis is down
+BATCH = 500
 _EVENT_OUT = EventOut()  # one instance: building a schema costs more than dumping an event
 
 
-def format_event(event) -> str:
-    body = json.dumps(_EVENT_OUT.dump(event))
-    return f"id: {event.seq}\nevent: {event.type}\ndata: {body}\n\n"
+class Frame(NamedTuple):
+    seq: int
+    text: str
+    terminal: bool
 
 
-def is_terminal(event) -> bool:
-    return event.type == "status" and json.loads(event.data).get("status") in TERMINAL
+def _frames(run_id: uuid.UUID, after_seq: int) -> list[Frame]:
+    """The run's next events after after_seq (at most BATCH), as SSE frames."""
+    with db.engine().connect() as conn:
+        rows = run_service.events(conn, run_id, after_seq, BATCH)
+    return [Frame(e.seq, f"id: {e.seq}\nevent: {e.type}\ndata: {json.dumps(_EVENT_OUT.dump(e))}\n\n",
+                  e.type == "status" and json.loads(e.data).get("status") in TERMINAL) for e in rows]
+
+
+class _Viewer:
+    def __init__(self, cursor: int):
+        self.cursor = cursor  # the seq of the last frame this viewer sent
+        self.inbox: queue.Queue[list[Frame]] = queue.Queue()
+
+
+class _Feed:
+    """The one reader of a run's new events in this process."""
+
+    def __init__(self, r: redis.Redis, run_id: uuid.UUID, read_upto: int):
+        self.r, self.run_id, self.read_upto = r, run_id, read_upto
+        self.viewers: set[_Viewer] = set()
+
+    def run(self) -> None:
+        pubsub = None
+        try:
+            try:
+                pubsub = self.r.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(channel(self.run_id))
+            except redis.RedisError:
+                pubsub = None  # no nudges: read once a second
+            while True:
+                with _lock:
+                    if not self.viewers:
+                        del _feeds[self.run_id]
+                        return
+                    viewers = list(self.viewers)
+                try:
+                    frames = _frames(self.run_id, self.read_upto)
+                except Exception:  # the database blinked: the viewers wait, the next read catches up
+                    log.exception("reading the events of run %s", self.run_id)
+                    frames = []
+                if frames:
+                    self.read_upto = frames[-1].seq
+                    for viewer in viewers:
+                        viewer.inbox.put(frames)
+                    if len(frames) == BATCH:
+                        continue
+                pubsub = self._wait(pubsub)
+        finally:
+            if pubsub is not None:
+                pubsub.close()
+
+    def _wait(self, pubsub):
+        if pubsub is not None:
+            try:
+                pubsub.get_message(timeout=POLL_SECONDS)
+                return pubsub
+            except redis.RedisError:
+                pubsub.close()  # Redis went away: keep following by polling
+        threading.Event().wait(POLL_SECONDS)
+        return None
+
+
+_feeds: dict[uuid.UUID, _Feed] = {}
+_lock = threading.Lock()
+
+
+def _join(r: redis.Redis, run_id: uuid.UUID, after_seq: int) -> _Viewer:
+    """Register a viewer before it reads its backlog, so no event falls between the two."""
+    viewer = _Viewer(after_seq)
+    with _lock:
+        feed = _feeds.get(run_id)
+        start = feed is None
+        if start:
+            feed = _feeds[run_id] = _Feed(r, run_id, after_seq)
+        feed.viewers.add(viewer)
+    if start:
+        threading.Thread(target=feed.run, daemon=True, name=f"agentruns-feed-{run_id}").start()
+    return viewer
+
+
+def _leave(run_id: uuid.UUID, viewer: _Viewer) -> None:
+    with _lock:
+        feed = _feeds.get(run_id)
+        if feed is not None:
+            feed.viewers.discard(viewer)
 
 
 def follow(r: redis.Redis, run_id: uuid.UUID, after_seq: int) -> Iterator[str]:
     """Yield SSE frames from after_seq on until the run's terminal status event."""
-    pubsub = r.pubsub(ignore_subscribe_messages=True)
-    try:
-        pubsub.subscribe(channel(run_id))  # subscribe before reading, so no event slips between the two
-    except redis.RedisError:
-        pubsub = None  # no nudges: poll the database once a second instead
+    viewer = _join(r, run_id, after_seq)
     try:
         yield "retry: 1000\n\n"
-        while True:
-            with db.engine().connect() as conn:
-                rows = run_service.events(conn, run_id, after_seq, 500)
-            for event in rows:
-                after_seq = event.seq
-                yield format_event(event)
-                if is_terminal(event):
+        while True:  # the backlog, read by this viewer alone
+            frames = _frames(run_id, viewer.cursor)
+            for frame in frames:
+                viewer.cursor = frame.seq
+                yield frame.text
+                if frame.terminal:
                     return
-            if len(rows) == 500:
+            if len(frames) < BATCH:
+                break
+        while True:  # then what the feed reads for every viewer
+            try:
+                frames = viewer.inbox.get(timeout=KEEPALIVE_SECONDS)
+            except queue.Empty:
+                yield ": keepalive\n\n"
                 continue
-            if pubsub is not None:
-                try:
-                    if pubsub.get_message(timeout=KEEPALIVE_SECONDS) is None:
-                        yield ": keepalive\n\n"
-                    continue
-                except redis.RedisError:
-                    pubsub.close()
-                    pubsub = None  # Redis went away mid-stream: keep following by polling
-            time.sleep(1.0)
-            yield ": keepalive\n\n"
+            for frame in frames:
+                if frame.seq <= viewer.cursor:
+                    continue  # already sent from the backlog
+                viewer.cursor = frame.seq
+                yield frame.text
+                if frame.terminal:
+                    return
     finally:
-        if pubsub is not None:
-            pubsub.close()
+        _leave(run_id, viewer)
 
 
 def response(r: redis.Redis, run_id: uuid.UUID, after_seq: int) -> Response:
