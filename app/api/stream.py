@@ -77,16 +77,16 @@ class _Feed:
                     viewers = list(self.viewers)
                 try:
                     frames = _frames(self.run_id, self.read_upto)
-                except Exception:  # the database blinked: the viewers wait, the next read catches up
-                    log.exception("reading the events of run %s", self.run_id)
-                    frames = []
-                if frames:
-                    self.read_upto = frames[-1].seq
-                    for viewer in viewers:
-                        viewer.inbox.put(frames)
-                    if len(frames) == BATCH:
-                        continue
-                pubsub = self._wait(pubsub)
+                    if frames:
+                        self.read_upto = frames[-1].seq
+                        for viewer in viewers:
+                            viewer.inbox.put(frames)
+                        if len(frames) == BATCH:
+                            continue
+                    pubsub = self._wait(pubsub)
+                except Exception:  # never die while viewers wait on us: the next read catches up
+                    log.exception("following the events of run %s", self.run_id)
+                    threading.Event().wait(POLL_SECONDS)
         finally:
             if pubsub is not None:
                 pubsub.close()
