@@ -91,7 +91,10 @@ class Supervisor:
 
     def remove(self, run: ActiveRun) -> None:
         """Flush what is left of the run's output and forget it."""
-        self.flush_events([run])
+        with self._lock:
+            left = bool(run.events)
+        if left:  # usually nothing: the result's transaction took the last output
+            self.flush_events([run])
         with self._lock:
             self.active.pop(run.run_id, None)
 
