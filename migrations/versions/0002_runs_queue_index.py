@@ -2,7 +2,9 @@
 
 A claim takes a device's oldest queued run. Without this index PostgreSQL answered it from
 ix_runs_tenant_status_created, walking the tenant's queued entries of every device plus the dead
-index entries of runs claimed since the last vacuum (0.8 ms against 0.05 ms here, with 20,000 runs).
+index entries of runs claimed since the last vacuum. With 20,000 runs over 10 devices, 19,900 of
+them no longer queued and no vacuum yet, one claim read 2920 to 3164 buffers in 1.9 to 2.0 ms
+without this index and 26 to 90 buffers in 0.10 to 0.33 ms with it.
 
 Revision ID: 0002
 Revises: 0001
