@@ -218,6 +218,40 @@ def throughput(bench: Bench, s: dict, runs: int, procs: int = 4, threads: int = 
             "worker_log": _log_counts(s["worker"].log()[log_at:])}
 
 
+# --- 2c. ceiling -----------------------------------------------------------------------------------
+
+def ceiling(bench: Bench, s: dict, runs: int, parallel: int = 100) -> dict:
+    """The device side alone at the throughput phase's parallelism (10 devices x 10 slots), in this
+    process: no API, queue or database. On this machine sshd and the commands it starts share the
+    cores with the service, so the driver's rate is a ceiling no end-to-end figure here can pass.
+      - bare_exec: paramiko `true`, one open transport per device, a channel each (raw SSH exec);
+      - driver: the ssh driver running the custom provider's invocation of `true`, as a run does
+        (remote wrapper, login shell unless --no-login-shell, prompt file, timeout backstop).
+    """
+    sshd = s["sshd"]
+    bare = [BareExec(sshd) for _ in range(10)]
+    drivers = [DriverNoop(sshd, s["workdir"], s["login_shell"]) for _ in range(10)]
+    for b in (*bare, *drivers):
+        bench.on_exit(b.close)
+    out = {"runs": runs, "devices": 10, "parallel": parallel}
+    try:
+        with ThreadPoolExecutor(parallel) as pool:
+            for name, group in (("bare_exec", bare), ("driver", drivers)):
+                def one(i: int, group=group) -> float:
+                    return group[i % len(group)].sample()
+
+                bench.check(f"ceiling: {name}")
+                list(pool.map(one, range(parallel)))  # warm: every connection open
+                cpu0, t0 = cpu_snapshot(s["pids"]), time.perf_counter()
+                list(pool.map(one, range(runs)))
+                elapsed, cpu1 = time.perf_counter() - t0, cpu_snapshot(s["pids"])
+                out[name] = {"runs_per_s": round(runs / elapsed, 1), "cpu_ms_per_run": cpu_delta(cpu0, cpu1, per=runs)}
+    finally:
+        for b in (*bare, *drivers):
+            b.close()
+    return out
+
+
 # --- 3. capacity ----------------------------------------------------------------------------------
 
 def _status_mem(pid: int) -> dict:

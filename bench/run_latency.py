@@ -10,6 +10,9 @@ failed run cleans up fast), then measures in one run:
      client processes x 4 threads, from the first POST to the last finished_at;
   2b. drain: the same, but POSTed while the worker is stopped (SIGSTOP), timed from its resume: what
      the worker side does with a backlog, without the API's CPU in the window;
+  2c. ceiling: the same number of no-op executions straight through the ssh driver in this process
+     (and, as the raw baseline, bare paramiko execs of `true`), 100 at a time over 10 connections: the
+     device side shares these cores, so this is the most any service could reach here;
   3. capacity: 500 in-flight `sleep 60` runs (10 devices x max_concurrent_runs 50) in the one worker
      process: time until all started, its RSS, then cancel all and check nothing is left running.
 The phases are in bench/_run_phases.py.
@@ -26,7 +29,7 @@ from functools import partial
 import psycopg
 import redis
 
-from bench._run_phases import STAGES, capacity, device_groups, latency, throughput
+from bench._run_phases import STAGES, capacity, ceiling, device_groups, latency, throughput
 from bench._stack import (Api, Bench, log_problems, machine_info, make_api_key, pg_dsn, start_api, start_services,
                           stop_proc, table, write_json)
 
@@ -98,7 +101,7 @@ def _mid(d: dict) -> str:
 
 def figures(r: dict) -> list[list]:
     """Rows of the summary table: figure, measured, target, result."""
-    L, T, D, C = r.get("latency"), r.get("throughput"), r.get("drain"), r.get("capacity")
+    L, T, D, X, C = r.get("latency"), r.get("throughput"), r.get("drain"), r.get("ceiling"), r.get("capacity")
     rows = []
     if L:
         rows += [["no-op run, POST with wait until terminal: median / p90 ms", _mid(L["run"]), "", ""],
@@ -119,6 +122,11 @@ def figures(r: dict) -> list[list]:
                   D["runs_per_s"], "", ""],
                  ["drain: succeeded", f"{D['succeeded']} / {D['runs']} (failed {D['failed']}, "
                   f"POST errors {D['post_errors']})", str(D["runs"]), verdict(D["succeeded"] == D["runs"])]]
+    if X:
+        rows += [[f"ceiling: {X['runs']} bare paramiko execs of `true`, {X['parallel']} at a time, runs/s",
+                  X["bare_exec"]["runs_per_s"], "", ""],
+                 [f"ceiling: {X['runs']} no-op runs through the ssh driver alone (no API, queue or database), runs/s",
+                  X["driver"]["runs_per_s"], "", ""]]
     if C:
         n, h = C["inflight_target"], C["worker_holding"]
         rows += [["capacity: `sleep 60` runs started in one worker (s until all)",
@@ -158,6 +166,9 @@ def print_report(r: dict) -> None:
         print(f"\ndrain: seconds from the resume until 50 / 90 / 99 / 100 % of the runs had finished: "
               f"{f.get('p50')} / {f.get('p90')} / {f.get('p99')} / {f.get('p100')}; worker log: {D['worker_log']}")
         cpu_rows.append(["drain, resume to 99 % finished", *_cpu(D["cpu_ms_per_run"], names)])
+    if X := r.get("ceiling"):
+        cpu_rows.append(["ceiling, bare execs (bench = paramiko)", *_cpu(X["bare_exec"]["cpu_ms_per_run"], names)])
+        cpu_rows.append(["ceiling, ssh driver alone (bench = driver)", *_cpu(X["driver"]["cpu_ms_per_run"], names)])
     if C := r.get("capacity"):
         cpu_rows.append(["capacity, POSTs until all started (or 40 s)", *_cpu(C["cpu_ms_per_run_to_start"], names)])
         cpu_rows.append(["capacity, cancel-all until none live", *_cpu(C["cpu_ms_per_run_to_cancel"], names)])
@@ -190,7 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--runs", type=int, default=1000, help="no-op runs for the throughput")
     parser.add_argument("--inflight", type=int, default=500, help="`sleep 60` runs for the capacity")
     parser.add_argument("--concurrency", type=int, default=600, help="the worker's --concurrency")
-    parser.add_argument("--phases", default="latency,throughput,drain,capacity")
+    parser.add_argument("--phases", default="latency,throughput,drain,ceiling,capacity")
     parser.add_argument("--no-login-shell", dest="login_shell", action="store_false",
                         help="devices with login_shell false (not the default): what the login shell costs")
     parser.add_argument("--json", dest="json_path", help="also write the results as JSON here")
@@ -203,6 +214,7 @@ def main(argv: list[str] | None = None) -> dict:
             try:
                 for name, fn, arg in (("latency", latency, args.samples), ("throughput", throughput, args.runs),
                                       ("drain", partial(throughput, backlog=True), args.runs),
+                                      ("ceiling", ceiling, args.runs),
                                       ("capacity", capacity, args.inflight)):
                     if name in phases:
                         print(f"{name} ...", flush=True)
