@@ -6,7 +6,9 @@ plain http.client connections) follow `GET /api/v1/agent-runs/{id}/events` with
 `Accept: text/event-stream` from the start. Reported, next to a single viewer measured first in the
 same run: how many viewers connected and got every tick and the terminal status, the delivery delay
 (client receive time minus the event's `at` stamp, same clock), the gunicorn tree's RSS with the
-viewers connected, and GET /healthz latency while they are.
+viewers connected, and GET /healthz latency while they are. The run starts before the viewers
+connect, and each viewer reads nothing until all are connected: the delays of the ticks printed
+during that ramp measure the ramp, so "live" delays count only the ticks stamped after it.
 
     python -m bench.sse_viewers [--viewers 500] [--json out.json]
 """
@@ -58,7 +60,7 @@ class Viewer(threading.Thread):
         super().__init__(daemon=True)
         self.url, self.key, self.run_id, self.barrier = urlsplit(url), key, run_id, started
         self.connected = False
-        self.delays: list[float] = []
+        self.delays: list[tuple[float, float]] = []  # (the event's `at`, its delay)
         self.ticks = 0
         self.finished = False
         self.error: str | None = None
@@ -79,7 +81,7 @@ class Viewer(threading.Thread):
                 event = json.loads(line[6:])
                 if event["type"] == "stdout" and "tick-" in event["data"]:
                     at = datetime.fromisoformat(event["at"].replace("Z", "+00:00")).timestamp()
-                    self.delays.append(time.time() - at)
+                    self.delays.append((at, time.time() - at))
                     self.ticks += event["data"].count("tick-")
                 elif event["type"] == "status" and event["data"]["status"] in ("succeeded", "failed", "canceled"):
                     self.finished = event["data"]["status"] == "succeeded"
@@ -98,6 +100,7 @@ def follow(url: str, key: str, api: Api, viewers: int, api_pid: int) -> dict:
     for c in clients:
         c.start()
     barrier.wait(timeout=60)  # every viewer has its 200 and is reading
+    live_from = time.time()
     time.sleep(1.5)
     rss = _tree_rss_mb(api_pid)
     health = []
@@ -108,13 +111,15 @@ def follow(url: str, key: str, api: Api, viewers: int, api_pid: int) -> dict:
         time.sleep(0.05)
     for c in clients:
         c.join(TICKS + 30)
-    delays = [d for c in clients for d in c.delays]
+    delays = [d for c in clients for _, d in c.delays]
+    live = [d for c in clients for at, d in c.delays if at >= live_from]
     return {
         "viewers": viewers,
         "connected": sum(c.connected for c in clients),
         "complete": sum(c.ticks == TICKS and c.finished for c in clients),
         "errors": [c.error for c in clients if c.error][:5],
         "delivery": summary_ms(delays),
+        "delivery_live": summary_ms(live),
         "api_rss_mb": round(rss, 1),
         "healthz_while_streaming": summary_ms(health),
     }
@@ -123,11 +128,13 @@ def follow(url: str, key: str, api: Api, viewers: int, api_pid: int) -> dict:
 def print_report(results: dict) -> None:
     """The table of one result document."""
     rows = [[f"{r['viewers']} viewer(s)", f"{r['connected']} / {r['complete']}", r["delivery"].get("median_ms"),
-             r["delivery"].get("p99_ms"), r["api_rss_mb"], r["healthz_while_streaming"]["median_ms"],
+             r["delivery"].get("p99_ms"), r["delivery_live"].get("median_ms"), r["delivery_live"].get("p99_ms"),
+             r["delivery_live"]["n"], r["api_rss_mb"], r["healthz_while_streaming"]["median_ms"],
              len(r["errors"])] for r in (results["single"], results["many"])]
     print(f"gunicorn (2 gevent workers) RSS idle: {results['idle_api_rss_mb']:.1f} MB")
     print(table(["case", "connected / got all ticks + end", "delivery p50 ms", "delivery p99 ms",
-                 "API RSS MB", "healthz p50 ms meanwhile", "errors"], rows))
+                 "live p50 ms", "live p99 ms", "live ticks", "API RSS MB", "healthz p50 ms meanwhile", "errors"],
+                rows))
     if results["many"]["errors"]:
         print("errors:", results["many"]["errors"])
 
