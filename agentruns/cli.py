@@ -53,11 +53,20 @@ def api(bind: str, workers: int, worker_class: str, connections: int) -> None:
               help="Runs one worker process holds at once (threads: runs wait on SSH, not CPU).")
 @click.option("--loglevel", default="INFO", show_default=True)
 @click.option("--hostname", "-n", default=None, help="Celery node name (default: agentruns@HOST:PID).")
-def worker(concurrency: int, loglevel: str, hostname: str | None) -> None:
+@click.option("--metrics-port", type=int, default=None, envvar="AGENTRUNS_METRICS_PORT", show_envvar=True,
+              help="Serve Prometheus metrics on this port (default: off).")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, envvar="AGENTRUNS_METRICS_HOST",
+              show_envvar=True, help="Address of the metrics endpoint (it has no authentication).")
+def worker(concurrency: int, loglevel: str, hostname: str | None, metrics_port: int | None,
+           metrics_host: str) -> None:
     """Start a Celery worker that executes runs."""
     from workers.tasks import celery
 
     _logging(loglevel)
+    if metrics_port is not None:
+        from workers import metrics
+
+        metrics.serve(metrics_port, metrics_host)
     argv = ["worker", "--pool", "threads", "--concurrency", str(concurrency), "--loglevel", loglevel,
             "-Q", "agentruns", "--without-gossip", "--without-mingle",
             "--hostname", hostname or f"agentruns@%h:{os.getpid()}"]

@@ -196,11 +196,14 @@ def cancel(s: Session, run_id: uuid.UUID) -> Run:
     raise CancelConflict(run.status if run else "missing")
 
 
+WORKER_LOST = {"code": "worker_lost", "message": "the worker running this run stopped renewing its lease"}
+
+
 def reap_expired(s: Session, limit: int = 100) -> list[Run]:
     """running runs whose lease expired -> failed/worker_lost. Never re-executed: agents change files."""
     ids = s.execute(select(Run.id, Run.epoch).where(Run.status == RUNNING, Run.lease_until < func.now())
                     .order_by(Run.lease_until).limit(limit).with_for_update(skip_locked=True)).all()
-    err = {"code": "worker_lost", "message": "the worker running this run stopped renewing its lease"}
+    err = WORKER_LOST
     reaped = []
     for run_id, epoch in ids:
         row = finish(s, run_id, epoch, FAILED, error=err)

@@ -72,9 +72,12 @@ class Proc:
         return self.proc.returncode
 
 
-def start_worker(env: dict[str, str], concurrency: int = 50, name: str = "worker") -> Proc:
-    proc = Proc([AGENTRUNS, "worker", "--concurrency", str(concurrency), "--hostname", f"{name}@%h:{time.time_ns()}"],
-                env, name)
+def start_worker(env: dict[str, str], concurrency: int = 50, name: str = "worker",
+                 metrics_port: int | None = None) -> Proc:
+    argv = [AGENTRUNS, "worker", "--concurrency", str(concurrency), "--hostname", f"{name}@%h:{time.time_ns()}"]
+    if metrics_port is not None:
+        argv += ["--metrics-port", str(metrics_port)]
+    proc = Proc(argv, env, name)
     proc.wait_for("ready.", timeout=60)
     return proc
 

@@ -6,11 +6,11 @@ import logging
 from app import db, runstate
 from app.enqueue import Queued, enqueue
 from app.idempotency import purge_expired
-from app.models import Device
+from app.models import FAILED, Device
 from app.notify import publish
 from app.services import device_config as devices
 from drivers import get_driver
-from workers import context
+from workers import context, metrics
 
 log = logging.getLogger("agentruns.beat")
 
@@ -22,6 +22,8 @@ def reap() -> int:
         reaped = runstate.reap_expired(s)
     for run in reaped:
         log.warning("run %s: lease expired, marked failed/worker_lost", run.id)
+        metrics.REAPED.inc()
+        metrics.finished(FAILED, runstate.WORKER_LOST, None, None)
         publish(ctx.redis, run.id, "finished")
         if run.pgid:
             _kill_remote(ctx, run)
@@ -49,6 +51,7 @@ def sweep(celery) -> int:
         with db.session() as s:
             runstate.mark_enqueued(s, sent)
         log.info("re-enqueued %d stale queued run(s)", len(sent))
+        metrics.REENQUEUED.inc(len(sent))
     return len(stale)
 
 

@@ -25,7 +25,7 @@ from drivers import get_driver
 from drivers.base import DriverError, ExecRequest
 from providers import get_provider
 from providers.base import RunSpec
-from workers import context
+from workers import context, metrics
 from workers.device_cache import CachedDevice
 from workers.leases import Slot, new_token, pending_key, run_lock_key, slots_key
 from workers.supervisor import ActiveRun
@@ -241,4 +241,5 @@ def _record(ctx, run, active: ActiveRun | None, next_of: CachedDevice | None, st
         log.warning("run %s epoch %s: result not recorded, the run moved on without us", run.id, run.epoch)
     else:
         log.info("run %s %s", run.id, status)
+        metrics.finished(status, fields.get("error"), fields.get("started_at"), fields.get("finished_at"))
     return following

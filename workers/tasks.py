@@ -10,7 +10,7 @@ import threading
 from celery.signals import worker_shutting_down
 
 from app.config import Settings
-from workers import context, periodic, runner
+from workers import context, metrics, periodic, runner
 from workers.celery_app import EXECUTE, make_celery
 
 log = logging.getLogger("agentruns.worker")
@@ -23,7 +23,9 @@ celery = make_celery(Settings.from_env())
 def execute(run_id: str, tenant_id: str | None = None, device_id: str | None = None) -> str:
     # tenant_id/device_id name the run's device so the worker need not read the run first; a
     # message with the run id alone (an older API) still works.
-    return runner.execute(run_id, tenant_id, device_id)
+    outcome = runner.execute(run_id, tenant_id, device_id)
+    metrics.DELIVERIES.labels(outcome.partition(":")[0].replace("-", "_")).inc()
+    return outcome
 
 
 @celery.task(name="runs.reap")

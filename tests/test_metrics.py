@@ -1,0 +1,67 @@
+"""The worker's Prometheus endpoint (`agentruns worker --metrics-port`), scraped from the session's
+real worker process while runs go through it."""
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import wait_run
+from tests.test_e2e_runs import create, wait_status
+
+pytestmark = pytest.mark.e2e
+
+
+def scrape(url: str) -> dict[tuple, float]:
+    resp = httpx.get(url, timeout=10)
+    assert resp.status_code == 200
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(resp.text) for s in family.samples}
+
+
+def value(samples: dict, name: str, **labels) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def deliveries(samples: dict) -> float:
+    return sum(v for (name, _), v in samples.items() if name == "agentruns_deliveries_total")
+
+
+def test_worker_metrics_count_runs_and_deliveries(worker, client, auth, local_device, app):
+    before = scrape(worker.metrics_url)
+    ok = create(client, auth, prompt="p", sandbox_id="box-1", command="echo hi")
+    bad = create(client, auth, prompt="p", sandbox_id="box-1", command="exit 3")
+    assert wait_run(client, auth, ok["id"])["status"] == "succeeded"
+    assert wait_run(client, auth, bad["id"])["error"]["code"] == "nonzero_exit"
+    app.extensions["celery"].send_task("runs.execute", args=[ok["id"]])  # a duplicate of a finished run
+
+    deadline = time.monotonic() + 10
+    while True:  # a delivery is counted when its task returns, just after its run was recorded
+        after = scrape(worker.metrics_url)
+        if deliveries(after) - deliveries(before) >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+
+    def delta(name: str, **labels) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("agentruns_runs_finished_total", status="succeeded", error_code="") == 1
+    assert delta("agentruns_runs_finished_total", status="failed", error_code="nonzero_exit") == 1
+    assert delta("agentruns_run_duration_seconds_count", status="succeeded") == 1
+    assert delta("agentruns_run_duration_seconds_count", status="failed") == 1
+    # Three messages: the two runs' (one may find its run served by the other's delivery) and the duplicate.
+    assert deliveries(after) - deliveries(before) == 3
+    assert delta("agentruns_deliveries_total", outcome="executed") >= 1
+    assert delta("agentruns_deliveries_total", outcome="nothing_queued") >= 1
+
+
+def test_worker_metrics_show_a_running_run(worker, client, auth, local_device):
+    run = create(client, auth, prompt="p", sandbox_id="box-1", command="sleep 30")
+    wait_status(client, auth, run["id"], "running")
+    samples = scrape(worker.metrics_url)
+    assert value(samples, "agentruns_runs_in_flight") >= 1
+    assert value(samples, "agentruns_runs", status="running") >= 1
+    assert client.post(f"/api/v1/agent-runs/{run['id']}/cancel", headers=auth).status_code == 200
+    assert wait_run(client, auth, run["id"])["status"] == "canceled"

@@ -1,0 +1,69 @@
+"""Prometheus metrics of a worker process, served with `agentruns worker --metrics-port PORT`.
+
+Counters are this process's own (a scraper sums them over workers). `agentruns_runs` is read from
+PostgreSQL at each scrape, for all tenants: every worker reports the same figure (take the max).
+Only counts and durations are exported: no run ids, prompts, tenants or device names.
+"""
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import REGISTRY, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import text
+
+from app import db
+from workers import context
+
+log = logging.getLogger("agentruns.metrics")
+
+DELIVERIES = Counter("agentruns_deliveries", "runs.execute messages handled, by outcome: executed, busy "
+                     "(every slot of the device taken), nothing_queued (a duplicate, or served already), missing",
+                     ["outcome"])
+FINISHED = Counter("agentruns_runs_finished", "Runs this process recorded as terminal, by status and error code "
+                   "(empty when succeeded)", ["status", "error_code"])
+DURATION = Histogram("agentruns_run_duration_seconds", "started_at to finished_at of the runs this process "
+                     "recorded that had started", ["status"],
+                     buckets=(0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 1800, 3600, 4 * 3600))
+REAPED = Counter("agentruns_runs_reaped", "Runs the reaper failed as worker_lost")
+REENQUEUED = Counter("agentruns_runs_reenqueued", "Stale queued runs the sweeper sent again")
+IN_FLIGHT = Gauge("agentruns_runs_in_flight", "Runs executing in this process now")
+
+_COUNT_BY_STATUS = text("SELECT status, count(*) FROM runs WHERE status IN ('queued', 'running') GROUP BY status")
+
+
+def finished(status: str, error: dict | None, started_at, finished_at) -> None:
+    """Count a terminal run this process recorded."""
+    FINISHED.labels(status, (error or {}).get("code", "")).inc()
+    if started_at is not None and finished_at is not None:
+        DURATION.labels(status).observe(max(0.0, (finished_at - started_at).total_seconds()))
+
+
+class _RunsByStatus(Collector):
+    """agentruns_runs{status}: how many runs are queued and running now, read at scrape time."""
+
+    def describe(self):
+        return []  # nothing to read when registering: the database may not be up yet
+
+    def collect(self):
+        try:
+            context.get()  # sets up the database engine if no task ran in this process yet
+            with db.engine().connect() as conn:
+                counts = dict(conn.execute(_COUNT_BY_STATUS).all())
+        except Exception as exc:  # a scrape must not fail because PostgreSQL is away: the gauge is left out
+            log.warning("metrics: could not count runs by status: %s", exc)
+            return
+        family = GaugeMetricFamily("agentruns_runs", "Runs queued and running now, all tenants (from PostgreSQL)",
+                                   labels=["status"])
+        for status in ("queued", "running"):
+            family.add_metric([status], counts.get(status, 0))
+        yield family
+
+
+def serve(port: int, host: str) -> None:
+    """Start the HTTP endpoint (a daemon thread) and the gauges that read the process's state."""
+    IN_FLIGHT.set_function(lambda: len(context.get().supervisor.active))
+    REGISTRY.register(_RunsByStatus())
+    start_http_server(port, addr=host)
+    log.info("metrics on http://%s:%s/metrics", host, port)
