@@ -66,7 +66,10 @@ def worker(concurrency: int, loglevel: str, hostname: str | None, metrics_port: 
     if metrics_port is not None:
         from workers import metrics
 
-        metrics.serve(metrics_port, metrics_host)
+        try:
+            metrics.serve(metrics_port, metrics_host)
+        except OSError as exc:  # the port is taken, or the address is not ours
+            raise click.ClickException(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}") from None
     argv = ["worker", "--pool", "threads", "--concurrency", str(concurrency), "--loglevel", loglevel,
             "-Q", "agentruns", "--without-gossip", "--without-mingle",
             "--hostname", hostname or f"agentruns@%h:{os.getpid()}"]
