@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from flask import current_app, g, request
-from flask_smorest import Blueprint
 
 from app import db, idempotency
 from app.api import stream
 from app.api.errors import APIError, request_id
+from app.api.parser import Blueprint
 from app.api.schemas import (EventListEnvelope, EventsQuery, RunCreate, RunEnvelope, RunListEnvelope,
                              RunListQuery, WaitQuery)
 from app.enqueue import Queued, enqueue
