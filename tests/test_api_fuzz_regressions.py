@@ -30,3 +30,66 @@ def assert_error(resp, status: int, code: str, field: str | None = None) -> dict
 def test_a_body_python_cannot_load_is_invalid_json(client, auth, local_device, raw):
     resp = client.post("/api/v1/agent-runs", data=raw, content_type="application/json", headers=auth)
     assert_error(resp, 400, "invalid_json")
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"target_id": "box\u0000"}, "target_id"),
+    ({"computer_id": "box\u0000"}, "computer_id"),
+    ({"sandbox_id": "box-1", "provider": "custom", "runtime_command": "echo \u0000"}, "runtime_command"),
+    ({"sandbox_id": "box-1", "prompt": "a" + SURROGATE}, "prompt"),
+    ({"target_id": SURROGATE}, "target_id"),
+    ({"sandbox_id": "box-1", "provider": "custom", "command": SURROGATE}, "command"),
+    ({"sandbox_id": "box-1", "cwd": "/" + SURROGATE}, "cwd"),
+    ({"sandbox_id": "box-1", "metadata": {SURROGATE: "v"}}, "metadata"),
+    ({"sandbox_id": "box-1", "metadata": {"k": ["ok", {"deep": SURROGATE}]}}, "metadata"),
+    ({"sandbox_id": "box-1", "env": {"TOKEN": SURROGATE}}, "env"),
+])
+def test_run_values_postgres_or_a_device_cannot_take(client, auth, local_device, body, field):
+    resp = send(client, "POST", "/api/v1/agent-runs", auth, {"prompt": "x", **body})
+    assert_error(resp, 422, "validation_error", field)
+
+
+SSH = {"kind": "computer", "driver": "ssh", "host": "127.0.0.1", "username": "u", "password": "p",
+       "trust_on_first_use": True}
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"name": "a\u0000"}, "name"),
+    ({"host": "h\u0000"}, "host"),
+    ({"host_key": "ssh-ed25519 AAAA\u0000"}, "host_key"),
+    ({"labels": {"k\u0000": "v"}}, "labels"),
+    ({"labels": {"k": "v\u0000"}}, "labels"),
+    ({"providers": {"custom": {"executable": "x\u0000"}}}, "providers"),
+    ({"providers": {"custom": {"extra_args": ["\u0000"]}}}, "providers"),
+    ({"name": SURROGATE}, "name"),
+    ({"host": SURROGATE}, "host"),
+    ({"labels": {SURROGATE: "v"}}, "labels"),
+    ({"default_cwd": "/" + SURROGATE}, "default_cwd"),
+    ({"private_key": SURROGATE}, "private_key"),  # was stored, then POST .../test answered 500
+    ({"password": SURROGATE}, "password"),
+    ({"env": {"TOKEN": SURROGATE}}, "env"),
+])
+def test_device_values_postgres_or_a_driver_cannot_take(client, auth, body, field):
+    assert_error(send(client, "POST", "/api/v1/devices", auth, {**SSH, "id": "dev-1", **body}),
+                 422, "validation_error", field)
+    assert client.get("/api/v1/devices/dev-1", headers=auth).status_code == 404
+    assert send(client, "POST", "/api/v1/devices", auth, {**SSH, "id": "dev-1"}).status_code == 201
+    assert_error(send(client, "PATCH", "/api/v1/devices/dev-1", auth, body), 422, "validation_error", field)
+
+
+@pytest.mark.parametrize("method", ["GET", "PATCH", "DELETE"])
+def test_a_device_id_with_nul_is_not_found(client, auth, method):
+    resp = send(client, method, "/api/v1/devices/a%00b", auth, {"name": "x"} if method == "PATCH" else None)
+    assert_error(resp, 404, "not_found")
+    assert_error(client.post("/api/v1/devices/a%00b/test", headers=auth), 404, "not_found")
+
+
+@pytest.mark.parametrize("query, field", [
+    ("target_id=%00", "target_id"),
+    ("sandbox_id=box%00", "sandbox_id"),
+    ("computer_id=%00", "computer_id"),
+    ("metadata[k]=v%00", "metadata[k]"),
+    ("metadata[k%00]=v", "metadata[k\u0000]"),
+])
+def test_list_filters_postgres_cannot_take(client, auth, query, field):
+    assert_error(client.get(f"/api/v1/agent-runs?{query}", headers=auth), 422, "validation_error", field)

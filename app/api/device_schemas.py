@@ -3,15 +3,15 @@ from __future__ import annotations
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from app.api.schemas import KINDS, PROVIDERS, UTCDateTime, check_cwd, check_env
+from app.api.schemas import KINDS, PROVIDERS, Text, UTCDateTime, check_cwd, check_env
 
 DEVICE_ID = validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$",
                             error="1-200 characters of [A-Za-z0-9._:@-], starting with a letter or digit")
 
 
 class ProviderSettingsIn(Schema):
-    executable = fields.String(validate=validate.Length(1, 4096))
-    extra_args = fields.List(fields.String(validate=validate.Length(0, 4096)), validate=validate.Length(max=64))
+    executable = Text(validate=validate.Length(1, 4096))
+    extra_args = fields.List(Text(validate=validate.Length(0, 4096)), validate=validate.Length(max=64))
     env = fields.Dict(keys=fields.String(), values=fields.Raw(), validate=check_env)
 
 
@@ -33,19 +33,19 @@ def check_providers(value: dict) -> None:
 
 class _DeviceFields(Schema):
     kind = fields.String(validate=validate.OneOf(KINDS))
-    name = fields.String(validate=validate.Length(1, 200), allow_none=True)
+    name = Text(validate=validate.Length(1, 200), allow_none=True)
     driver = fields.String(validate=validate.OneOf(("ssh", "local")))
-    host = fields.String(validate=validate.Length(1, 255), allow_none=True)
+    host = Text(validate=validate.Length(1, 255), allow_none=True)
     port = fields.Integer(strict=True, validate=validate.Range(1, 65535))
     username = fields.String(validate=validate.Regexp(r"^[A-Za-z0-9._][A-Za-z0-9._-]{0,63}$"), allow_none=True)
-    private_key = fields.String(validate=validate.Length(1, 32768), allow_none=True)
-    password = fields.String(validate=validate.Length(1, 1024), allow_none=True)
-    host_key = fields.String(validate=validate.Length(1, 16384), allow_none=True)
+    private_key = Text(validate=validate.Length(1, 32768), allow_none=True)
+    password = Text(validate=validate.Length(1, 1024), allow_none=True)
+    host_key = Text(validate=validate.Length(1, 16384), allow_none=True)
     trust_on_first_use = fields.Boolean()
     login_shell = fields.Boolean()
-    labels = fields.Dict(keys=fields.String(validate=validate.Length(1, 63)), values=fields.String())
+    labels = fields.Dict(keys=Text(validate=validate.Length(1, 63)), values=Text())
     max_concurrent_runs = fields.Integer(strict=True, validate=validate.Range(1, 1000))
-    default_cwd = fields.String(validate=check_cwd, allow_none=True)
+    default_cwd = Text(validate=check_cwd, allow_none=True)
     env = fields.Dict(keys=fields.String(), values=fields.Raw(), validate=check_env)
     providers = fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True), validate=check_providers)
 

@@ -8,7 +8,7 @@ from app.api import stream
 from app.api.errors import APIError, request_id
 from app.api.parser import Blueprint
 from app.api.schemas import (EventListEnvelope, EventsQuery, RunCreate, RunEnvelope, RunListEnvelope,
-                             RunListQuery, WaitQuery)
+                             RunListQuery, WaitQuery, unstorable)
 from app.enqueue import Queued, enqueue
 from app.notify import publish, publish_cancel
 from app.services import runs as run_service
@@ -67,6 +67,9 @@ def list_runs(query):
     if unknown:
         raise APIError(422, "validation_error", f"{', '.join(unknown)}: unknown query parameter",
                        {"fields": {k: ["unknown query parameter"] for k in unknown}})
+    bad = {f"metadata[{k}]": [problem] for k, v in metadata.items() if (problem := unstorable(k) or unstorable(v))}
+    if bad:
+        raise APIError(422, "validation_error", "; ".join(f"{k}: {v[0]}" for k, v in bad.items()), {"fields": bad})
     with db.session() as s:
         rows, next_cursor = run_service.list_runs(s, g.tenant_id, query, metadata)
     return {"data": rows, "next_cursor": next_cursor}

@@ -14,25 +14,49 @@ STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MODEL = re.compile(r"^[A-Za-z0-9._:/@-]{1,200}$")
 MAX_WAIT_SECONDS = 600
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def unstorable(value: str) -> str | None:
+    """Why PostgreSQL cannot store this string, or None.
+
+    text and jsonb reject NUL, and a lone surrogate (which JSON's \\u escapes can carry) has no UTF-8
+    encoding: either would reach the database, or a device, as a 500.
+    """
+    if "\x00" in value:
+        return "must not contain NUL"
+    if _SURROGATE.search(value):
+        return "must not contain lone surrogates (U+D800 to U+DFFF)"
+    return None
+
+
+class Text(fields.String):
+    """A string that PostgreSQL can store and a device can be given (see `unstorable`)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = super()._deserialize(value, attr, data, **kwargs)
+        problem = unstorable(value)
+        if problem:
+            raise ValidationError(problem)
+        return value
 
 
 def check_cwd(value: str) -> None:
-    if "\x00" in value:
-        raise ValidationError("must not contain NUL")
     if not value.startswith("/"):
         raise ValidationError("must be an absolute path")
     if len(value.encode()) > 4096:
         raise ValidationError("at most 4096 bytes")
 
 
-def _has_nul(value) -> bool:
+def _unstorable_json(value) -> str | None:
+    """`unstorable` for any string, key or value, in a JSON document."""
     if isinstance(value, str):
-        return "\x00" in value
+        return unstorable(value)
     if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+        return next(filter(None, (_unstorable_json(k) or _unstorable_json(v) for k, v in value.items())), None)
     if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
+        return next(filter(None, map(_unstorable_json, value)), None)
+    return None
 
 
 # AGENTRUNS_*: what the providers set for the command (prompt file, run id...); __agentruns_*: the
@@ -48,8 +72,9 @@ def check_env(value: dict) -> None:
             raise ValidationError(f"{name}: names starting with AGENTRUNS_ or __agentruns_ are reserved")
         if not isinstance(val, str):
             raise ValidationError(f"value of {name} must be a string")
-        if "\x00" in val:
-            raise ValidationError(f"value of {name} must not contain NUL")
+        problem = unstorable(val)
+        if problem:  # the value is a secret more often than not: name the variable, never echo the value
+            raise ValidationError(f"value of {name} {problem}")
 
 
 class UTCDateTime(fields.Field):
@@ -75,30 +100,23 @@ class Wait(fields.Field):
 
 
 class RunCreate(Schema):
-    prompt = fields.String(required=True)
-    target_id = fields.String(validate=validate.Length(1, 200))
+    prompt = Text(required=True)
+    target_id = Text(validate=validate.Length(1, 200))
     target_kind = fields.String(validate=validate.OneOf(KINDS))
-    sandbox_id = fields.String(validate=validate.Length(1, 200))
-    computer_id = fields.String(validate=validate.Length(1, 200))
+    sandbox_id = Text(validate=validate.Length(1, 200))
+    computer_id = Text(validate=validate.Length(1, 200))
     provider = fields.String(load_default="claude-code", validate=validate.OneOf(PROVIDERS))
-    command = fields.String(validate=validate.Length(1, 65536))
-    runtime_command = fields.String(validate=validate.Length(1, 65536))
+    command = Text(validate=validate.Length(1, 65536))
+    runtime_command = Text(validate=validate.Length(1, 65536))
     model = fields.String(validate=validate.Regexp(MODEL, error="at most 200 characters of [A-Za-z0-9._:/@-]"))
-    cwd = fields.String(validate=check_cwd)
+    cwd = Text(validate=check_cwd)
     timeout = fields.Integer(strict=True, validate=validate.Range(1, 86400))
     metadata = fields.Dict(keys=fields.String(), load_default=dict)
     wait = Wait(load_default=0)
     env = fields.Dict(keys=fields.String(), values=fields.Raw(), load_default=dict, validate=check_env)
 
-    @validates("command")
-    def _command(self, value, **_):
-        if "\x00" in value:
-            raise ValidationError("must not contain NUL")
-
     @validates("prompt")
     def _prompt(self, value, **_):
-        if "\x00" in value:  # PostgreSQL text cannot hold NUL, and no CLI could receive it as an argument
-            raise ValidationError("must not contain NUL")
         if not value.strip():
             raise ValidationError("must not be empty")
         limit = current_app.config["SETTINGS"].max_prompt_chars if has_app_context() else 100_000
@@ -115,8 +133,9 @@ class RunCreate(Schema):
         encoded = json.dumps(value, separators=(",", ":"))
         if len(encoded.encode()) > 16 * 1024:
             raise ValidationError("at most 16 KiB of JSON")
-        if _has_nul(value):  # jsonb rejects NUL characters
-            raise ValidationError("must not contain NUL characters")
+        problem = _unstorable_json(value)
+        if problem:
+            raise ValidationError(problem)
 
     @validates_schema
     def _targets(self, data, **_):
@@ -154,10 +173,10 @@ class RunCreate(Schema):
 
 
 class RunListQuery(Schema):
-    target_id = fields.String()
+    target_id = Text()
     target_kind = fields.String(validate=validate.OneOf(KINDS))
-    sandbox_id = fields.String()
-    computer_id = fields.String()
+    sandbox_id = Text()
+    computer_id = Text()
     status = fields.String(validate=validate.OneOf(STATUSES))
     provider = fields.String(validate=validate.OneOf(PROVIDERS))
     created_after = fields.AwareDateTime(default_timezone=None)
