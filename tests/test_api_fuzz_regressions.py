@@ -43,10 +43,32 @@ def test_a_body_python_cannot_load_is_invalid_json(client, auth, local_device, r
     ({"sandbox_id": "box-1", "metadata": {SURROGATE: "v"}}, "metadata"),
     ({"sandbox_id": "box-1", "metadata": {"k": ["ok", {"deep": SURROGATE}]}}, "metadata"),
     ({"sandbox_id": "box-1", "env": {"TOKEN": SURROGATE}}, "env"),
+    # Python's json reads NaN and Infinity, which jsonb (like JSON) has no way to hold.
+    ({"sandbox_id": "box-1", "metadata": {"k": float("nan")}}, "metadata"),
+    ({"sandbox_id": "box-1", "metadata": {"k": [{"deep": float("-inf")}]}}, "metadata"),
 ])
 def test_run_values_postgres_or_a_device_cannot_take(client, auth, local_device, body, field):
     resp = send(client, "POST", "/api/v1/agent-runs", auth, {"prompt": "x", **body})
     assert_error(resp, 422, "validation_error", field)
+
+
+def nested(levels: int) -> list:
+    value: list = []
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
+def test_metadata_nesting_is_bounded(client, auth, local_device):
+    # Under gunicorn, 950 levels parsed, then overflowed the recursion limit in psycopg's JSON dump
+    # (500); how deep a value overflows depends on the stack, so the bound is far below it.
+    for levels in (33, 200):
+        resp = send(client, "POST", "/api/v1/agent-runs", auth,
+                    {"prompt": "x", "sandbox_id": "box-1", "metadata": {"k": nested(levels)}})
+        assert_error(resp, 422, "validation_error", "metadata")
+    resp = send(client, "POST", "/api/v1/agent-runs", auth,
+                {"prompt": "x", "sandbox_id": "box-1", "metadata": {"k": nested(32)}})
+    assert resp.status_code == 201, resp.get_json()
 
 
 SSH = {"kind": "computer", "driver": "ssh", "host": "127.0.0.1", "username": "u", "password": "p",
@@ -93,3 +115,12 @@ def test_a_device_id_with_nul_is_not_found(client, auth, method):
 ])
 def test_list_filters_postgres_cannot_take(client, auth, query, field):
     assert_error(client.get(f"/api/v1/agent-runs?{query}", headers=auth), 422, "validation_error", field)
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_metadata_filter_values_json_cannot_hold_as_numbers_match_as_strings(client, auth, local_device, value):
+    run = send(client, "POST", "/api/v1/agent-runs", auth,
+               {"prompt": "x", "sandbox_id": "box-1", "metadata": {"k": value}}).get_json()["data"]
+    resp = client.get(f"/api/v1/agent-runs?metadata[k]={value}", headers=auth)
+    assert resp.status_code == 200, resp.get_json()
+    assert [r["id"] for r in resp.get_json()["data"]] == [run["id"]]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import timezone
 
@@ -14,6 +15,7 @@ STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MODEL = re.compile(r"^[A-Za-z0-9._:/@-]{1,200}$")
 MAX_WAIT_SECONDS = 600
+MAX_JSON_DEPTH = 32
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -49,13 +51,28 @@ def check_cwd(value: str) -> None:
 
 
 def _unstorable_json(value) -> str | None:
-    """`unstorable` for any string, key or value, in a JSON document."""
-    if isinstance(value, str):
-        return unstorable(value)
-    if isinstance(value, dict):
-        return next(filter(None, (_unstorable_json(k) or _unstorable_json(v) for k, v in value.items())), None)
-    if isinstance(value, list):
-        return next(filter(None, map(_unstorable_json, value)), None)
+    """`unstorable` for any string, key or value, in a JSON document (walked without recursion).
+
+    Also NaN and Infinity, which Python's json reads but jsonb, like JSON, cannot hold, and nesting
+    deeper than MAX_JSON_DEPTH: what Python's parser still takes (about 990 levels) overflows the
+    recursion limit of the JSON encoders that store and serve the value.
+    """
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            problem = unstorable(item)
+            if problem:
+                return problem
+        elif isinstance(item, float) and not math.isfinite(item):
+            return "must not contain NaN or Infinity"
+        elif isinstance(item, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                return f"at most {MAX_JSON_DEPTH} levels of nesting"
+            if isinstance(item, dict):
+                stack.extend((k, depth) for k in item)
+                item = item.values()
+            stack.extend((v, depth + 1) for v in item)
     return None
 
 
@@ -130,12 +147,12 @@ class RunCreate(Schema):
         long_keys = [k for k in value if not 1 <= len(k) <= 40]
         if long_keys:
             raise ValidationError(f"keys must be 1 to 40 characters: {long_keys[0][:50]!r}")
+        problem = _unstorable_json(value)  # first: json.dumps itself fails on too deep a value
+        if problem:
+            raise ValidationError(problem)
         encoded = json.dumps(value, separators=(",", ":"))
         if len(encoded.encode()) > 16 * 1024:
             raise ValidationError("at most 16 KiB of JSON")
-        problem = _unstorable_json(value)
-        if problem:
-            raise ValidationError(problem)
 
     @validates_schema
     def _targets(self, data, **_):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import uuid
 from datetime import datetime
 
@@ -98,7 +99,8 @@ def _metadata_filter(key: str, value: str):
     options = [{key: value}]
     try:
         parsed = json.loads(value)
-        if isinstance(parsed, (int, float, bool)) or parsed is None:
+        # NaN and ±Infinity (also "1e999") load as floats that JSON, and so jsonb, cannot hold.
+        if isinstance(parsed, (int, bool)) or parsed is None or isinstance(parsed, float) and math.isfinite(parsed):
             options.append({key: parsed})
     except ValueError:
         pass
