@@ -124,3 +124,24 @@ def test_metadata_filter_values_json_cannot_hold_as_numbers_match_as_strings(cli
     resp = client.get(f"/api/v1/agent-runs?metadata[k]={value}", headers=auth)
     assert resp.status_code == 200, resp.get_json()
     assert [r["id"] for r in resp.get_json()["data"]] == [run["id"]]
+
+
+def test_an_event_cursor_beyond_bigint_is_rejected(quiet_client, auth, local_device):
+    run = send(quiet_client, "POST", "/api/v1/agent-runs", auth, {"prompt": "x", "sandbox_id": "box-1"}).get_json()
+    path = f"/api/v1/agent-runs/{run['data']['id']}/events"
+    assert quiet_client.get(f"{path}?after_seq={BIGINT_MAX}", headers=auth).get_json()["data"] == []
+    assert_error(quiet_client.get(f"{path}?after_seq={BIGINT_MAX + 1}", headers=auth), 422, "validation_error",
+                 "after_seq")
+
+
+@pytest.mark.parametrize("last_event_id", ["\u00b2", "9" * 5000, str(BIGINT_MAX + 1), "-1", "garbage"])
+def test_a_last_event_id_that_is_no_seq_replays_from_after_seq(quiet_client, auth, local_device, last_event_id):
+    run = send(quiet_client, "POST", "/api/v1/agent-runs", auth, {"prompt": "x", "sandbox_id": "box-1"}).get_json()
+    path = f"/api/v1/agent-runs/{run['data']['id']}"
+    assert quiet_client.post(f"{path}/cancel", headers=auth).status_code == 200
+    resp = quiet_client.get(f"{path}/events", headers={**auth, "Accept": "text/event-stream",
+                                                        "Last-Event-ID": last_event_id})
+    assert resp.status_code == 200, resp.get_data(as_text=True)[:500]
+    statuses = [json.loads(line[len("data: "):])["data"]["status"]
+                for line in resp.get_data(as_text=True).splitlines() if line.startswith("data: ")]
+    assert statuses == ["queued", "canceled"]

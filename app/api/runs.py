@@ -107,7 +107,7 @@ def run_events(query, run_id):
     with db.session() as s:
         run = run_service.get(s, g.tenant_id, run_id)
         if request.accept_mimetypes.best == "text/event-stream":
-            after = request.headers.get("Last-Event-ID", "")
-            return stream.response(_ext("redis"), run.id, int(after) if after.isdigit() else query["after_seq"])
+            after = stream.resume_after(request.headers.get("Last-Event-ID", ""), query["after_seq"])
+            return stream.response(_ext("redis"), run.id, after)
         rows = run_service.events(s, run.id, query["after_seq"], query["limit"])
     return {"data": rows}

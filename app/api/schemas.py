@@ -15,6 +15,7 @@ STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MODEL = re.compile(r"^[A-Za-z0-9._:/@-]{1,200}$")
 MAX_WAIT_SECONDS = 600
+MAX_SEQ = 2**63 - 1  # run_events.seq is a bigint
 MAX_JSON_DEPTH = 32
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -207,7 +208,7 @@ class WaitQuery(Schema):
 
 
 class EventsQuery(Schema):
-    after_seq = fields.Integer(load_default=0, validate=validate.Range(0))
+    after_seq = fields.Integer(load_default=0, validate=validate.Range(0, MAX_SEQ))
     limit = fields.Integer(load_default=500, validate=validate.Range(1, 1000))
 
 

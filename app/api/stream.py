@@ -22,7 +22,7 @@ import redis
 from flask import Response
 
 from app import db
-from app.api.schemas import EventOut
+from app.api.schemas import MAX_SEQ, EventOut
 from app.models import TERMINAL
 from app.notify import channel
 from app.services import runs as run_service
@@ -156,6 +156,17 @@ def follow(r: redis.Redis, run_id: uuid.UUID, after_seq: int) -> Iterator[str]:
                     return
     finally:
         _leave(run_id, viewer)
+
+
+def resume_after(last_event_id: str, after_seq: int) -> int:
+    """The seq a Last-Event-ID header resumes after; `after_seq` when the header holds no seq of ours."""
+    # Ours are bigints in ASCII digits ("²".isdigit() is true as well); a longer number would make
+    # int() refuse it (over 4300 digits) or the query fail (beyond a bigint).
+    if last_event_id.isascii() and last_event_id.isdigit() and len(last_event_id) <= 19:
+        seq = int(last_event_id)
+        if seq <= MAX_SEQ:
+            return seq
+    return after_seq
 
 
 def response(r: redis.Redis, run_id: uuid.UUID, after_seq: int) -> Response:
