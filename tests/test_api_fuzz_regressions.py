@@ -145,3 +145,14 @@ def test_a_last_event_id_that_is_no_seq_replays_from_after_seq(quiet_client, aut
     statuses = [json.loads(line[len("data: "):])["data"]["status"]
                 for line in resp.get_data(as_text=True).splitlines() if line.startswith("data: ")]
     assert statuses == ["queued", "canceled"]
+
+
+@pytest.mark.parametrize("path, body, field", [
+    # Python's `$` also matches before a final newline; the id went into the Location header (500).
+    ("/api/v1/devices", {"id": "abc\n", "kind": "sandbox", "driver": "local"}, "id"),
+    ("/api/v1/devices", {**SSH, "username": "u\n"}, "username"),
+    ("/api/v1/agent-runs", {"prompt": "x", "sandbox_id": "box-1", "model": "m\n"}, "model"),
+    ("/api/v1/agent-runs", {"prompt": "x", "sandbox_id": "box-1", "env": {"NAME\n": "v"}}, "env"),
+])
+def test_a_trailing_newline_does_not_pass_a_pattern(client, auth, local_device, path, body, field):
+    assert_error(send(client, "POST", path, auth, body), 422, "validation_error", field)

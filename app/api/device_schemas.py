@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from app.api.schemas import KINDS, PROVIDERS, Text, UTCDateTime, check_cwd, check_env
+from app.api.schemas import KINDS, PROVIDERS, FullMatch, Text, UTCDateTime, check_cwd, check_env
 
-DEVICE_ID = validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$",
-                            error="1-200 characters of [A-Za-z0-9._:@-], starting with a letter or digit")
+DEVICE_ID = FullMatch(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$",
+                      error="1-200 characters of [A-Za-z0-9._:@-], starting with a letter or digit")
 
 
 class ProviderSettingsIn(Schema):
@@ -37,7 +37,7 @@ class _DeviceFields(Schema):
     driver = fields.String(validate=validate.OneOf(("ssh", "local")))
     host = Text(validate=validate.Length(1, 255), allow_none=True)
     port = fields.Integer(strict=True, validate=validate.Range(1, 65535))
-    username = fields.String(validate=validate.Regexp(r"^[A-Za-z0-9._][A-Za-z0-9._-]{0,63}$"), allow_none=True)
+    username = fields.String(validate=FullMatch(r"^[A-Za-z0-9._][A-Za-z0-9._-]{0,63}$"), allow_none=True)
     private_key = Text(validate=validate.Length(1, 32768), allow_none=True)
     password = Text(validate=validate.Length(1, 1024), allow_none=True)
     host_key = Text(validate=validate.Length(1, 16384), allow_none=True)

@@ -44,6 +44,18 @@ class Text(fields.String):
         return value
 
 
+class FullMatch(validate.Regexp):
+    """A pattern that must match the whole value: Python's `$` also matches before a final newline.
+
+    The pattern stays `^...$` for the OpenAPI spec, where (ECMA) `$` means the end.
+    """
+
+    def __call__(self, value):
+        if self.regex.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
+
+
 def check_cwd(value: str) -> None:
     if not value.startswith("/"):
         raise ValidationError("must be an absolute path")
@@ -84,7 +96,7 @@ RESERVED_ENV_PREFIXES = ("AGENTRUNS_", "__agentruns_")
 
 def check_env(value: dict) -> None:
     for name, val in value.items():
-        if not ENV_NAME.match(name):
+        if not ENV_NAME.fullmatch(name):  # not .match: its `$` lets "NAME\n" through
             raise ValidationError(f"invalid variable name {name!r}")
         if name.startswith(RESERVED_ENV_PREFIXES):
             raise ValidationError(f"{name}: names starting with AGENTRUNS_ or __agentruns_ are reserved")
@@ -126,7 +138,7 @@ class RunCreate(Schema):
     provider = fields.String(load_default="claude-code", validate=validate.OneOf(PROVIDERS))
     command = Text(validate=validate.Length(1, 65536))
     runtime_command = Text(validate=validate.Length(1, 65536))
-    model = fields.String(validate=validate.Regexp(MODEL, error="at most 200 characters of [A-Za-z0-9._:/@-]"))
+    model = fields.String(validate=FullMatch(MODEL, error="at most 200 characters of [A-Za-z0-9._:/@-]"))
     cwd = Text(validate=check_cwd)
     timeout = fields.Integer(strict=True, validate=validate.Range(1, 86400))
     metadata = fields.Dict(keys=fields.String(), load_default=dict)
