@@ -156,3 +156,14 @@ def test_a_last_event_id_that_is_no_seq_replays_from_after_seq(quiet_client, aut
 ])
 def test_a_trailing_newline_does_not_pass_a_pattern(client, auth, local_device, path, body, field):
     assert_error(send(client, "POST", path, auth, body), 422, "validation_error", field)
+
+
+@pytest.mark.parametrize("host", ["a..b", "x" * 64 + ".example.com", "."])
+def test_a_host_name_no_resolver_can_take_is_rejected(client, auth, host):
+    # Accepted before, and then POST /devices/{id}/test answered 500 (the idna codec's UnicodeError).
+    assert_error(send(client, "POST", "/api/v1/devices", auth, {**SSH, "id": "dev-h", "host": host}),
+                 422, "validation_error", "host")
+    for ok in ("box.example.com", "\u00e9t\u00e9.example", "10.0.0.5", "::1"):
+        resp = send(client, "POST", "/api/v1/devices", auth, {**SSH, "id": "dev-h", "host": ok})
+        assert resp.status_code == 201, resp.get_json()
+        assert client.delete("/api/v1/devices/dev-h", headers=auth).status_code == 204

@@ -9,6 +9,15 @@ DEVICE_ID = FullMatch(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$",
                       error="1-200 characters of [A-Za-z0-9._:@-], starting with a letter or digit")
 
 
+def check_host(value: str) -> None:
+    # A connection resolves the name through the idna codec, which refuses an empty or over-long
+    # label with a UnicodeError that no driver expects: refuse the name here instead.
+    try:
+        value.encode("idna")
+    except UnicodeError:
+        raise ValidationError("not a valid host name or address") from None
+
+
 class ProviderSettingsIn(Schema):
     executable = Text(validate=validate.Length(1, 4096))
     extra_args = fields.List(Text(validate=validate.Length(0, 4096)), validate=validate.Length(max=64))
@@ -35,7 +44,7 @@ class _DeviceFields(Schema):
     kind = fields.String(validate=validate.OneOf(KINDS))
     name = Text(validate=validate.Length(1, 200), allow_none=True)
     driver = fields.String(validate=validate.OneOf(("ssh", "local")))
-    host = Text(validate=validate.Length(1, 255), allow_none=True)
+    host = Text(validate=[validate.Length(1, 255), check_host], allow_none=True)
     port = fields.Integer(strict=True, validate=validate.Range(1, 65535))
     username = fields.String(validate=FullMatch(r"^[A-Za-z0-9._][A-Za-z0-9._-]{0,63}$"), allow_none=True)
     private_key = Text(validate=validate.Length(1, 32768), allow_none=True)
