@@ -167,3 +167,36 @@ def test_a_host_name_no_resolver_can_take_is_rejected(client, auth, host):
         resp = send(client, "POST", "/api/v1/devices", auth, {**SSH, "id": "dev-h", "host": ok})
         assert resp.status_code == 201, resp.get_json()
         assert client.delete("/api/v1/devices/dev-h", headers=auth).status_code == 204
+
+
+def _schema(spec: dict, ref_or_schema: dict) -> dict:
+    while "$ref" in ref_or_schema:
+        kind, name = ref_or_schema["$ref"].split("/")[-2:]
+        ref_or_schema = spec["components"][kind][name]
+    return ref_or_schema
+
+
+def test_openapi_documents_the_error_body_and_nullable_fields(client, auth, local_device):
+    spec = client.get("/api/v1/openapi.json").get_json()
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            if method == "parameters":
+                continue
+            for status, response in operation["responses"].items():
+                if status == "default" or status.startswith("4"):
+                    body = _schema(spec, _schema(spec, response)["content"]["application/json"]["schema"])
+                    assert set(body["properties"]) == {"error", "request_id"}, (method, path, status)
+                    error = _schema(spec, body["properties"]["error"])
+                    assert {"code", "message", "details"} <= set(error["properties"])
+
+    def nulls_are_documented(schema_name: str, data: dict) -> None:
+        props = spec["components"]["schemas"][schema_name]["properties"]
+        for name, value in data.items():
+            prop = props[name]
+            if value is None and "type" in prop:
+                assert prop.get("nullable") is True, (schema_name, name)
+
+    run = send(client, "POST", "/api/v1/agent-runs", auth, {"prompt": "x", "sandbox_id": "box-1"}).get_json()
+    nulls_are_documented("RunOut", run["data"])
+    device = send(client, "POST", "/api/v1/devices", auth, {"id": "bare", "kind": "sandbox", "driver": "local"})
+    nulls_are_documented("DeviceOut", device.get_json()["data"])

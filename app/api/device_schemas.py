@@ -85,19 +85,20 @@ class DevicePatch(_DeviceFields):
 
 
 class DeviceOut(Schema):
+    # allow_none documents `nullable` in the spec.
     id = fields.String()
     kind = fields.String()
-    name = fields.String()
+    name = fields.String(allow_none=True)
     driver = fields.String()
-    host = fields.String()
+    host = fields.String(allow_none=True)
     port = fields.Integer()
-    username = fields.String()
-    host_key = fields.String()
+    username = fields.String(allow_none=True)
+    host_key = fields.String(allow_none=True)
     trust_on_first_use = fields.Boolean()
     login_shell = fields.Boolean()
     labels = fields.Dict()
     max_concurrent_runs = fields.Integer()
-    default_cwd = fields.String()
+    default_cwd = fields.String(allow_none=True)
     providers = fields.Dict()
     has_private_key = fields.Boolean()
     has_password = fields.Boolean()

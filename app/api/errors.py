@@ -5,6 +5,7 @@ import logging
 import re
 import uuid
 
+import marshmallow as ma
 from flask import g, jsonify, request
 from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
@@ -71,8 +72,23 @@ def validation_error(fields: dict[str, list[str]]):
     return error_response(422, "validation_error", summary or "invalid request", {"fields": fields})
 
 
+class ErrorDetail(ma.Schema):
+    code = ma.fields.String(required=True, metadata={"description": "machine-readable, e.g. validation_error"})
+    message = ma.fields.String(required=True)
+    details = ma.fields.Dict(required=True, metadata={"description": 'validation errors: {"fields": {name: [...]}}'})
+
+
+class ErrorBody(ma.Schema):
+    """What every error answers (documentation only: error_response builds it)."""
+
+    error = ma.fields.Nested(ErrorDetail, required=True)
+    request_id = ma.fields.String(required=True)
+
+
 class AgentrunsApi(Api):
-    """flask-smorest's Api with our error body in place of its own."""
+    """flask-smorest's Api with our error body in place of its own, in the spec as in the answers."""
+
+    ERROR_SCHEMA = ErrorBody
 
     def handle_http_exception(self, error: HTTPException):
         data = getattr(error, "data", None) or {}

@@ -242,22 +242,23 @@ class RunSummary(Schema):
 
 
 class RunOut(RunSummary):
-    model = fields.String()
+    # allow_none documents `nullable` in the spec: these are null until (or unless) a run sets them.
+    model = fields.String(allow_none=True)
     cwd = fields.String()
     timeout = fields.Integer()
-    command = fields.String()
-    output = fields.String()
-    stdout = fields.String()
-    stderr = fields.String()
+    command = fields.String(allow_none=True)
+    output = fields.String(allow_none=True)
+    stdout = fields.String(allow_none=True)
+    stderr = fields.String(allow_none=True)
     stdout_truncated = fields.Boolean()
     stderr_truncated = fields.Boolean()
-    exit_code = fields.Integer()
+    exit_code = fields.Integer(allow_none=True)
     error = fields.Nested(RunError, allow_none=True)
-    usage = fields.Dict()
-    cost_usd = fields.Float()
-    session_id = fields.String()
+    usage = fields.Dict(allow_none=True)
+    cost_usd = fields.Float(allow_none=True)
+    session_id = fields.String(allow_none=True)
     cancel_requested = fields.Function(lambda r: r.cancel_requested_at is not None)
-    request_id = fields.String()
+    request_id = fields.String(allow_none=True)
     started_at = UTCDateTime()
     updated_at = UTCDateTime()
 
