@@ -200,3 +200,14 @@ def test_openapi_documents_the_error_body_and_nullable_fields(client, auth, loca
     nulls_are_documented("RunOut", run["data"])
     device = send(client, "POST", "/api/v1/devices", auth, {"id": "bare", "kind": "sandbox", "driver": "local"})
     nulls_are_documented("DeviceOut", device.get_json()["data"])
+
+
+@pytest.mark.parametrize("method, path, allowed", [
+    ("TRACE", "/api/v1/agent-runs", {"GET", "POST"}),
+    ("DELETE", "/api/v1/agent-runs", {"GET", "POST"}),
+    ("PUT", "/api/v1/devices/box-1", {"GET", "PATCH", "DELETE"}),
+])
+def test_a_405_names_the_allowed_methods(client, auth, method, path, allowed):
+    resp = client.open(path, method=method, headers=auth)
+    assert_error(resp, 405, "method_not_allowed")
+    assert allowed <= {m.strip() for m in resp.headers.get("Allow", "").split(",")}  # RFC 9110: MUST

@@ -104,7 +104,10 @@ class AgentrunsApi(Api):
         message = data.get("message") or error.description or error.name
         if (error.code or 500) >= 500:
             message = "internal error"
-        return error_response(error.code or 500, code, message, headers=data.get("headers"))
+        # The exception's own headers, but for its HTML Content-Type: a 405 must name the allowed
+        # methods in Allow (RFC 9110).
+        headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
+        return error_response(error.code or 500, code, message, headers={**headers, **(data.get("headers") or {})})
 
 
 def register(app) -> None:
