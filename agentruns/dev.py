@@ -166,8 +166,9 @@ def _start(data_dir: Path, port: int, pg_port, redis_port, servers: list, childr
     db.engine().dispose()  # the supervisor needs no connections from here on
     click.echo(f"database migrated, API key created in {time.monotonic() - t:.1f} s")
 
+    # One user on their own machine: the `local` device (runs in ./.agentruns/workspace) is the point.
     env = {**os.environ, "DATABASE_URL": pg.url, "REDIS_URL": redis.url, "AGENTRUNS_SECRET_KEY": secret,
-           "PYTHONUNBUFFERED": "1"}
+           "PYTHONUNBUFFERED": "1", "AGENTRUNS_ALLOW_LOCAL_DEVICES": "1"}
     beside = Path(sys.executable).with_name("agentruns")  # this installation's script (venv, pipx)
     exe = str(beside) if beside.exists() else (shutil.which("agentruns") or sys.argv[0])
     for name, args, ready in [

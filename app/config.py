@@ -36,6 +36,9 @@ class Settings:
     kill_grace_seconds: float = 2.0
     max_events_per_run: int = 10_000
     rate_limit_per_minute: int = 0  # 0 disables the per-tenant limiter
+    # The local driver runs commands as the service's own user on its own hosts (the worker's, and
+    # the API's for /test): only for a single-user setup (`agentruns dev`) or tests, never multi-tenant.
+    allow_local_devices: bool = False
 
     @classmethod
     def from_env(cls) -> "Settings":

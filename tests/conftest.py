@@ -76,7 +76,7 @@ def redis_url(tmp_path_factory):
 def settings(database_url, redis_url) -> Settings:
     return Settings(database_url=database_url, redis_url=redis_url, secret_key=new_secret_key(),
                     idempotency_wait_seconds=3.0, lease_seconds=5, reaper_interval_seconds=1.0,
-                    queued_stale_seconds=5)
+                    queued_stale_seconds=5, allow_local_devices=True)
 
 
 @pytest.fixture(scope="session")

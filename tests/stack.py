@@ -20,7 +20,8 @@ def service_env(settings: Settings, **overrides) -> dict[str, str]:
     """Environment for a service process with these settings (plus overrides like LEASE_SECONDS=3)."""
     env = dict(os.environ)
     env.update(DATABASE_URL=settings.database_url, REDIS_URL=settings.redis_url,
-               AGENTRUNS_SECRET_KEY=settings.secret_key, PYTHONUNBUFFERED="1")
+               AGENTRUNS_SECRET_KEY=settings.secret_key, PYTHONUNBUFFERED="1",
+               AGENTRUNS_ALLOW_LOCAL_DEVICES="1" if settings.allow_local_devices else "0")
     for name, value in overrides.items():
         env[f"AGENTRUNS_{name.upper()}"] = str(value)
     return env

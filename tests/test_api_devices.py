@@ -1,6 +1,7 @@
 """Devices: create, read, patch, delete; secrets write-only and encrypted at rest."""
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import text
 
 SSH = {"kind": "computer", "driver": "ssh", "host": "127.0.0.1", "port": 2222, "username": "dev",
@@ -120,3 +121,35 @@ def test_patch_providers_merges_per_provider(client, auth):
     assert set(cfg.providers) == {"codex", "pi"}
     assert cfg.provider_settings("pi").env == {"PI_KEY": "secret-pi"}
     assert cfg.provider_settings("codex").env == {}
+
+
+@pytest.fixture(scope="module")
+def strict_app(settings):
+    """The API as deployed by default: no `local` devices (they run commands as the service itself)."""
+    from dataclasses import replace
+
+    from app import create_app
+
+    return create_app(replace(settings, allow_local_devices=False))
+
+
+def test_local_devices_need_the_operators_opt_in(strict_app, client, auth):
+    strict = strict_app.test_client()
+    resp = strict.post("/api/v1/devices", json={"id": "loc", "kind": "sandbox", "driver": "local"}, headers=auth)
+    body = resp.get_json()["error"]
+    assert resp.status_code == 422 and body["code"] == "validation_error"
+    assert "AGENTRUNS_ALLOW_LOCAL_DEVICES" in body["details"]["fields"]["driver"][0]
+    assert strict.get("/api/v1/devices/loc", headers=auth).status_code == 404
+
+    assert strict.post("/api/v1/devices", json={**SSH, "id": "far"}, headers=auth).status_code == 201
+    resp = strict.patch("/api/v1/devices/far", json={"driver": "local"}, headers=auth)
+    assert resp.status_code == 422 and resp.get_json()["error"]["code"] == "validation_error"
+    assert strict.get("/api/v1/devices/far", headers=auth).get_json()["data"]["driver"] == "ssh"
+
+    # A local device made while the server allowed it is not run on the API's host by /test.
+    made = client.post("/api/v1/devices", json={"id": "was-allowed", "kind": "sandbox", "driver": "local"}, headers=auth)
+    assert made.status_code == 201
+    tested = strict.post("/api/v1/devices/was-allowed/test", headers=auth).get_json()["data"]
+    assert tested["ok"] is False and tested["error"]["code"] == "local_driver_disabled"
+    # Its other fields can still be changed (and its driver switched to ssh).
+    assert strict.patch("/api/v1/devices/was-allowed", json={"name": "old box"}, headers=auth).status_code == 200

@@ -122,3 +122,21 @@ def test_a_device_changed_while_queued_runs_wait_is_read_anew_and_all_runs_still
     assert runner.execute(runs[0]["id"], tenant, "box-1") == "executed:3"
     assert [_status(quiet_client, auth, r)["status"] for r in runs] == ["succeeded"] * 3
     assert ctx.devices.get(uuid.UUID(tenant), "box-1").version != cached.version
+
+
+def test_a_worker_that_does_not_allow_local_devices_fails_their_runs_untouched(worker_ctx, quiet_client, auth,
+                                                                              local_device, settings, tmp_path):
+    from dataclasses import replace
+
+    from workers import runner
+
+    ctx = worker_ctx()
+    ctx.settings = replace(settings, allow_local_devices=False)
+    marker = tmp_path / "ran"
+    resp = quiet_client.post("/api/v1/agent-runs", headers=auth, json={
+        "prompt": "p", "sandbox_id": "box-1", "provider": "custom", "command": f"touch {marker}"})
+    run = resp.get_json()["data"]
+    assert runner.execute(run["id"], _tenant(run), "box-1") == "executed:1"
+    done = _status(quiet_client, auth, run)
+    assert done["status"] == "failed" and done["error"]["code"] == "local_driver_disabled", done
+    assert done["started_at"] is None and not marker.exists()

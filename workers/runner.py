@@ -168,6 +168,9 @@ def _execute(ctx, run, device: CachedDevice, active: ActiveRun) -> tuple[str, di
     """Run the provider's command on the device; returns (status, result fields), or None when the
     lease was lost meanwhile."""
     settings, cfg = ctx.settings, device.config
+    if cfg.spec.driver == "local" and not settings.allow_local_devices:
+        # A device made while the API allowed it, or by an API configured differently from us.
+        return FAILED, dict(error={"code": "local_driver_disabled", "message": device_config.LOCAL_DISABLED})
     provider = get_provider(run.provider)
     invocation = provider.build(RunSpec(
         run_id=str(run.id), prompt=run.prompt, model=run.model, command=run.command,

@@ -18,13 +18,17 @@ def _key() -> str:
     return current_app.extensions["settings"].secret_key
 
 
+def _allow_local() -> bool:
+    return current_app.extensions["settings"].allow_local_devices
+
+
 @blp.route("/devices", methods=["POST"])
 @blp.arguments(DeviceCreate)
 @blp.response(201, DeviceEnvelope)
 def create_device(data):
     """Register a device; secrets are write-only."""
     with db.session() as s:
-        device = device_service.create(s, g.tenant_id, data, _key())
+        device = device_service.create(s, g.tenant_id, data, _key(), allow_local=_allow_local())
         out = device_service.to_out(device, _key())
     return {"data": out}, 201, {"Location": f"/api/v1/devices/{out['id']}"}
 
@@ -51,7 +55,7 @@ def get_device(device_id):
 def patch_device(data, device_id):
     """Change some fields; a secret set to null is removed."""
     with db.session() as s:
-        device = device_service.update(s, g.tenant_id, device_id, data, _key())
+        device = device_service.update(s, g.tenant_id, device_id, data, _key(), allow_local=_allow_local())
         return {"data": device_service.to_out(device, _key())}
 
 
@@ -69,6 +73,9 @@ def test_device(device_id):
     """Open (or reuse) a connection and run `true`: reports reachability, latency and the host key."""
     with db.session() as s:
         device = device_service.get(s, g.tenant_id, device_id)
+    if device.driver == "local" and not _allow_local():  # it would run `true` on the API's host
+        return {"data": {"ok": False, "latency_ms": None, "host_key": None,
+                         "error": {"code": "local_driver_disabled", "message": device_config.LOCAL_DISABLED}}}
     cfg = device_config.load(device, _key())
     pinned = []
 

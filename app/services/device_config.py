@@ -14,6 +14,8 @@ from drivers.base import DeviceSpec
 from providers.base import ProviderSettings
 
 log = logging.getLogger("agentruns.worker")
+LOCAL_DISABLED = ("the local driver runs commands on this service's own hosts; this server does not allow it "
+                  "(AGENTRUNS_ALLOW_LOCAL_DEVICES)")
 
 
 @dataclass(frozen=True)

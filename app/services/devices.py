@@ -10,8 +10,15 @@ from sqlalchemy.orm import Session
 from app.api.errors import APIError
 from app.crypto import decrypt_json, encrypt_json
 from app.models import QUEUED, RUNNING, Device, Run
+from app.services.device_config import LOCAL_DISABLED
 
 SECRET_FIELDS = ("private_key", "password")
+
+
+def _refuse_local(data: dict, allow_local: bool) -> None:
+    """Whoever holds an API key must not be able to run commands as the service itself."""
+    if data.get("driver") == "local" and not allow_local:
+        raise APIError(422, "validation_error", f"driver: {LOCAL_DISABLED}", {"fields": {"driver": [LOCAL_DISABLED]}})
 
 
 def _split_providers(providers: dict) -> tuple[dict, dict]:
@@ -53,7 +60,8 @@ def _apply(device: Device, data: dict, secret_key: str) -> None:
     device.secrets_enc = encrypt_json(secret_key, {k: v for k, v in secrets.items() if v})
 
 
-def create(s: Session, tenant_id: uuid.UUID, data: dict, secret_key: str) -> Device:
+def create(s: Session, tenant_id: uuid.UUID, data: dict, secret_key: str, *, allow_local: bool = False) -> Device:
+    _refuse_local(data, allow_local)
     device = Device(tenant_id=tenant_id, id=data.pop("id", None) or str(uuid.uuid4()), labels={}, providers={},
                     port=22, max_concurrent_runs=1, trust_on_first_use=False, login_shell=True)
     _apply(device, data, secret_key)
@@ -73,8 +81,10 @@ def get(s: Session, tenant_id: uuid.UUID, device_id: str) -> Device:
     return device
 
 
-def update(s: Session, tenant_id: uuid.UUID, device_id: str, data: dict, secret_key: str) -> Device:
+def update(s: Session, tenant_id: uuid.UUID, device_id: str, data: dict, secret_key: str, *,
+           allow_local: bool = False) -> Device:
     device = get(s, tenant_id, device_id)
+    _refuse_local(data, allow_local)
     _apply(device, data, secret_key)
     if device.driver == "ssh" and not (device.host and device.username):
         raise APIError(422, "validation_error", "host, username: required for driver ssh",
