@@ -133,7 +133,8 @@ def devices() -> None:
 @devices.command("add")
 @click.argument("device_id", metavar="[ID]", required=False)
 @click.option("--kind", type=click.Choice(("sandbox", "computer")), required=True)
-@click.option("--driver", type=click.Choice(("ssh", "local")), default="ssh", show_default=True)
+@click.option("--driver", type=click.Choice(("ssh", "local")), default="ssh", show_default=True,
+              help="local: run on the worker's own host; only where the server sets AGENTRUNS_ALLOW_LOCAL_DEVICES.")
 @click.option("--name")
 @click.option("--host")
 @click.option("--port", type=click.IntRange(1, 65535))
