@@ -67,7 +67,7 @@ WITH done AS (
            session_id = :session_id, error = :error, pgid = coalesce(:pgid, pgid),
            started_at = coalesce(:started_at, started_at), finished_at = :finished_at, updated_at = now()
     WHERE id = :run_id AND status = 'running' AND epoch = :epoch
-    RETURNING id, tenant_id, target_id, pgid),
+    RETURNING id, tenant_id, target_id, pgid, started_at, finished_at),
 logged AS (
     INSERT INTO run_events (run_id, type, data) SELECT id, 'status', :event FROM done)
 SELECT * FROM done""").bindparams(bindparam("usage", type_=JSONB(none_as_null=True)),
@@ -158,7 +158,8 @@ def finish(s: Session | Connection, run_id: uuid.UUID, epoch: int, status: str, 
     """running -> succeeded | failed | canceled, fenced by epoch. fields: any of _RESULT_FIELDS and
     finished_at (default now); the result fields not given are stored empty.
 
-    Returns a row (id, tenant_id, target_id, pgid), or None when the run moved on without us.
+    Returns a row (id, tenant_id, target_id, pgid, started_at, finished_at), or None when the run
+    moved on without us.
     """
     assert status in TERMINAL
     unknown = set(fields) - set(_RESULT_FIELDS) - {"finished_at"}

@@ -145,12 +145,9 @@ def e2e_env(settings):
 @pytest.fixture(scope="session")
 def worker(e2e_env):
     """One Celery worker process (threads pool) shared by the end-to-end tests, plus beat."""
-    from tests.sshd import free_port
     from tests.stack import start_beat, start_worker
 
-    port = free_port()
-    proc = start_worker(e2e_env, metrics_port=port)
-    proc.metrics_url = f"http://127.0.0.1:{port}/metrics"
+    proc = start_worker(e2e_env)
     beat = start_beat(e2e_env)
     yield proc
     beat.stop()

@@ -151,5 +151,7 @@ def test_local_devices_need_the_operators_opt_in(strict_app, client, auth):
     assert made.status_code == 201
     tested = strict.post("/api/v1/devices/was-allowed/test", headers=auth).get_json()["data"]
     assert tested["ok"] is False and tested["error"]["code"] == "local_driver_disabled"
-    # Its other fields can still be changed (and its driver switched to ssh).
+    # Its other fields can still be changed, also by a client that sends its driver back unchanged.
     assert strict.patch("/api/v1/devices/was-allowed", json={"name": "old box"}, headers=auth).status_code == 200
+    resp = strict.patch("/api/v1/devices/was-allowed", json={"name": "box", "driver": "local"}, headers=auth)
+    assert resp.status_code == 200, resp.get_json()

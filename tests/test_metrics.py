@@ -1,5 +1,5 @@
-"""The worker's Prometheus endpoint (`agentruns worker --metrics-port`), scraped from the session's
-real worker process while runs go through it."""
+"""The worker's Prometheus endpoint (`agentruns worker --metrics-port`), scraped from a real worker
+process while runs go through it."""
 from __future__ import annotations
 
 import time
@@ -25,12 +25,32 @@ def value(samples: dict, name: str, **labels) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
+@pytest.fixture(scope="module")
+def metered(settings, e2e_env):
+    """An API client and a worker of their own on Redis database 14, which no other worker reads:
+    the worker's counters move only with this module's runs."""
+    from dataclasses import replace
+
+    from app import create_app
+    from tests.sshd import free_port
+    from tests.stack import start_worker
+
+    redis_url = f"{settings.redis_url.rpartition('/')[0]}/14"
+    app = create_app(replace(settings, redis_url=redis_url))
+    port = free_port()
+    proc = start_worker({**e2e_env, "REDIS_URL": redis_url}, concurrency=8, name="metered", metrics_port=port)
+    yield app, f"http://127.0.0.1:{port}/metrics"
+    proc.stop()
+
+
 def deliveries(samples: dict) -> float:
     return sum(v for (name, _), v in samples.items() if name == "agentruns_deliveries_total")
 
 
-def test_worker_metrics_count_runs_and_deliveries(worker, client, auth, local_device, app):
-    before = scrape(worker.metrics_url)
+def test_worker_metrics_count_runs_and_deliveries(metered, auth, local_device):
+    app, url = metered
+    client = app.test_client()
+    before = scrape(url)
     ok = create(client, auth, prompt="p", sandbox_id="box-1", command="echo hi")
     bad = create(client, auth, prompt="p", sandbox_id="box-1", command="exit 3")
     assert wait_run(client, auth, ok["id"])["status"] == "succeeded"
@@ -39,7 +59,7 @@ def test_worker_metrics_count_runs_and_deliveries(worker, client, auth, local_de
 
     deadline = time.monotonic() + 10
     while True:  # a delivery is counted when its task returns, just after its run was recorded
-        after = scrape(worker.metrics_url)
+        after = scrape(url)
         if deliveries(after) - deliveries(before) >= 3 or time.monotonic() > deadline:
             break
         time.sleep(0.1)
@@ -57,11 +77,13 @@ def test_worker_metrics_count_runs_and_deliveries(worker, client, auth, local_de
     assert delta("agentruns_deliveries_total", outcome="nothing_queued") >= 1
 
 
-def test_worker_metrics_show_a_running_run(worker, client, auth, local_device):
+def test_worker_metrics_show_a_running_run(metered, auth, local_device):
+    app, url = metered
+    client = app.test_client()
     run = create(client, auth, prompt="p", sandbox_id="box-1", command="sleep 30")
     wait_status(client, auth, run["id"], "running")
-    samples = scrape(worker.metrics_url)
-    assert value(samples, "agentruns_runs_in_flight") >= 1
+    samples = scrape(url)
+    assert value(samples, "agentruns_runs_in_flight") == 1
     assert value(samples, "agentruns_runs", status="running") >= 1
     assert client.post(f"/api/v1/agent-runs/{run['id']}/cancel", headers=auth).status_code == 200
     assert wait_run(client, auth, run["id"])["status"] == "canceled"

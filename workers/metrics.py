@@ -7,13 +7,15 @@ Only counts and durations are exported: no run ids, prompts, tenants or device n
 from __future__ import annotations
 
 import logging
+import threading
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import REGISTRY, GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import NullPool
 
-from app import db
 from workers import context
 
 log = logging.getLogger("agentruns.metrics")
@@ -31,6 +33,8 @@ REENQUEUED = Counter("agentruns_runs_reenqueued", "Stale queued runs the sweeper
 IN_FLIGHT = Gauge("agentruns_runs_in_flight", "Runs executing in this process now")
 
 _COUNT_BY_STATUS = text("SELECT status, count(*) FROM runs WHERE status IN ('queued', 'running') GROUP BY status")
+_counts_engine: Engine | None = None
+_counts_lock = threading.Lock()
 
 
 def finished(status: str, error: dict | None, started_at, finished_at) -> None:
@@ -48,8 +52,7 @@ class _RunsByStatus(Collector):
 
     def collect(self):
         try:
-            context.get()  # sets up the database engine if no task ran in this process yet
-            with db.engine().connect() as conn:
+            with _engine().connect() as conn:
                 counts = dict(conn.execute(_COUNT_BY_STATUS).all())
         except Exception as exc:  # a scrape must not fail because PostgreSQL is away: the gauge is left out
             log.warning("metrics: could not count runs by status: %s", exc)
@@ -59,6 +62,18 @@ class _RunsByStatus(Collector):
         for status in ("queued", "running"):
             family.add_metric([status], counts.get(status, 0))
         yield family
+
+
+def _engine() -> Engine:
+    """A connection of its own per scrape, with short timeouts: a scrape never waits for (or holds)
+    one of the runs' pooled connections, and a slow database cannot pile up scrape threads."""
+    global _counts_engine
+    with _counts_lock:
+        if _counts_engine is None:
+            _counts_engine = create_engine(
+                context.get().settings.database_url, poolclass=NullPool, hide_parameters=True,
+                connect_args={"connect_timeout": 3, "options": "-c statement_timeout=3000"})
+        return _counts_engine
 
 
 def serve(port: int, host: str) -> None:

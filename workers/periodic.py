@@ -23,7 +23,7 @@ def reap() -> int:
     for run in reaped:
         log.warning("run %s: lease expired, marked failed/worker_lost", run.id)
         metrics.REAPED.inc()
-        metrics.finished(FAILED, runstate.WORKER_LOST, None, None)
+        metrics.finished(FAILED, runstate.WORKER_LOST, run.started_at, run.finished_at)
         publish(ctx.redis, run.id, "finished")
         if run.pgid:
             _kill_remote(ctx, run)

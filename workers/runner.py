@@ -244,5 +244,5 @@ def _record(ctx, run, active: ActiveRun | None, next_of: CachedDevice | None, st
         log.warning("run %s epoch %s: result not recorded, the run moved on without us", run.id, run.epoch)
     else:
         log.info("run %s %s", run.id, status)
-        metrics.finished(status, fields.get("error"), fields.get("started_at"), fields.get("finished_at"))
+        metrics.finished(status, fields.get("error"), row.started_at, row.finished_at)
     return following

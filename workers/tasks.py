@@ -23,7 +23,11 @@ celery = make_celery(Settings.from_env())
 def execute(run_id: str, tenant_id: str | None = None, device_id: str | None = None) -> str:
     # tenant_id/device_id name the run's device so the worker need not read the run first; a
     # message with the run id alone (an older API) still works.
-    outcome = runner.execute(run_id, tenant_id, device_id)
+    try:
+        outcome = runner.execute(run_id, tenant_id, device_id)
+    except BaseException:
+        metrics.DELIVERIES.labels("error").inc()
+        raise
     metrics.DELIVERIES.labels(outcome.partition(":")[0].replace("-", "_")).inc()
     return outcome
 

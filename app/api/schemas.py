@@ -78,7 +78,7 @@ def _unstorable_json(value) -> str | None:
             if problem:
                 return problem
         elif isinstance(item, float) and not math.isfinite(item):
-            return "must not contain NaN or Infinity"
+            return "must not contain NaN, Infinity or numbers beyond a double (such as 1e400)"
         elif isinstance(item, (dict, list)):
             if depth > MAX_JSON_DEPTH:
                 return f"at most {MAX_JSON_DEPTH} levels of nesting"

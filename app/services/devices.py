@@ -84,7 +84,8 @@ def get(s: Session, tenant_id: uuid.UUID, device_id: str) -> Device:
 def update(s: Session, tenant_id: uuid.UUID, device_id: str, data: dict, secret_key: str, *,
            allow_local: bool = False) -> Device:
     device = get(s, tenant_id, device_id)
-    _refuse_local(data, allow_local)
+    if device.driver != "local":  # sending back a local device's own driver changes nothing
+        _refuse_local(data, allow_local)
     _apply(device, data, secret_key)
     if device.driver == "ssh" and not (device.host and device.username):
         raise APIError(422, "validation_error", "host, username: required for driver ssh",
