@@ -53,8 +53,8 @@ def api(bind: str, workers: int, worker_class: str, connections: int) -> None:
               help="Runs one worker process holds at once (threads: runs wait on SSH, not CPU).")
 @click.option("--loglevel", default="INFO", show_default=True)
 @click.option("--hostname", "-n", default=None, help="Celery node name (default: agentruns@HOST:PID).")
-@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None, envvar="AGENTRUNS_METRICS_PORT", show_envvar=True,
-              help="Serve Prometheus metrics on this port (default: off).")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None, envvar="AGENTRUNS_METRICS_PORT",
+              show_envvar=True, help="Serve Prometheus metrics on this port (default: off).")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True, envvar="AGENTRUNS_METRICS_HOST",
               show_envvar=True, help="Address of the metrics endpoint (it has no authentication).")
 def worker(concurrency: int, loglevel: str, hostname: str | None, metrics_port: int | None,

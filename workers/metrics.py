@@ -21,7 +21,8 @@ from workers import context
 log = logging.getLogger("agentruns.metrics")
 
 DELIVERIES = Counter("agentruns_deliveries", "runs.execute messages handled, by outcome: executed, busy "
-                     "(every slot of the device taken), nothing_queued (a duplicate, or served already), missing",
+                     "(every slot of the device taken), nothing_queued (a duplicate, or served already), missing, "
+                     "error (the task raised)",
                      ["outcome"])
 FINISHED = Counter("agentruns_runs_finished", "Runs this process recorded as terminal, by status and error code "
                    "(empty when succeeded)", ["status", "error_code"])
