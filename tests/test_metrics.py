@@ -43,6 +43,15 @@ def metered(settings, e2e_env):
     proc.stop()
 
 
+def scrape_until(url: str, done, seconds: float = 10) -> dict:
+    deadline = time.monotonic() + seconds
+    while True:
+        samples = scrape(url)
+        if done(samples) or time.monotonic() > deadline:
+            return samples
+        time.sleep(0.1)
+
+
 def deliveries(samples: dict) -> float:
     return sum(v for (name, _), v in samples.items() if name == "agentruns_deliveries_total")
 
@@ -55,14 +64,11 @@ def test_worker_metrics_count_runs_and_deliveries(metered, auth, local_device):
     bad = create(client, auth, prompt="p", sandbox_id="box-1", command="exit 3")
     assert wait_run(client, auth, ok["id"])["status"] == "succeeded"
     assert wait_run(client, auth, bad["id"])["error"]["code"] == "nonzero_exit"
+    # A delivery is counted when its task returns, just after its runs were recorded. The duplicate
+    # goes once both have returned: sent earlier, it could find the device's slot still held (busy).
+    scrape_until(url, lambda s: deliveries(s) - deliveries(before) >= 2)
     app.extensions["celery"].send_task("runs.execute", args=[ok["id"]])  # a duplicate of a finished run
-
-    deadline = time.monotonic() + 10
-    while True:  # a delivery is counted when its task returns, just after its run was recorded
-        after = scrape(url)
-        if deliveries(after) - deliveries(before) >= 3 or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+    after = scrape_until(url, lambda s: deliveries(s) - deliveries(before) >= 3)
 
     def delta(name: str, **labels) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
@@ -71,7 +77,8 @@ def test_worker_metrics_count_runs_and_deliveries(metered, auth, local_device):
     assert delta("agentruns_runs_finished_total", status="failed", error_code="nonzero_exit") == 1
     assert delta("agentruns_run_duration_seconds_count", status="succeeded") == 1
     assert delta("agentruns_run_duration_seconds_count", status="failed") == 1
-    # Three messages: the two runs' (one may find its run served by the other's delivery) and the duplicate.
+    # Three messages: the two runs' (one may find its run served by the other's delivery, or the
+    # device busy) and the duplicate, which finds nothing queued.
     assert deliveries(after) - deliveries(before) == 3
     assert delta("agentruns_deliveries_total", outcome="executed") >= 1
     assert delta("agentruns_deliveries_total", outcome="nothing_queued") >= 1
