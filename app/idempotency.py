@@ -104,7 +104,7 @@ def create_once(r: redis.Redis, tenant_id: uuid.UUID, key: str, fp: str, ttl_sec
                            headers={"Retry-After": "1"})
     try:
         try:
-            with db.engine().begin() as conn:
+            with db.transaction() as conn:
                 row = _existing(conn, tenant_id, key)
                 if row is not None:
                     return _replay(conn, row, fp), True

@@ -38,7 +38,7 @@ def create_run(data):
 
     key = request.headers.get("Idempotency-Key")
     if key is None:
-        with db.engine().begin() as conn:
+        with db.transaction() as conn:
             run = create(conn)
         replayed = False
     else:
