@@ -13,7 +13,7 @@ import tempfile
 
 import click
 
-from app.config import Settings
+from core.config import Settings
 
 
 def _logging(level: str = "INFO") -> None:
@@ -97,7 +97,7 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True)
 def db_upgrade(revision: str) -> None:
     """Apply Alembic migrations up to REVISION."""
-    from app.migrate import upgrade
+    from core.migrate import upgrade
 
     upgrade(Settings.from_env().database_url, revision)
     click.echo(f"database at {revision}")
@@ -113,8 +113,8 @@ def keys() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print {tenant, key, prefix} as JSON.")
 def keys_create(tenant: str, as_json: bool) -> None:
     """Create an API key; it is printed once and stored only as a hash."""
-    from app import db as database
-    from app.services.keys import create_key
+    from core import db as database
+    from core.services.keys import create_key
 
     database.init(Settings.from_env().database_url)
     with database.session() as s:
@@ -129,8 +129,8 @@ def keys_create(tenant: str, as_json: bool) -> None:
 @click.argument("prefix")
 def keys_revoke(prefix: str) -> None:
     """Revoke the key with this visible PREFIX."""
-    from app import db as database
-    from app.services.keys import revoke_key
+    from core import db as database
+    from core.services.keys import revoke_key
 
     database.init(Settings.from_env().database_url)
     with database.session() as s:
@@ -143,7 +143,7 @@ def keys_revoke(prefix: str) -> None:
 @keys.command("gen-secret")
 def keys_gen_secret() -> None:
     """Print a new AGENTRUNS_SECRET_KEY (Fernet key) for encrypting secrets at rest."""
-    from app.crypto import new_secret_key
+    from core.crypto import new_secret_key
 
     click.echo(new_secret_key())
 

@@ -11,8 +11,8 @@ import uuid
 
 import click
 
-PROVIDERS = ("claude-code", "claude", "codex", "osa", "pi", "hermes", "custom")
-TERMINAL = ("succeeded", "failed", "canceled")
+from agentruns.vocabulary import PROVIDERS, TERMINAL
+
 EXIT_CODES = {"succeeded": 0, "failed": 1, "canceled": 130}
 
 

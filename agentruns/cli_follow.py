@@ -7,8 +7,7 @@ import time
 import click
 
 from agentruns.client_errors import Conflict, WaitTimeout
-
-TERMINAL = ("succeeded", "failed", "canceled")
+from agentruns.vocabulary import TERMINAL
 
 
 def _elapsed(since: float) -> str:
@@ -72,6 +71,9 @@ class Terminal:
             if not self.quiet:
                 sys.stderr.write(data)
                 sys.stderr.flush()
+        elif kind == "note" and isinstance(data, dict) and not self.quiet:
+            sys.stderr.write(f"· {data.get('note')}\n")
+            sys.stderr.flush()
         elif kind == "status" and isinstance(data, dict):
             self.spinner.status = data.get("status", "?")
             if not self.quiet and data.get("status") not in ("queued", *TERMINAL):

@@ -8,8 +8,7 @@ import click
 
 from agentruns.cli_client import (EXIT_CODES, PROVIDERS, ClientGroup, api_options, echo_json, get_client,
                                   parse_pairs)
-
-STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
+from agentruns.vocabulary import STATUSES
 
 
 def _one_line(text: str | None, width: int) -> str:

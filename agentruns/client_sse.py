@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-TERMINAL = frozenset({"succeeded", "failed", "canceled"})
+from agentruns.vocabulary import EVENT_TYPES, TERMINAL
 
 
 @dataclass
@@ -58,13 +58,15 @@ class SSEDecoder:
 
 
 def normalize_event(event: dict) -> dict:
-    """A run event with status `data` always decoded to a dict ({"status": ..., "error"?: ...})."""
-    if event.get("type") == "status" and isinstance(event.get("data"), str):
+    """A run event with status or note `data` always decoded to a dict ({"status": ..., "error"?: ...},
+    {"note": ...})."""
+    if event.get("type") in ("status", "note") and isinstance(event.get("data"), str):
         try:
             decoded = json.loads(event["data"])
         except ValueError:
-            decoded = {"status": event["data"]}
-        event = {**event, "data": decoded if isinstance(decoded, dict) else {"status": decoded}}
+            decoded = event["data"]
+        key = "note" if event["type"] == "note" else "status"
+        event = {**event, "data": decoded if isinstance(decoded, dict) else {key: decoded}}
     return event
 
 
@@ -77,7 +79,7 @@ def event_from_sse(msg: SSEMessage) -> dict | None:
     if isinstance(payload, dict) and "seq" in payload and "type" in payload:
         return normalize_event(payload)
     # A server that sends the chunk itself as data: rebuild the event from the SSE fields.
-    if msg.id is None or not msg.id.isdigit() or msg.event not in ("status", "stdout", "stderr"):
+    if msg.id is None or not msg.id.isdigit() or msg.event not in EVENT_TYPES:
         return None
     return normalize_event({"seq": int(msg.id), "type": msg.event, "data": msg.data, "at": None})
 

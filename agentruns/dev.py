@@ -25,11 +25,11 @@ import httpx
 from click.core import ParameterSource
 
 from agentruns.embedded import _alive, _free_port, _port_free
+from agentruns.vocabulary import TERMINAL
 
 TENANT = "dev"
 DEV_GRACE_SECONDS = "5"  # in-flight runs at Ctrl-C; production's default is 30 s, too long for a dev loop
 STOP_TIMEOUTS = {"api": 10.0, "beat": 10.0, "worker": 15.0}  # also the stop order: no new runs first
-TERMINAL = ("succeeded", "failed", "canceled")
 SAMPLE_PROMPT = "Say hello, show me this prompt, and leave a file in the workspace."
 # A script file rather than an inline command: the custom provider runs the command under the user's
 # $SHELL, and `sh ./sample.sh` works the same from bash, zsh or fish.
@@ -154,9 +154,9 @@ def _start(data_dir: Path, port: int, pg_port, redis_port, servers: list, childr
     servers.append(redis := start_redis(data_dir / "redis", redis_port))
     click.echo(f"PostgreSQL and Redis up in {time.monotonic() - t:.1f} s")
 
-    from app import db
-    from app.migrate import upgrade
-    from app.services.keys import create_key
+    from core import db
+    from core.migrate import upgrade
+    from core.services.keys import create_key
 
     t = time.monotonic()
     upgrade(pg.url)
@@ -200,7 +200,7 @@ def _start(data_dir: Path, port: int, pg_port, redis_port, servers: list, childr
 
 def _secret_key(path: Path) -> str:
     """Read the stored AGENTRUNS_SECRET_KEY, or create it (0600) on first use."""
-    from app.crypto import new_secret_key
+    from core.crypto import new_secret_key
 
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -283,6 +283,8 @@ def _follow(url: str, headers: dict, children: list[Child], servers: list, deadl
                         continue
                     event = json.loads(line[5:])
                     last = event["seq"]
+                    if event["type"] == "note":
+                        continue
                     if event["type"] != "status":
                         at_line_start = _echo_chunk(event["data"], event["type"] == "stderr", at_line_start)
                         continue

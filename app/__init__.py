@@ -1,24 +1,31 @@
-"""The thin Flask API. `create_app()` wires configuration, the database, Redis, Celery and the blueprints."""
+"""The thin Flask API over the domain core. `create_app()` wires configuration, the database, Redis,
+Celery and the blueprints; importing this package imports none of them."""
 from __future__ import annotations
 
-import logging
+from typing import TYPE_CHECKING
 
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-from flask import Flask, request
-from sqlalchemy import text
+if TYPE_CHECKING:
+    from flask import Flask
 
-from app import db, web
-from app.api import devices, errors, runs
-from app.api.errors import APIError
-from app.auth import authenticate_request
-from app.config import Settings
-from app.enqueue import fail_fast
+    from core.config import Settings
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the WSGI app; nothing connects until a request needs it."""
+    import logging
+
+    import redis
+    from flask import Flask
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from app import health, web
+    from app.api import devices, errors, runs
+    from app.auth import guard_api
+    from core import db
+    from core.config import Settings
+    from core.messages import fail_fast, make_celery
+
     settings = settings or Settings.from_env()
     app = Flask(__name__)
     app.config.update(
@@ -29,8 +36,6 @@ def create_app(settings: Settings | None = None) -> Flask:
         OPENAPI_SWAGGER_UI_PATH="docs", OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
     )
     db.init(settings.database_url)
-    from workers.celery_app import make_celery
-
     app.extensions["settings"] = settings
     # No client-side retries: when Redis is down, idempotency falls back to the database at once
     # instead of after redis-py's backoff.
@@ -43,41 +48,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     errors.register(app)
     for blp in (runs.blp, devices.blp):
         api.register_blueprint(blp)
-    app.before_request(_guard_api)
+    app.before_request(guard_api((runs.blp.name, devices.blp.name)))
     app.register_blueprint(web.blp)
-    _health(app)
+    app.register_blueprint(health.blp)
     logging.getLogger("agentruns").setLevel(logging.INFO)
     return app
-
-
-def _guard_api():
-    """Content type, then the API key, before any validation of an /api/v1 resource request."""
-    if request.blueprint not in (runs.blp.name, devices.blp.name):
-        return
-    if request.method in ("POST", "PATCH", "PUT") and (request.content_length or request.mimetype):
-        if request.mimetype != "application/json":
-            raise APIError(415, "unsupported_media_type", "send the body as application/json")
-    authenticate_request()
-
-
-def _health(app: Flask) -> None:
-    @app.get("/healthz")
-    def healthz():
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    def readyz():
-        checks = {}
-        try:
-            with db.engine().connect() as conn:
-                conn.execute(text("SELECT 1"))
-            checks["postgres"] = "ok"
-        except Exception as exc:
-            checks["postgres"] = f"error: {type(exc).__name__}"
-        try:
-            app.extensions["redis"].ping()
-            checks["redis"] = "ok"
-        except Exception as exc:
-            checks["redis"] = f"error: {type(exc).__name__}"
-        ok = all(v == "ok" for v in checks.values())
-        return {"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503

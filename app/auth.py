@@ -1,13 +1,13 @@
-"""Bearer API keys -> tenant, and an optional per-tenant rate limit."""
+"""Bearer API keys -> tenant, the content-type check, and an optional per-tenant rate limit."""
 from __future__ import annotations
 
 import time
 
 from flask import current_app, g, request
 
-from app import db
 from app.api.errors import APIError
-from app.services.keys import authenticate
+from core import db
+from core.services.keys import authenticate
 
 
 def _rate_limit(tenant_id) -> None:
@@ -29,7 +29,7 @@ def _rate_limit(tenant_id) -> None:
 
 
 def authenticate_request():
-    """Blueprint hook: resolve the Bearer key to g.tenant_id or answer 401 (before any validation)."""
+    """Resolve the Bearer key to g.tenant_id or answer 401 (before any validation)."""
     header = request.headers.get("Authorization", "")
     scheme, _, raw = header.partition(" ")
     if scheme.lower() != "bearer" or not raw.strip():
@@ -42,3 +42,17 @@ def authenticate_request():
         raise APIError(401, "unauthorized", "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
     g.tenant_id = tenant_id
     _rate_limit(tenant_id)
+
+
+def guard_api(blueprints: tuple[str, ...]):
+    """A before_request hook for these blueprints: content type, then the API key, before any validation."""
+
+    def guard():
+        if request.blueprint not in blueprints:
+            return
+        if request.method in ("POST", "PATCH", "PUT") and (request.content_length or request.mimetype):
+            if request.mimetype != "application/json":
+                raise APIError(415, "unsupported_media_type", "send the body as application/json")
+        authenticate_request()
+
+    return guard

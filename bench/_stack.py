@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from app.config import Settings
+from core.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -102,8 +102,8 @@ def start_services(bench: Bench) -> Settings:
     Their pids go to bench.pids["postgres"] / ["redis"] for the CPU accounting.
     """
     from agentruns.embedded import start_postgres, start_redis
-    from app.crypto import new_secret_key
-    from app.migrate import upgrade
+    from core.crypto import new_secret_key
+    from core.migrate import upgrade
 
     pg = start_postgres(bench.tmp / "pg", fast=True)
     bench.on_exit(pg.stop)
@@ -116,8 +116,8 @@ def start_services(bench: Bench) -> Settings:
 
 
 def make_api_key(settings: Settings, tenant: str = "bench") -> str:
-    from app import db
-    from app.services.keys import create_key
+    from core import db
+    from core.services.keys import create_key
 
     db.init(settings.database_url)
     with db.session() as s:

@@ -1,9 +1,9 @@
-"""Alembic environment: the URL is given by the caller (app.migrate) or DATABASE_URL."""
+"""Alembic environment: the URL is given by the caller (core.migrate) or DATABASE_URL."""
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from app.config import Settings
-from app.models import Base
+from core.config import Settings
+from core.models import Base
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url") or Settings.from_env().database_url

@@ -5,6 +5,7 @@ ParsedResult. They do no I/O and never import a driver.
 """
 from __future__ import annotations
 
+from agentruns.vocabulary import PROVIDERS as PROVIDER_NAMES
 from providers.base import Invocation, ParsedResult, Provider, ProviderSettings, RunSpec
 from providers.claude_code import ClaudeCode
 from providers.codex import Codex
@@ -24,6 +25,10 @@ PROVIDERS: dict[str, Provider] = {
     "osa": Osa(),
     "custom": Custom(),
 }
+
+# The API's provider strings are defined once (agentruns.vocabulary); every one needs an adapter.
+if set(PROVIDERS) != set(PROVIDER_NAMES):
+    raise ImportError(f"providers registry {sorted(PROVIDERS)} differs from the API's {sorted(PROVIDER_NAMES)}")
 
 
 def get_provider(name: str) -> Provider:

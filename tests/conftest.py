@@ -13,8 +13,8 @@ import psycopg
 import pytest
 import redis as redis_lib
 
-from app.config import Settings
-from app.crypto import new_secret_key
+from core.config import Settings
+from core.crypto import new_secret_key
 
 pytest_plugins = ["tests.conftest_sshd"]
 
@@ -43,11 +43,11 @@ def database_url(pg_server_url):
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = base.set(database=name).render_as_string(hide_password=False)
-    from app.migrate import upgrade
+    from core.migrate import upgrade
 
     upgrade(url)
     yield url
-    from app import db
+    from core import db
 
     if db._engine is not None:
         db._engine.dispose()
@@ -102,8 +102,8 @@ def redis_client(redis_url):
 
 def make_key(tenant_name: str | None = None) -> tuple[str, str]:
     """A new tenant and key; returns (tenant name, raw key)."""
-    from app import db
-    from app.services.keys import create_key
+    from core import db
+    from core.services.keys import create_key
 
     name = tenant_name or f"t-{uuid.uuid4().hex[:10]}"
     with db.session() as s:

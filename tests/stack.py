@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from app.config import Settings
+from core.config import Settings
 
 AGENTRUNS = str(Path(sys.executable).with_name("agentruns"))
 

@@ -33,7 +33,7 @@ def test_create_read_patch_delete(client, auth):
 
 
 def test_secrets_are_encrypted_at_rest(client, auth):
-    from app import db
+    from core import db
 
     client.post("/api/v1/devices", json={"id": "enc-1", **SSH}, headers=auth)
     with db.engine().connect() as conn:
@@ -102,9 +102,9 @@ def test_device_test_endpoint_reports_latency_and_pins_on_first_use(client, auth
 
 
 def test_patch_providers_merges_per_provider(client, auth):
-    from app import db
-    from app.models import Device
-    from app.services.device_config import load
+    from core import db
+    from core.models import Device
+    from core.services.device_config import load
 
     client.post("/api/v1/devices", json={"id": "prov", "kind": "sandbox", "driver": "local", "providers": {
         "codex": {"executable": "/opt/codex", "env": {"CODEX_HOME": "/c"}},

@@ -77,8 +77,8 @@ def test_bad_list_queries(client, auth, local_device):
 
 def test_a_list_entry_shows_the_same_values_as_the_run_itself(client, auth, local_device):
     """The list reads only the summary's columns: each one must still match the run."""
-    from app import db, runstate
-    from app.models import Run
+    from core import db, runstate
+    from core.models import Run
 
     (rid,) = _make(client, auth, 1, metadata={"team": "infra"})
     with db.session() as s:

@@ -1,7 +1,7 @@
 """Creating a run answers fast when the broker is down, also when it died after the API had used it.
 
 The API no longer pings Redis before each publish; its Celery app gives up on the first failed
-connection instead (app.enqueue.fail_fast). This pins both the fast answer and the recovery.
+connection instead (core.messages.fail_fast). This pins both the fast answer and the recovery.
 """
 from __future__ import annotations
 

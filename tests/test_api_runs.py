@@ -15,7 +15,7 @@ RUN_FIELDS = {"id", "target_kind", "target_id", "provider", "prompt", "status", 
 
 
 def _tenant_of(s, run: dict):
-    from app.models import Run
+    from core.models import Run
 
     return s.get(Run, uuid.UUID(run["id"])).tenant_id
 
@@ -137,8 +137,8 @@ def test_auth_required(client, local_device):
 
 
 def test_revoked_key_is_refused(client, app):
-    from app import db
-    from app.services.keys import create_key, revoke_key
+    from core import db
+    from core.services.keys import create_key, revoke_key
 
     with db.session() as s:
         _, raw, prefix = create_key(s, f"t-{uuid.uuid4().hex[:8]}")
@@ -179,7 +179,7 @@ def test_cancel_queued_run(quiet_client, auth, local_device):
 
 def test_cancel_finished_run_is_conflict(quiet_client, auth, local_device):
     client = quiet_client
-    from app import db, runstate
+    from core import db, runstate
 
     run = post_run(client, auth, {"prompt": "x", "sandbox_id": "box-1"}).get_json()["data"]
     with db.session() as s:
@@ -194,8 +194,8 @@ def test_get_wait_returns_when_terminal(quiet_client, auth, local_device):
     import threading
     import time
 
-    from app import db, runstate
-    from app.notify import publish
+    from core import db, runstate
+    from core.notify import publish
 
     run = post_run(client, auth, {"prompt": "x", "sandbox_id": "box-1"}).get_json()["data"]
 

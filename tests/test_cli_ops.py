@@ -35,7 +35,7 @@ def test_db_upgrade_is_idempotent(settings, app):
 
 
 def test_gen_secret_prints_a_usable_key():
-    from app.crypto import decrypt_json, encrypt_json
+    from core.crypto import decrypt_json, encrypt_json
 
     key = CliRunner().invoke(main, ["keys", "gen-secret"]).output.strip()
     assert decrypt_json(key, encrypt_json(key, {"a": 1})) == {"a": 1}

@@ -55,9 +55,9 @@ def test_key_validation(client, auth, local_device):
 def test_in_progress_key_waits_then_409(client, auth, local_device, redis_client):
     import hashlib
 
-    from app import db
-    from app.crypto import keyed_hash
-    from app.models import ApiKey
+    from core import db
+    from core.crypto import keyed_hash
+    from core.models import ApiKey
 
     with db.session() as s:
         tenant_id = s.execute(select(ApiKey.tenant_id).where(
@@ -74,9 +74,9 @@ def test_in_progress_key_waits_then_409(client, auth, local_device, redis_client
 
 
 def test_expired_key_creates_a_new_run_and_purge_removes_it(client, auth, local_device):
-    from app import db
-    from app.idempotency import purge_expired
-    from app.models import IdempotencyKey
+    from core import db
+    from core.idempotency import purge_expired
+    from core.models import IdempotencyKey
 
     body = {"prompt": "x", "sandbox_id": "box-1"}
     first = _post(client, auth, body, "old-key").get_json()["data"]["id"]

@@ -48,8 +48,8 @@ def _status(quiet_client, auth, run: dict) -> dict:
 
 
 def _tenant(run: dict) -> str:
-    from app import db
-    from app.models import Run
+    from core import db
+    from core.models import Run
 
     with db.session() as s:
         return str(s.get(Run, uuid.UUID(run["id"])).tenant_id)

@@ -18,8 +18,8 @@ def _drain(gen, out: list, done: threading.Event) -> None:
 
 
 def _output(run_id: uuid.UUID, r: redis.Redis, *texts: str) -> None:
-    from app import db, runstate
-    from app.notify import publish
+    from core import db, runstate
+    from core.notify import publish
 
     with db.transaction() as conn:
         conn.execute(insert(runstate.run_events), [{"run_id": run_id, "type": "stdout", "data": t} for t in texts])
@@ -28,10 +28,10 @@ def _output(run_id: uuid.UUID, r: redis.Redis, *texts: str) -> None:
 
 def test_viewers_of_one_run_share_one_reader_and_each_gets_every_event_once(quiet_client, auth, local_device,
                                                                           settings):
-    from app import db, runstate
+    from core import db, runstate
     from app.api import stream
-    from app.notify import publish
-    from app.services import runs as run_service
+    from core.notify import publish
+    from core.services import runs as run_service
 
     r = redis.Redis.from_url(settings.redis_url)
     resp = quiet_client.post("/api/v1/agent-runs", headers=auth, json={"prompt": "p", "sandbox_id": "box-1"})

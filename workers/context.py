@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import redis
 
-from app import db
-from app.config import Settings
+from core import db
+from core.config import Settings
 from workers.device_cache import DeviceCache
 from workers.leases import Leases
 from workers.supervisor import Supervisor

@@ -1,6 +1,6 @@
 """Per-process cache of device settings (secrets decrypted once), checked at every claim.
 
-Every claim returns the device's `updated_at` (app.runstate.claim_next); a run whose device changed
+Every claim returns the device's `updated_at` (core.runstate.claim_next); a run whose device changed
 since it was cached reloads it first, so a run always executes with the settings current when it
 was claimed, while a busy device costs no extra read or decryption per run. The slot limit is read
 before any claim, so an entry older than MAX_AGE is checked against the device's `updated_at` first:
@@ -16,10 +16,10 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from app import db
-from app.runstate import devices
-from app.services import device_config
-from app.services.device_config import DeviceConfig
+from core import db
+from core.runstate import devices
+from core.services import device_config
+from core.services.device_config import DeviceConfig
 
 
 MAX_AGE = 2.0  # seconds

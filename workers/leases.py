@@ -1,7 +1,7 @@
 """Redis leases: a per-run lock and a per-device semaphore, both with tokens and expiry.
 
 Both are renewed by the supervisor's heartbeat. A crashed worker's leases simply expire. PostgreSQL
-(the epoch fence in app.runstate) stays the final word; these keep two workers off one run and keep
+(the epoch fence in core.runstate) stays the final word; these keep two workers off one run and keep
 a device within its max_concurrent_runs.
 """
 from __future__ import annotations

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import logging
 
-from app import db, runstate
-from app.enqueue import Queued, enqueue
-from app.idempotency import purge_expired
-from app.models import FAILED, Device
-from app.notify import publish
-from app.services import device_config as devices
+from core import db, runstate
+from core.messages import Queued, enqueue
+from core.idempotency import purge_expired
+from core.models import FAILED, Device
+from core.notify import publish
+from core.services import device_config as devices
 from drivers import get_driver
 from workers import context, metrics
 
@@ -18,8 +18,8 @@ log = logging.getLogger("agentruns.beat")
 def reap() -> int:
     """Fail runs whose worker stopped renewing the lease, and kill their remote process groups."""
     ctx = context.get()
-    with db.session() as s:
-        reaped = runstate.reap_expired(s)
+    with db.transaction() as conn:
+        reaped = runstate.reap_expired(conn)
     for run in reaped:
         log.warning("run %s: lease expired, marked failed/worker_lost", run.id)
         metrics.REAPED.inc()
@@ -43,13 +43,13 @@ def _kill_remote(ctx, run) -> None:
 def sweep(celery) -> int:
     """Re-send queued runs that nobody claimed for a while (the broker was down, a message was lost)."""
     ctx = context.get()
-    with db.session() as s:
-        stale = runstate.stale_queued(s, ctx.settings.queued_stale_seconds)
+    with db.transaction() as conn:
+        stale = runstate.stale_queued(conn, ctx.settings.queued_stale_seconds)
     sent = enqueue(celery, [Queued(*row) for row in stale]) if stale else []
     if sent:
         # The API does not stamp a first send (created_at stands for it); a re-send restarts the clock.
-        with db.session() as s:
-            runstate.mark_enqueued(s, sent)
+        with db.transaction() as conn:
+            runstate.mark_enqueued(conn, sent)
         log.info("re-enqueued %d stale queued run(s)", len(sent))
         metrics.REENQUEUED.inc(len(sent))
     return len(stale)

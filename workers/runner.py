@@ -16,11 +16,11 @@ from functools import partial
 import redis
 from sqlalchemy import insert, select
 
-from app import db, runstate
-from app.crypto import decrypt_json
-from app.models import CANCELED, FAILED, SUCCEEDED
-from app.notify import channel, publish
-from app.services import device_config
+from core import db, runstate
+from core.crypto import decrypt_json
+from core.models import CANCELED, FAILED, SUCCEEDED
+from core.notify import channel, publish
+from core.services import device_config
 from drivers import get_driver
 from drivers.base import DriverError, ExecRequest
 from providers import get_provider

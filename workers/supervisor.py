@@ -20,8 +20,8 @@ from typing import Iterator
 
 from sqlalchemy import insert
 
-from app import db, runstate
-from app.notify import CANCEL_CHANNEL, publish
+from core import db, runstate
+from core.notify import CANCEL_CHANNEL, publish
 
 log = logging.getLogger("agentruns.worker")
 TICK = 0.2
@@ -111,7 +111,7 @@ class Supervisor:
                 run.events.append((stream, chunk.decode("utf-8", "replace")))
             elif not run.events_dropped:
                 run.events_dropped = True
-                run.events.append(("status", json.dumps({"note": f"live output capped at {cap} events"})))
+                run.events.append(("note", json.dumps({"note": f"live output capped at {cap} events"})))
 
     def stop_all(self, reason: str) -> None:
         with self._lock:

@@ -9,9 +9,9 @@ import threading
 
 from celery.signals import worker_shutting_down
 
-from app.config import Settings
+from core.config import Settings
 from workers import context, metrics, periodic, runner
-from workers.celery_app import EXECUTE, make_celery
+from core.messages import EXECUTE, make_celery
 
 log = logging.getLogger("agentruns.worker")
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from app.api.schemas import KINDS, PROVIDERS, FullMatch, Text, UTCDateTime, check_cwd, check_env
+from agentruns.vocabulary import KINDS, PROVIDERS
+from app.api.schemas import FullMatch, Text, UTCDateTime, check_cwd, check_env
 
 DEVICE_ID = FullMatch(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$",
                       error="1-200 characters of [A-Za-z0-9._:@-], starting with a letter or digit")

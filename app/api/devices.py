@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from flask import current_app, g
 
-from app import db
+from core import db
 from app.api.device_schemas import DeviceCreate, DeviceEnvelope, DeviceListEnvelope, DevicePatch, DeviceTestEnvelope
 from app.api.parser import Blueprint
-from app.services import device_config
-from app.services import devices as device_service
+from core.services import device_config
+from core.services import devices as device_service
 from drivers import get_driver
 from drivers.base import DriverError
 

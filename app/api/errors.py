@@ -10,6 +10,8 @@ from flask import g, jsonify, request
 from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 
+from core.errors import Conflict, DomainError, Invalid, NotFound
+
 log = logging.getLogger("agentruns.api")
 
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -21,8 +23,13 @@ _FRIENDLY = {"Missing data for required field.": "required", "Unknown field.": "
              "Field may not be null.": "may not be null"}
 
 
+# Each domain error class answers with one status; the code and message are the error's own.
+_DOMAIN_STATUS: dict[type[DomainError], int] = {NotFound: 404, Conflict: 409, Invalid: 422}
+
+
 class APIError(Exception):
-    """Raise from views and services to answer with the one error format."""
+    """Raise from the web layer (auth, content type, rate limit) to answer with the one error format;
+    services raise core.errors instead."""
 
     def __init__(self, status: int, code: str, message: str, details: dict | None = None,
                  headers: dict | None = None):
@@ -125,6 +132,14 @@ def register(app) -> None:
     @app.errorhandler(APIError)
     def _api_error(err: APIError):
         return error_response(err.status, err.code, err.message, err.details, err.headers)
+
+    @app.errorhandler(DomainError)
+    def _domain_error(err: DomainError):
+        status = next((code for cls, code in _DOMAIN_STATUS.items() if isinstance(err, cls)), 500)
+        if status == 500:
+            return _unexpected(err)
+        headers = {"Retry-After": str(err.retry_after)} if err.retry_after is not None else None
+        return error_response(status, err.code, err.message, err.details, headers)
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception):

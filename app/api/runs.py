@@ -3,16 +3,16 @@ from __future__ import annotations
 
 from flask import current_app, g, request
 
-from app import db, idempotency
+from core import db, idempotency
 from app.api import stream
 from app.api.errors import APIError, request_id
 from app.api.parser import Blueprint
 from app.api.schemas import (EventListEnvelope, EventsQuery, RunCreate, RunEnvelope, RunListEnvelope,
                              RunListQuery, WaitQuery, unstorable)
-from app.enqueue import Queued, enqueue
-from app.notify import publish, publish_cancel
-from app.services import runs as run_service
-from app.services.waiting import wait_terminal
+from core.messages import Queued, enqueue
+from core.notify import publish, publish_cancel
+from core.services import runs as run_service
+from core.services.waiting import wait_terminal
 
 blp = Blueprint("agent-runs", __name__, url_prefix="/api/v1", description="Agent runs")
 # The views take schema instances, not classes: webargs builds a schema (and its fields) per request
@@ -91,8 +91,8 @@ def get_run(query, run_id):
 @blp.response(200, RunEnvelope)
 def cancel_run(run_id):
     """Cancel: queued runs end at once, running runs are killed by their worker."""
-    with db.session() as s:
-        run = run_service.cancel(s, g.tenant_id, run_id)
+    with db.transaction() as conn:
+        run = run_service.cancel(conn, g.tenant_id, run_id)
     publish(_ext("redis"), run.id, "cancel")
     if run.status == "running":
         publish_cancel(_ext("redis"), run.id)

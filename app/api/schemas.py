@@ -9,9 +9,8 @@ from datetime import timezone
 from flask import current_app, has_app_context
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates, validates_schema
 
-PROVIDERS = ("osa", "codex", "claude", "claude-code", "pi", "hermes", "custom")
-KINDS = ("sandbox", "computer")
-STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
+from agentruns.vocabulary import DEFAULT_PROVIDER, KINDS, PROVIDERS, STATUSES
+
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MODEL = re.compile(r"^[A-Za-z0-9._:/@-]{1,200}$")
 MAX_WAIT_SECONDS = 600
@@ -135,7 +134,7 @@ class RunCreate(Schema):
     target_kind = fields.String(validate=validate.OneOf(KINDS))
     sandbox_id = Text(validate=validate.Length(1, 200))
     computer_id = Text(validate=validate.Length(1, 200))
-    provider = fields.String(load_default="claude-code", validate=validate.OneOf(PROVIDERS))
+    provider = fields.String(load_default=DEFAULT_PROVIDER, validate=validate.OneOf(PROVIDERS))
     command = Text(validate=validate.Length(1, 65536))
     runtime_command = Text(validate=validate.Length(1, 65536))
     model = fields.String(validate=FullMatch(MODEL, error="at most 200 characters of [A-Za-z0-9._:/@-]"))
@@ -273,11 +272,12 @@ class RunListEnvelope(Schema):
 
 
 class EventOut(Schema):
-    """Output events carry text; status events carry an object such as {"status": "running"}."""
+    """Output events carry text; status and note events carry an object such as {"status": "running"}
+    or {"note": "live output capped at 10000 events"}."""
 
     seq = fields.Integer()
     type = fields.String()
-    data = fields.Function(lambda e: json.loads(e.data) if e.type == "status" else e.data)
+    data = fields.Function(lambda e: json.loads(e.data) if e.type in ("status", "note") else e.data)
     at = UTCDateTime()
 
 

@@ -21,11 +21,11 @@ from typing import Iterator, NamedTuple
 import redis
 from flask import Response
 
-from app import db
+from core import db
 from app.api.schemas import MAX_SEQ, EventOut
-from app.models import TERMINAL
-from app.notify import channel
-from app.services import runs as run_service
+from core.models import TERMINAL
+from core.notify import channel
+from core.services import runs as run_service
 
 log = logging.getLogger("agentruns.stream")
 KEEPALIVE_SECONDS = 15.0

@@ -9,8 +9,8 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from app.models import ApiKey, Tenant
-from app.runstate import utcnow
+from core.models import ApiKey, Tenant
+from core.runstate import utcnow
 
 KEY_PREFIX = "ark_live_"
 

@@ -5,10 +5,10 @@ import time
 
 import redis
 
-from app import db
-from app.models import TERMINAL, Run
-from app.notify import channel
-from app.services import runs as run_service
+from core import db
+from core.models import TERMINAL, Run
+from core.notify import channel
+from core.services import runs as run_service
 
 
 def wait_terminal(r: redis.Redis, run: Run, seconds: float) -> Run:

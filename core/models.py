@@ -1,20 +1,23 @@
-"""Tables. Run status is written only by app.runstate; everything else here is plain data."""
+"""Tables. Run status is written only by core.runstate; everything else here is plain data."""
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
 
 from sqlalchemy import (
-    BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text,
+    BigInteger, Boolean, CheckConstraint, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text,
     func, text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-# Run statuses. queued -> running -> succeeded | failed | canceled; queued -> canceled.
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = "queued", "running", "succeeded", "failed", "canceled"
-STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED)
-TERMINAL = (SUCCEEDED, FAILED, CANCELED)
+# Run statuses (queued -> running -> succeeded | failed | canceled; queued -> canceled) are defined
+# once, in agentruns.vocabulary; CHECK constraints (migration 0003) hold the table to them.
+from agentruns.vocabulary import CANCELED, EVENT_TYPES, FAILED, QUEUED, RUNNING, STATUSES, SUCCEEDED, TERMINAL
+
+
+def _sql_list(values) -> str:
+    return ", ".join(f"'{v}'" for v in values)
 
 
 class Base(DeclarativeBase):
@@ -107,13 +110,14 @@ class Run(Base):
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False)
 
     __table_args__ = (
+        CheckConstraint(f"status IN ({_sql_list(STATUSES)})", name="ck_runs_status"),
         Index("ix_runs_tenant_created", "tenant_id", text("created_at DESC"), text("id DESC")),
         Index("ix_runs_tenant_target_created", "tenant_id", "target_id", text("created_at DESC"), text("id DESC")),
         Index("ix_runs_tenant_status_created", "tenant_id", "status", text("created_at DESC"), text("id DESC")),
         Index("ix_runs_metadata", "metadata", postgresql_using="gin", postgresql_ops={"metadata": "jsonb_path_ops"}),
         # The reaper and the sweeper only look at live runs.
         Index("ix_runs_live", "status", "target_id", "created_at", postgresql_where=text("status IN ('queued', 'running')")),
-        # A claim takes the device's oldest queued run (app.runstate.claim_next).
+        # A claim takes the device's oldest queued run (core.runstate.claim_next).
         Index("ix_runs_queue", "tenant_id", "target_id", "created_at", "id", postgresql_where=text("status = 'queued'")),
     )
 
@@ -137,7 +141,10 @@ class RunEvent(Base):
     data: Mapped[str] = mapped_column(Text)
     at: Mapped[datetime] = _now()
 
-    __table_args__ = (Index("ix_run_events_run_seq", "run_id", "seq"),)
+    __table_args__ = (
+        CheckConstraint(f"type IN ({_sql_list(EVENT_TYPES)})", name="ck_run_events_type"),
+        Index("ix_run_events_run_seq", "run_id", "seq"),
+    )
 
 
 __all__ = ["Base", "Tenant", "ApiKey", "Device", "Run", "IdempotencyKey", "RunEvent", "STATUSES", "TERMINAL",

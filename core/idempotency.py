@@ -19,19 +19,18 @@ from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app import db
-from app.api.errors import APIError
-from app.crypto import keyed_hash
-from app.models import IdempotencyKey, Run
-from app.runstate import utcnow
+from core import db
+from core.crypto import keyed_hash
+from core.errors import Conflict, Invalid
+from core.models import IdempotencyKey, Run
+from core.runstate import utcnow
 
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
 
 
 def validate_key(key: str) -> str:
     if not 1 <= len(key) <= 255 or not key.isprintable() or not key.isascii():
-        raise APIError(422, "validation_error", "Idempotency-Key: 1 to 255 printable ASCII characters",
-                       {"fields": {"Idempotency-Key": ["1 to 255 printable ASCII characters"]}})
+        raise Invalid.field("Idempotency-Key", "1 to 255 printable ASCII characters")
     return key
 
 
@@ -54,8 +53,7 @@ def _existing(conn: Connection, tenant_id: uuid.UUID, key: str) -> Row | None:
 
 def _replay(conn: Connection, row: Row, fp: str) -> Run:
     if row.fingerprint != fp:
-        raise APIError(422, "idempotency_key_reused",
-                       "this Idempotency-Key was used with a different request body")
+        raise Invalid("this Idempotency-Key was used with a different request body", code="idempotency_key_reused")
     with Session(conn) as s:
         return s.get(Run, row.run_id)
 
@@ -99,9 +97,8 @@ def create_once(r: redis.Redis, tenant_id: uuid.UUID, key: str, fp: str, ttl_sec
             if row is not None:
                 return _replay(conn, row, fp), True
         if time.monotonic() > deadline:
-            raise APIError(409, "idempotency_key_in_use",
-                           "a request with this Idempotency-Key is still being processed; retry shortly",
-                           headers={"Retry-After": "1"})
+            raise Conflict("a request with this Idempotency-Key is still being processed; retry shortly",
+                           code="idempotency_key_in_use", retry_after=1)
     try:
         try:
             with db.transaction() as conn:

@@ -16,21 +16,20 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
-from sqlalchemy import and_, bindparam, func, insert, select, text, tuple_, update
+from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection
-from sqlalchemy.orm import Session
 
-from app.models import CANCELED, FAILED, QUEUED, RUNNING, TERMINAL, Device, Run, RunEvent
+from core.models import CANCELED, FAILED, QUEUED, RUNNING, TERMINAL, Device, Run, RunEvent
 
 runs, run_events, devices = Run.__table__, RunEvent.__table__, Device.__table__
 
-# The worker's hot path (claim, start, finish: once per run each) is written once as SQL instead of
-# being built as SQLAlchemy expressions on every call: building and cache-keying the expressions cost
-# the worker more CPU than the database spent running them. Each transition and its status event
-# are one statement (a data-modifying CTE), so one round trip.
+# Every statement that writes run status is SQL written once, here, and named: building and
+# cache-keying SQLAlchemy expressions on every call cost the worker's hot path (claim, start, finish:
+# once per run each) more CPU than the database spent running them; the rest follow for one style.
+# Each transition and its status event are one statement (a data-modifying CTE), so one round trip.
 _CREATE_QUEUED = text("""
 WITH created AS (
     INSERT INTO runs (id, tenant_id, target_kind, target_id, provider, prompt, model, command, cwd, timeout,
@@ -73,6 +72,43 @@ logged AS (
 SELECT * FROM done""").bindparams(bindparam("usage", type_=JSONB(none_as_null=True)),
                                    bindparam("error", type_=JSONB(none_as_null=True)))
 _HOLD = text("SELECT 1 FROM runs WHERE id = :run_id AND status = 'running' AND epoch = :epoch FOR UPDATE")
+# Before the command started only: a run that touched its device is never queued again.
+_UNCLAIM = text("""
+WITH back AS (
+    UPDATE runs SET status = 'queued', lease_until = NULL, worker_id = NULL, updated_at = now()
+    WHERE id = :run_id AND status = 'running' AND epoch = :epoch AND started_at IS NULL
+    RETURNING id),
+logged AS (
+    INSERT INTO run_events (run_id, type, data) SELECT id, 'status', :event FROM back)
+SELECT id FROM back""")
+_RENEW_LEASES = text("""
+UPDATE runs SET lease_until = now() + make_interval(secs => :lease_seconds)
+WHERE (id, epoch) IN (SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:epochs AS integer[])))
+  AND status = 'running'
+RETURNING id, cancel_requested_at IS NOT NULL AS cancel_requested""")
+_CANCEL_QUEUED = text("""
+WITH done AS (
+    UPDATE runs SET status = 'canceled', finished_at = now(), cancel_requested_at = now(), error = :error,
+           updated_at = now()
+    WHERE id = :run_id AND status = 'queued'
+    RETURNING *),
+logged AS (
+    INSERT INTO run_events (run_id, type, data) SELECT id, 'status', :event FROM done)
+SELECT * FROM done""").bindparams(bindparam("error", type_=JSONB))
+_REQUEST_CANCEL = text("""
+UPDATE runs SET cancel_requested_at = coalesce(cancel_requested_at, now()), updated_at = now()
+WHERE id = :run_id AND status = 'running'
+RETURNING *""")
+_CURRENT = text("SELECT * FROM runs WHERE id = :run_id")
+_EXPIRED = text("""
+SELECT id, epoch FROM runs WHERE status = 'running' AND lease_until < now()
+ORDER BY lease_until LIMIT :limit FOR UPDATE SKIP LOCKED""")
+_STALE_QUEUED = text("""
+SELECT id, tenant_id, target_id FROM runs
+WHERE status = 'queued' AND coalesce(enqueued_at, created_at) < now() - make_interval(secs => :seconds)
+ORDER BY created_at LIMIT :limit""")
+_MARK_ENQUEUED = text("""
+UPDATE runs SET enqueued_at = now() WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'queued'""")
 _RESULT_FIELDS = dict(output=None, stdout=None, stderr=None, exit_code=None, stdout_truncated=False,
                       stderr_truncated=False, usage=None, cost_usd=None, session_id=None, error=None,
                       pgid=None, started_at=None)
@@ -89,21 +125,14 @@ def _event_data(status: str, error: dict | None = None) -> str:
     return json.dumps(payload)
 
 
-def _status_event(s: Session | Connection, run_id, status: str, error: dict | None = None) -> None:
-    s.execute(insert(run_events).values(run_id=run_id, type="status", data=_event_data(status, error)))
+def _run(row) -> Run:
+    """A transient Run from a `SELECT *`/`RETURNING *` row (the column `metadata` is the attribute metadata_)."""
+    values = dict(row._mapping)
+    values["metadata_"] = values.pop("metadata")
+    return Run(**values)
 
 
-def _transition(s: Session, run_id, allowed: tuple[str, ...], values: dict, epoch: int | None = None):
-    cond = [Run.id == run_id, Run.status.in_(allowed)]
-    if epoch is not None:
-        cond.append(Run.epoch == epoch)
-    row = s.execute(update(Run).where(and_(*cond)).values(**values).returning(Run)).scalar_one_or_none()
-    if row is not None and "status" in values:
-        _status_event(s, row.id, values["status"], values.get("error"))
-    return row
-
-
-def create_queued(s: Session | Connection, values: dict):
+def create_queued(s: Connection, values: dict):
     """Insert a queued run and its `queued` status event in one statement; returns (created_at, updated_at).
 
     values: id, tenant_id, target_kind, target_id, provider, prompt, model, command, cwd, timeout,
@@ -112,7 +141,7 @@ def create_queued(s: Session | Connection, values: dict):
     return s.execute(_CREATE_QUEUED, {**values, "event": _event_data(QUEUED)}).one()
 
 
-def claim_next(s: Session | Connection, tenant_id: uuid.UUID, device_id: str, worker_id: str,
+def claim_next(s: Connection, tenant_id: uuid.UUID, device_id: str, worker_id: str,
                lease_seconds: int):
     """Claim the oldest queued run of a device, so a device starts its runs in creation order.
 
@@ -124,52 +153,48 @@ def claim_next(s: Session | Connection, tenant_id: uuid.UUID, device_id: str, wo
                                        lease_seconds=lease_seconds, event=_event_data(RUNNING))).first()
 
 
-def unclaim(s: Session | Connection, run_id: uuid.UUID, epoch: int) -> bool:
+def unclaim(conn: Connection, run_id: uuid.UUID, epoch: int) -> bool:
     """running -> queued before anything touched the device (device busy or unreachable, retry later)."""
-    row = s.execute(update(runs).where(runs.c.id == run_id, runs.c.status == RUNNING, runs.c.epoch == epoch,
-                                       runs.c.started_at.is_(None))
-                    .values(status=QUEUED, lease_until=None, worker_id=None).returning(runs.c.id)).first()
-    if row is not None:
-        _status_event(s, run_id, QUEUED)
-    return row is not None
+    return conn.execute(_UNCLAIM, dict(run_id=run_id, epoch=epoch, event=_event_data(QUEUED))).first() is not None
 
 
-def mark_started(s: Session | Connection, started: list[tuple[uuid.UUID, int, int, datetime]]) -> None:
+def mark_started(s: Connection, started: list[tuple[uuid.UUID, int, int, datetime]]) -> None:
     """Record that commands are running on their devices: (run_id, epoch, pgid, started_at) each,
     the process group being what the reaper kills if the worker is lost."""
     s.execute(_MARK_STARTED, [dict(run_id=run_id, epoch=epoch, pgid=pgid, started_at=started_at)
                               for run_id, epoch, pgid, started_at in started])
 
 
-def renew_leases(s: Session | Connection, held: list[tuple[uuid.UUID, int]], lease_seconds: int) -> dict[uuid.UUID, bool]:
+def renew_leases(conn: Connection, held: list[tuple[uuid.UUID, int]], lease_seconds: int) -> dict[uuid.UUID, bool]:
     """Extend the DB lease of every (run, epoch) we still hold, in one statement.
 
     Returns {run_id: cancel_requested} for the runs still held; a run missing from it lost its lease.
     """
     if not held:
         return {}
-    rows = s.execute(update(runs).where(tuple_(runs.c.id, runs.c.epoch).in_(held), runs.c.status == RUNNING)
-                     .values(lease_until=func.now() + timedelta(seconds=lease_seconds))
-                     .returning(runs.c.id, runs.c.cancel_requested_at)).all()
-    return {run_id: requested is not None for run_id, requested in rows}
+    rows = conn.execute(_RENEW_LEASES, dict(ids=[run_id for run_id, _ in held], epochs=[epoch for _, epoch in held],
+                                            lease_seconds=lease_seconds)).all()
+    return {run_id: requested for run_id, requested in rows}
 
 
-def finish(s: Session | Connection, run_id: uuid.UUID, epoch: int, status: str, **fields):
+def finish(s: Connection, run_id: uuid.UUID, epoch: int, status: str, **fields):
     """running -> succeeded | failed | canceled, fenced by epoch. fields: any of _RESULT_FIELDS and
     finished_at (default now); the result fields not given are stored empty.
 
     Returns a row (id, tenant_id, target_id, pgid, started_at, finished_at), or None when the run
     moved on without us.
     """
-    assert status in TERMINAL
+    if status not in TERMINAL:
+        raise ValueError(f"finish: {status!r} is not a terminal status")
     unknown = set(fields) - set(_RESULT_FIELDS) - {"finished_at"}
-    assert not unknown, f"not a result field: {unknown}"
+    if unknown:
+        raise ValueError(f"finish: not a result field: {sorted(unknown)}")
     params = {**_RESULT_FIELDS, "finished_at": utcnow(), **fields}
     return s.execute(_FINISH, dict(params, run_id=run_id, epoch=epoch, status=status,
                                    event=_event_data(status, params["error"]))).first()
 
 
-def hold(s: Session | Connection, run_id: uuid.UUID, epoch: int) -> bool:
+def hold(s: Connection, run_id: uuid.UUID, epoch: int) -> bool:
     """Lock the run's row for the rest of the transaction if it is still running under `epoch`."""
     return s.execute(_HOLD, dict(run_id=run_id, epoch=epoch)).first() is not None
 
@@ -178,51 +203,43 @@ class CancelConflict(Exception):
     """The run already finished."""
 
 
-def cancel(s: Session, run_id: uuid.UUID) -> Run:
+def cancel(conn: Connection, run_id: uuid.UUID) -> Run:
     """Cancel: a queued run ends now; a running run gets cancel_requested_at for its worker to act on."""
-    now = utcnow()
     err = {"code": "canceled", "message": "canceled by request"}
-    row = _transition(s, run_id, (QUEUED,), {"status": CANCELED, "finished_at": now,
-                                            "cancel_requested_at": now, "error": err})
+    row = conn.execute(_CANCEL_QUEUED, dict(run_id=run_id, error=err, event=_event_data(CANCELED, err))).first()
+    if row is None:
+        row = conn.execute(_REQUEST_CANCEL, dict(run_id=run_id)).first()
     if row is not None:
-        return row
-    row = s.execute(update(Run).where(Run.id == run_id, Run.status == RUNNING)
-                    .values(cancel_requested_at=func.coalesce(Run.cancel_requested_at, now))
-                    .returning(Run)).scalar_one_or_none()
-    if row is not None:
-        return row
-    run = s.get(Run, run_id)
-    if run is not None and run.status == CANCELED:
-        return run  # repeating a cancel changes nothing
-    raise CancelConflict(run.status if run else "missing")
+        return _run(row)
+    row = conn.execute(_CURRENT, dict(run_id=run_id)).first()
+    if row is not None and row.status == CANCELED:
+        return _run(row)  # repeating a cancel changes nothing
+    raise CancelConflict(row.status if row is not None else "missing")
 
 
 WORKER_LOST = {"code": "worker_lost", "message": "the worker running this run stopped renewing its lease"}
 
 
-def reap_expired(s: Session, limit: int = 100) -> list[Run]:
-    """running runs whose lease expired -> failed/worker_lost. Never re-executed: agents change files."""
-    ids = s.execute(select(Run.id, Run.epoch).where(Run.status == RUNNING, Run.lease_until < func.now())
-                    .order_by(Run.lease_until).limit(limit).with_for_update(skip_locked=True)).all()
-    err = WORKER_LOST
+def reap_expired(conn: Connection, limit: int = 100) -> list:
+    """running runs whose lease expired -> failed/worker_lost. Never re-executed: agents change files.
+
+    Returns the rows finish() returned for the runs reaped."""
     reaped = []
-    for run_id, epoch in ids:
-        row = finish(s, run_id, epoch, FAILED, error=err)
+    for run_id, epoch in conn.execute(_EXPIRED, dict(limit=limit)).all():
+        row = finish(conn, run_id, epoch, FAILED, error=WORKER_LOST)
         if row is not None:
             reaped.append(row)
     return reaped
 
 
-def stale_queued(s: Session, older_than_seconds: int, limit: int = 500) -> list[tuple[uuid.UUID, uuid.UUID, str]]:
+def stale_queued(conn: Connection, older_than_seconds: int, limit: int = 500) -> list[tuple[uuid.UUID, uuid.UUID, str]]:
     """(id, tenant_id, target_id) of queued runs nobody enqueued or claimed for a while (Redis was
     down, or a message was lost)."""
-    cutoff = func.now() - timedelta(seconds=older_than_seconds)
-    rows = s.execute(select(Run.id, Run.tenant_id, Run.target_id)
-                     .where(Run.status == QUEUED, func.coalesce(Run.enqueued_at, Run.created_at) < cutoff)
-                     .order_by(Run.created_at).limit(limit)).all()
+    rows = conn.execute(_STALE_QUEUED, dict(seconds=older_than_seconds, limit=limit)).all()
     return [tuple(row) for row in rows]
 
 
-def mark_enqueued(s: Session, run_ids: list[uuid.UUID]) -> None:
+def mark_enqueued(conn: Connection, run_ids: list[uuid.UUID]) -> None:
+    """Restart the sweeper's clock for runs sent again."""
     if run_ids:
-        s.execute(update(Run).where(Run.id.in_(run_ids), Run.status == QUEUED).values(enqueued_at=func.now()))
+        conn.execute(_MARK_ENQUEUED, dict(ids=run_ids))

@@ -11,21 +11,17 @@ from sqlalchemy import and_, bindparam, inspect, or_, select, tuple_
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from app import runstate
-from app.api.errors import APIError
-from app.config import Settings
-from app.crypto import encrypt_json
-from app.models import Device, Run, RunEvent
+from core import runstate
+from core.config import Settings
+from core.crypto import encrypt_json
+from core.errors import Conflict, Invalid, NotFound
+from core.models import Device, Run, RunEvent
 from providers import get_provider
 
 
 def _prompt_limit(provider: str) -> int | None:
     """Some CLIs take the prompt as one argument, which the kernel caps (MAX_ARG_STRLEN)."""
     return getattr(get_provider(provider), "max_prompt_bytes", None)
-
-
-def _invalid(field: str, message: str) -> APIError:
-    return APIError(422, "validation_error", f"{field}: {message}", {"fields": {field: [message]}})
 
 
 # Built once: constructing (and cache-keying) a statement costs more CPU than running it.
@@ -41,12 +37,12 @@ def create(conn: Connection, tenant_id: uuid.UUID, data: dict, request_id: str, 
     """
     device = conn.execute(_DEVICE, {"tenant_id": tenant_id, "device_id": data["target_id"]}).first()
     if device is None:
-        raise _invalid("target_id", f"no device {data['target_id']!r} in this tenant")
+        raise Invalid.field("target_id", f"no device {data['target_id']!r} in this tenant")
     if data["target_kind"] and data["target_kind"] != device.kind:
-        raise _invalid("target_kind", f"device {device.id!r} is a {device.kind}, not a {data['target_kind']}")
+        raise Invalid.field("target_kind", f"device {device.id!r} is a {device.kind}, not a {data['target_kind']}")
     limit = _prompt_limit(data["provider"])
     if limit is not None and len(data["prompt"].encode()) > limit:
-        raise _invalid("prompt", f"provider {data['provider']} accepts at most {limit} bytes of prompt")
+        raise Invalid.field("prompt", f"provider {data['provider']} accepts at most {limit} bytes of prompt")
     values = dict(
         id=uuid.uuid4(), tenant_id=tenant_id, target_kind=device.kind, target_id=device.id,
         provider=data["provider"], prompt=data["prompt"], model=data.get("model"), command=data.get("command"),
@@ -73,10 +69,10 @@ def get(s: Session | Connection, tenant_id: uuid.UUID, run_id: str) -> Run:
     try:
         rid = uuid.UUID(run_id)
     except ValueError:
-        raise APIError(404, "not_found", f"run {run_id!r} not found") from None
+        raise NotFound(f"run {run_id!r} not found") from None
     row = s.execute(_GET, {"id": rid, "tenant_id": tenant_id}).first()
     if row is None:
-        raise APIError(404, "not_found", f"run {run_id!r} not found")
+        raise NotFound(f"run {run_id!r} not found")
     return Run(**row._mapping)
 
 
@@ -91,7 +87,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         created, rid = json.loads(raw)
         return datetime.fromisoformat(created), uuid.UUID(rid)
     except (ValueError, TypeError):
-        raise _invalid("cursor", "not a cursor this API returned") from None
+        raise Invalid.field("cursor", "not a cursor this API returned") from None
 
 
 def _metadata_filter(key: str, value: str):
@@ -118,7 +114,7 @@ def list_runs(s: Session, tenant_id: uuid.UUID, q: dict, metadata: dict[str, str
     cond = [Run.tenant_id == tenant_id]
     targets = {q[k] for k in ("target_id", "sandbox_id", "computer_id") if k in q}
     if len(targets) > 1:
-        raise _invalid("target_id", "target_id, sandbox_id and computer_id disagree")
+        raise Invalid.field("target_id", "target_id, sandbox_id and computer_id disagree")
     if targets:
         cond.append(Run.target_id == targets.pop())
     kind = q.get("target_kind") or ("sandbox" if "sandbox_id" in q else "computer" if "computer_id" in q else None)
@@ -141,12 +137,13 @@ def list_runs(s: Session, tenant_id: uuid.UUID, q: dict, metadata: dict[str, str
     return rows[:limit], next_cursor
 
 
-def cancel(s: Session, tenant_id: uuid.UUID, run_id: str) -> Run:
-    run = get(s, tenant_id, run_id)
+def cancel(conn: Connection, tenant_id: uuid.UUID, run_id: str) -> Run:
+    """Cancel a run of this tenant (see core.runstate.cancel); Conflict once it finished."""
+    run = get(conn, tenant_id, run_id)
     try:
-        return runstate.cancel(s, run.id)
+        return runstate.cancel(conn, run.id)
     except runstate.CancelConflict as exc:
-        raise APIError(409, "run_finished", f"run already {exc.args[0]}; nothing to cancel") from None
+        raise Conflict(f"run already {exc.args[0]}; nothing to cancel", code="run_finished") from None
 
 
 # Built once: every live viewer runs it on every nudge.

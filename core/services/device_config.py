@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import update
 
-from app import db
-from app.crypto import decrypt_json
-from app.models import Device
+from core import db
+from core.crypto import decrypt_json
+from core.models import Device
 from drivers.base import DeviceSpec
 from providers.base import ProviderSettings
 

@@ -7,10 +7,10 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.api.errors import APIError
-from app.crypto import decrypt_json, encrypt_json
-from app.models import QUEUED, RUNNING, Device, Run
-from app.services.device_config import LOCAL_DISABLED
+from core.crypto import decrypt_json, encrypt_json
+from core.errors import Conflict, Invalid, NotFound
+from core.models import QUEUED, RUNNING, Device, Run
+from core.services.device_config import LOCAL_DISABLED
 
 SECRET_FIELDS = ("private_key", "password")
 
@@ -18,7 +18,7 @@ SECRET_FIELDS = ("private_key", "password")
 def _refuse_local(data: dict, allow_local: bool) -> None:
     """Whoever holds an API key must not be able to run commands as the service itself."""
     if data.get("driver") == "local" and not allow_local:
-        raise APIError(422, "validation_error", f"driver: {LOCAL_DISABLED}", {"fields": {"driver": [LOCAL_DISABLED]}})
+        raise Invalid.field("driver", LOCAL_DISABLED)
 
 
 def _split_providers(providers: dict) -> tuple[dict, dict]:
@@ -69,7 +69,7 @@ def create(s: Session, tenant_id: uuid.UUID, data: dict, secret_key: str, *, all
     try:
         s.flush()
     except IntegrityError:
-        raise APIError(409, "device_exists", f"a device with id {device.id!r} already exists") from None
+        raise Conflict(f"a device with id {device.id!r} already exists", code="device_exists") from None
     return device
 
 
@@ -77,7 +77,7 @@ def get(s: Session, tenant_id: uuid.UUID, device_id: str) -> Device:
     # PostgreSQL cannot even compare a string holding NUL; no device id has one.
     device = s.get(Device, (tenant_id, device_id)) if "\x00" not in device_id else None
     if device is None:
-        raise APIError(404, "not_found", f"device {device_id!r} not found")
+        raise NotFound(f"device {device_id!r} not found")
     return device
 
 
@@ -88,8 +88,8 @@ def update(s: Session, tenant_id: uuid.UUID, device_id: str, data: dict, secret_
         _refuse_local(data, allow_local)
     _apply(device, data, secret_key)
     if device.driver == "ssh" and not (device.host and device.username):
-        raise APIError(422, "validation_error", "host, username: required for driver ssh",
-                       {"fields": {"host": ["required for driver ssh"], "username": ["required for driver ssh"]}})
+        raise Invalid("host, username: required for driver ssh",
+                      details={"fields": {"host": ["required for driver ssh"], "username": ["required for driver ssh"]}})
     s.flush()
     return device
 
@@ -99,7 +99,7 @@ def delete(s: Session, tenant_id: uuid.UUID, device_id: str) -> None:
     live = s.execute(select(func.count()).select_from(Run).where(
         Run.tenant_id == tenant_id, Run.target_id == device_id, Run.status.in_((QUEUED, RUNNING)))).scalar_one()
     if live:
-        raise APIError(409, "device_busy", f"device {device_id!r} has {live} run(s) in flight")
+        raise Conflict(f"device {device_id!r} has {live} run(s) in flight", code="device_busy")
     s.delete(device)
 
 

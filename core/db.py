@@ -29,7 +29,7 @@ def init(url: str, **engine_kwargs) -> Engine:
 
 def engine() -> Engine:
     if _engine is None:
-        raise RuntimeError("app.db.init() has not been called")
+        raise RuntimeError("core.db.init() has not been called")
     return _engine
 
 
@@ -37,7 +37,7 @@ def engine() -> Engine:
 def session() -> Iterator[Session]:
     """A session that commits on success and rolls back on error."""
     if _factory is None:
-        raise RuntimeError("app.db.init() has not been called")
+        raise RuntimeError("core.db.init() has not been called")
     s = _factory()
     try:
         yield s

@@ -1,0 +1,94 @@
+"""The message contract between the API and the workers: task names, arguments, the queue, the
+broker settings, and the enqueue call. Both sides build their Celery app from `make_celery`, so
+they cannot disagree; a broker outage never fails a request (the sweeper re-sends).
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import TYPE_CHECKING, NamedTuple
+
+from core.config import Settings
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+log = logging.getLogger("agentruns.enqueue")
+
+# runs.execute(run_id, tenant_id, device_id): make progress on that run's device. Workers also accept
+# the older one-argument form runs.execute(run_id).
+EXECUTE = "runs.execute"
+REAP = "runs.reap"
+SWEEP = "runs.sweep"
+PURGE_IDEMPOTENCY_KEYS = "runs.purge_idempotency_keys"
+QUEUE = "agentruns"
+
+
+class Queued(NamedTuple):
+    """What a worker needs to find a run's device without reading the run first."""
+
+    run_id: uuid.UUID
+    tenant_id: uuid.UUID
+    device_id: str
+
+
+def execute_args(run: Queued) -> list[str]:
+    """The arguments of one runs.execute message (JSON-serialisable)."""
+    return [str(run.run_id), str(run.tenant_id), run.device_id]
+
+
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app for this configuration; tasks are registered by workers.tasks. Connects to nothing."""
+    from celery import Celery
+
+    app = Celery("agentruns", broker=settings.redis_url, set_as_current=False)
+    app.conf.update(
+        task_acks_late=True,  # a worker that dies mid-run leaves the message for redelivery ...
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,  # ... and PostgreSQL, not the result backend, is the record
+        task_serializer="json",
+        accept_content=["json"],
+        broker_connection_retry_on_startup=True,
+        # Redelivery only after this long without an ack; runs are fenced anyway (see core.runstate).
+        broker_transport_options={"visibility_timeout": 2 * 86400, "socket_connect_timeout": 2,
+                                  "socket_timeout": 5},
+        worker_hijack_root_logger=False,
+        # Warm shutdown (SIGTERM) is bounded by workers.tasks' own grace timer; this gives in-flight
+        # runs the same grace when a cold shutdown (a second Ctrl-C) comes first.
+        worker_soft_shutdown_timeout=settings.shutdown_grace_seconds,
+        worker_enable_soft_shutdown_on_idle=False,
+        task_default_queue=QUEUE,
+        beat_schedule={
+            "reap": {"task": REAP, "schedule": settings.reaper_interval_seconds},
+            "sweep": {"task": SWEEP, "schedule": settings.reaper_interval_seconds},
+            "purge-idempotency-keys": {"task": PURGE_IDEMPOTENCY_KEYS, "schedule": 3600.0},
+        },
+    )
+    return app
+
+
+def fail_fast(celery: Celery) -> Celery:
+    """Make `celery` give up on the first failed broker connection.
+
+    kombu otherwise retries a connection with backoff for about 6 s when Redis is down (once a pooled
+    connection failed, or before the first one), which a caller waiting for its 201 should not pay.
+    Only for an app that sends: a worker must keep retrying its consumer connection.
+    """
+    celery.conf.broker_transport_options = {**celery.conf.broker_transport_options, "max_retries": 0}
+    return celery
+
+
+def enqueue(celery: Celery, runs: list[Queued]) -> list[uuid.UUID]:
+    """Publish runs.execute for each run (after their rows committed); returns the ids sent.
+
+    A caller waiting for its answer should pass a Celery app built by `fail_fast()`.
+    """
+    sent = []
+    try:
+        for run in runs:
+            celery.send_task(EXECUTE, args=execute_args(run), retry=False)
+            sent.append(run.run_id)
+    except Exception as exc:  # kombu and redis-py raise several types for an unreachable broker
+        log.warning("enqueue failed, the sweeper will retry: %s", type(exc).__name__)
+    return sent
