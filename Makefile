@@ -5,15 +5,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: venv test dev bench system-deps
+.PHONY: venv test unit lint dev bench lock system-deps
 # Prerequisites run left to right: system packages (python3-venv) before the venv needs them.
 .NOTPARALLEL:
 
-# One stamp per set of extras; make reinstalls only when pyproject.toml is newer than the stamp
-# (or the venv is new). Delete .venv to start over.
-$(VENV)/.stamp-%: pyproject.toml
+# One stamp per set of extras; make reinstalls only when pyproject.toml or the lock file is newer than
+# the stamp (or the venv is new). Delete .venv to start over. requirements.lock pins every package.
+$(VENV)/.stamp-%: pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[$*]'
+	$(PY) -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[$*]'
 	@touch $@
 
 venv: $(VENV)/.stamp-test
@@ -22,7 +22,16 @@ venv: $(VENV)/.stamp-test
 system-deps:
 	@scripts/install-system-deps.sh
 
-# PYTEST_ARGS for extra options, e.g. make test PYTEST_ARGS='-k embedded -x'
+# Ruff (lint and import order) and mypy over the whole tree.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+# The fast tier: tests that need no server (providers, parsers, schemas, SSE, SDK core); seconds.
+unit: venv
+	$(PY) -m pytest -q -m unit $(PYTEST_ARGS)
+
+# Everything. PYTEST_ARGS for extra options, e.g. make test PYTEST_ARGS='-k embedded -x'
 test: system-deps venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
@@ -31,3 +40,10 @@ dev: system-deps $(VENV)/.stamp-embedded
 
 bench: venv
 	$(PY) -m bench.run_all
+
+# Re-pin every package after changing pyproject.toml's ranges: resolves in a scratch venv.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install -q --disable-pip-version-check '.[test]'
+	.lock-venv/bin/pip freeze --exclude agentruns > requirements.lock
+	rm -rf .lock-venv
