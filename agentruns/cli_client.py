@@ -95,7 +95,7 @@ def echo_json(data) -> None:
 def _read_prompt(words: tuple[str, ...]) -> str:
     if words and words != ("-",):
         return " ".join(words)
-    stdin = click.get_text_stream("stdin")
+    stdin = sys.stdin  # click.get_text_stream is deprecated (Click 9); CliRunner swaps sys.stdin too
     if not words and stdin.isatty():
         raise click.UsageError('missing PROMPT (give it after "--", or "-" to read it from stdin)')
     return stdin.read()
