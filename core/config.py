@@ -41,7 +41,7 @@ class Settings:
     allow_local_devices: bool = False
 
     @classmethod
-    def from_env(cls) -> "Settings":
+    def from_env(cls) -> Settings:
         """Read every field from AGENTRUNS_<NAME> (DATABASE_URL and REDIS_URL also bare)."""
         values = {}
         for f in fields(cls):

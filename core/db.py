@@ -1,8 +1,8 @@
 """Engine and session factory; initialised explicitly by the API factory or the worker, never at import."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection, Engine, make_url

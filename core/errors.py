@@ -35,6 +35,6 @@ class Invalid(DomainError):
     code = "validation_error"
 
     @classmethod
-    def field(cls, name: str, message: str, code: str | None = None) -> "Invalid":
+    def field(cls, name: str, message: str, code: str | None = None) -> Invalid:
         """One field's problem, in the API's `{"fields": {name: [message]}}` shape."""
         return cls(f"{name}: {message}", code=code, details={"fields": {name: [message]}})

@@ -10,12 +10,12 @@ import json
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Callable
 
 import redis
 from sqlalchemy import bindparam, delete, insert, select
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection, CursorResult, Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -55,7 +55,10 @@ def _replay(conn: Connection, row: Row, fp: str) -> Run:
     if row.fingerprint != fp:
         raise Invalid("this Idempotency-Key was used with a different request body", code="idempotency_key_reused")
     with Session(conn) as s:
-        return s.get(Run, row.run_id)
+        run = s.get(Run, row.run_id)
+    if run is None:  # keys are written in the run's own transaction: this would be a bug
+        raise RuntimeError(f"Idempotency-Key row points at a missing run {row.run_id}")
+    return run
 
 
 class _Lock:
@@ -123,4 +126,5 @@ def create_once(r: redis.Redis, tenant_id: uuid.UUID, key: str, fp: str, ttl_sec
 
 def purge_expired(s: Session) -> int:
     """Delete keys past their retention; called by the periodic task."""
-    return s.execute(delete(IdempotencyKey).where(IdempotencyKey.expires_at <= utcnow())).rowcount
+    result: CursorResult = s.execute(delete(IdempotencyKey).where(IdempotencyKey.expires_at <= utcnow()))  # type: ignore[assignment]
+    return result.rowcount

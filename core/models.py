@@ -5,8 +5,19 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import (
-    BigInteger, Boolean, CheckConstraint, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text,
-    func, text,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -116,9 +127,11 @@ class Run(Base):
         Index("ix_runs_tenant_status_created", "tenant_id", "status", text("created_at DESC"), text("id DESC")),
         Index("ix_runs_metadata", "metadata", postgresql_using="gin", postgresql_ops={"metadata": "jsonb_path_ops"}),
         # The reaper and the sweeper only look at live runs.
-        Index("ix_runs_live", "status", "target_id", "created_at", postgresql_where=text("status IN ('queued', 'running')")),
+        Index("ix_runs_live", "status", "target_id", "created_at",
+              postgresql_where=text("status IN ('queued', 'running')")),
         # A claim takes the device's oldest queued run (core.runstate.claim_next).
-        Index("ix_runs_queue", "tenant_id", "target_id", "created_at", "id", postgresql_where=text("status = 'queued'")),
+        Index("ix_runs_queue", "tenant_id", "target_id", "created_at", "id",
+              postgresql_where=text("status = 'queued'")),
     )
 
 

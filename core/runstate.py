@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import bindparam, insert, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection
 
@@ -115,11 +115,11 @@ _RESULT_FIELDS = dict(output=None, stdout=None, stderr=None, exit_code=None, std
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _event_data(status: str, error: dict | None = None) -> str:
-    payload = {"status": status}
+    payload: dict[str, object] = {"status": status}
     if error:
         payload["error"] = error
     return json.dumps(payload)
@@ -158,7 +158,13 @@ def unclaim(conn: Connection, run_id: uuid.UUID, epoch: int) -> bool:
     return conn.execute(_UNCLAIM, dict(run_id=run_id, epoch=epoch, event=_event_data(QUEUED))).first() is not None
 
 
-def mark_started(s: Connection, started: list[tuple[uuid.UUID, int, int, datetime]]) -> None:
+def append_events(conn: Connection, rows: list[dict]) -> None:
+    """Append output and note events ({run_id, type, data} each) to their runs' logs."""
+    if rows:
+        conn.execute(insert(RunEvent), rows)
+
+
+def mark_started(s: Connection, started: list[tuple[uuid.UUID, int, int | None, datetime | None]]) -> None:
     """Record that commands are running on their devices: (run_id, epoch, pgid, started_at) each,
     the process group being what the reaper kills if the worker is lost."""
     s.execute(_MARK_STARTED, [dict(run_id=run_id, epoch=epoch, pgid=pgid, started_at=started_at)

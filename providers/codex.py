@@ -16,6 +16,8 @@ Sources:
 """
 from __future__ import annotations
 
+from typing import Any
+
 from providers._common import (
     as_dict,
     as_str,
@@ -71,7 +73,7 @@ class Codex:
             elif kind == "error":
                 errors.append(as_str(event.get("message")) or "codex reported an error")
 
-        fields = dict(output=output or "", usage=usage, session_id=session_id)
+        fields: dict[str, Any] = dict(output=output or "", usage=usage, session_id=session_id)
         if verdict == "failed" or (verdict is None and errors):
             return ParsedResult(
                 succeeded=False,

@@ -78,14 +78,14 @@ class Pi:
         if last is None:
             return process_failure("pi", exit_code, stderr, session_id=session_id)
         usage_out = {key: int(v) if v.is_integer() else v for key, v in totals.items()} or None
-        fields = dict(output=_text(last), usage=usage_out, cost_usd=cost, session_id=session_id)
+        fields: dict[str, Any] = dict(output=_text(last), usage=usage_out, cost_usd=cost, session_id=session_id)
         stop = as_str(last.get("stopReason"))
         if stop in ("error", "aborted") or as_str(last.get("errorMessage")):
-            message = as_str(last.get("errorMessage")) or f"pi stopped: {stop}"
+            reason = as_str(last.get("errorMessage")) or f"pi stopped: {stop}"
             return ParsedResult(
                 succeeded=False,
                 error_code="provider_error",
-                error_message=join_messages(message) or stderr_tail(stderr),
+                error_message=join_messages(reason) or stderr_tail(stderr),
                 **fields,
             )
         if exit_code is None:

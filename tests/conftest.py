@@ -7,6 +7,7 @@ Each test gets its own tenant, so tests never see each other's rows and no table
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 
 import psycopg
@@ -17,6 +18,28 @@ from core.config import Settings
 from core.crypto import new_secret_key
 
 pytest_plugins = ["tests.conftest_sshd"]
+
+# A shell running `make test &` from a script ignores SIGINT, and an ignored signal stays ignored in
+# every child: the services the tests start could not be interrupted as they are in production. A
+# handler is reset to the default in a child, so install one here.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
+# Fixtures that start or reach a server; a test marked `unit` must use none of them.
+SERVER_FIXTURES = frozenset({
+    "pg_server_url", "database_url", "redis_url", "settings", "app", "client", "redis_client", "api_key", "auth",
+    "local_device", "e2e_env", "worker", "ssh_device", "live_server", "quiet_app", "quiet_client", "sshd",
+    "sshd_other_host_key", "ssh_spec",
+})
+
+
+def pytest_collection_modifyitems(items):
+    """Keep the fast tier honest: a `unit` test that asks for a server fails at collection."""
+    for item in items:
+        if item.get_closest_marker("unit") is None:
+            continue
+        used = SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        if used:
+            raise pytest.UsageError(f"{item.nodeid} is marked unit but uses server fixtures: {sorted(used)}")
 
 
 @pytest.fixture(scope="session")

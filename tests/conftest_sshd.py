@@ -5,6 +5,7 @@ Enabled from tests/conftest.py with `pytest_plugins = ["tests.conftest_sshd"]`.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -12,7 +13,7 @@ from tests.sshd import MISSING_SSHD, SSHD, SshdError, SshServer, start_sshd
 
 
 @pytest.fixture(scope="session")
-def sshd() -> SshServer:
+def sshd() -> Iterator[SshServer]:
     """A real sshd on 127.0.0.1 for the whole session: host, port, username, private_key, host_key."""
     if not os.path.exists(SSHD):
         pytest.fail(MISSING_SSHD, pytrace=False)
@@ -25,7 +26,7 @@ def sshd() -> SshServer:
 
 
 @pytest.fixture(scope="session")
-def sshd_other_host_key(sshd) -> SshServer:
+def sshd_other_host_key(sshd) -> Iterator[SshServer]:
     """A second sshd for the same user and client keys, with a different host key."""
     server = sshd.spawn(new_host_key=True)
     yield server

@@ -6,6 +6,7 @@ them in pytest fixtures.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import getpass
 import os
 import pwd
@@ -31,13 +32,16 @@ def ensure_device_user() -> str:
     """Return the login user for the device: a plain account when root (created if missing), else us."""
     if os.geteuid() != 0:
         return getpass.getuser()
-    try:
-        pwd.getpwnam(DEVICE_USER)
-    except KeyError:
-        subprocess.run(["useradd", "-m", "-s", "/bin/bash", DEVICE_USER], check=True, capture_output=True)
-    # A new account is locked ("!"), and sshd refuses locked accounts even for key auth; "*" means
-    # "no password" without the lock.
-    subprocess.run(["usermod", "-p", "*", DEVICE_USER], check=True, capture_output=True)
+    # Parallel test processes (pytest-xdist) may get here at once: useradd would fail for the second.
+    with open("/tmp/agentruns-device-user.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            pwd.getpwnam(DEVICE_USER)
+        except KeyError:
+            subprocess.run(["useradd", "-m", "-s", "/bin/bash", DEVICE_USER], check=True, capture_output=True)
+        # A new account is locked ("!"), and sshd refuses locked accounts even for key auth; "*" means
+        # "no password" without the lock.
+        subprocess.run(["usermod", "-p", "*", DEVICE_USER], check=True, capture_output=True)
     return DEVICE_USER
 
 
@@ -82,7 +86,7 @@ class SshServer:
         return DeviceSpec(**fields)
 
     def spawn(self, *, new_host_key: bool = False, port: int | None = None,
-              extra_config: dict[str, str | list[str]] | None = None) -> "SshServer":
+              extra_config: dict[str, str | list[str]] | None = None) -> SshServer:
         """Start another sshd on a new port for the same user and client keys.
 
         new_host_key=True gives it a different host key (the "device was replaced" case); port
@@ -162,8 +166,8 @@ def _die_with_parent_hook():
     return lambda: prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _config(workdir: Path, port: int, user: str, extra: dict[str, str]) -> str:
-    settings = {
+def _config(workdir: Path, port: int, user: str, extra: dict[str, str | list[str]]) -> str:
+    settings: dict[str, str | list[str]] = {
         "Port": str(port),
         "ListenAddress": "127.0.0.1",
         "HostKey": str(workdir / "host_ed25519"),

@@ -53,7 +53,8 @@ def test_generated_id_and_duplicates(client, auth):
 def test_validation(client, auth):
     cases = [({"kind": "sandbox", "driver": "ssh", "host": "h", "username": "u", "password": "p"}, "host_key"),
              ({"kind": "sandbox", "driver": "ssh", "host": "h", "username": "u", "host_key": "k"}, "private_key"),
-             ({"kind": "sandbox", "driver": "ssh", "username": "u", "password": "p", "trust_on_first_use": True}, "host"),
+             ({"kind": "sandbox", "driver": "ssh", "username": "u", "password": "p", "trust_on_first_use": True},
+              "host"),
              ({"kind": "phone", "driver": "local"}, "kind"),
              ({"kind": "sandbox", "driver": "telnet"}, "driver"),
              ({"kind": "sandbox", "driver": "local", "port": 70000}, "port"),
@@ -76,7 +77,8 @@ def test_validation(client, auth):
 
 def test_device_with_runs_in_flight_cannot_be_deleted(quiet_client, auth, local_device):
     client = quiet_client
-    run = client.post("/api/v1/agent-runs", json={"prompt": "x", "sandbox_id": "box-1"}, headers=auth).get_json()["data"]
+    run = client.post("/api/v1/agent-runs", json={"prompt": "x", "sandbox_id": "box-1"},
+                      headers=auth).get_json()["data"]
     resp = client.delete("/api/v1/devices/box-1", headers=auth)
     assert resp.status_code == 409 and resp.get_json()["error"]["code"] == "device_busy"
     client.post(f"/api/v1/agent-runs/{run['id']}/cancel", headers=auth)
@@ -147,7 +149,8 @@ def test_local_devices_need_the_operators_opt_in(strict_app, client, auth):
     assert strict.get("/api/v1/devices/far", headers=auth).get_json()["data"]["driver"] == "ssh"
 
     # A local device made while the server allowed it is not run on the API's host by /test.
-    made = client.post("/api/v1/devices", json={"id": "was-allowed", "kind": "sandbox", "driver": "local"}, headers=auth)
+    made = client.post("/api/v1/devices", json={"id": "was-allowed", "kind": "sandbox", "driver": "local"},
+                       headers=auth)
     assert made.status_code == 201
     tested = strict.post("/api/v1/devices/was-allowed/test", headers=auth).get_json()["data"]
     assert tested["ok"] is False and tested["error"]["code"] == "local_driver_disabled"

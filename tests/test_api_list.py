@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -60,8 +60,8 @@ def test_filters(client, auth, local_device):
     assert ids("target_kind=computer") == {c["id"]}
     assert ids("sandbox_id=box-1") == set(a + b)
     assert ids("target_id=pc-1") == {c["id"]}
-    future = (datetime.now(timezone.utc) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    past = (datetime.now(timezone.utc) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    future = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    past = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert ids(f"created_after={future}") == set()
     assert ids(f"created_before={future}&created_after={past}") == set(a + b + [c["id"]])
 

@@ -232,11 +232,10 @@ def test_values_the_store_or_a_cli_cannot_take(client, auth, local_device, body,
 
 
 def test_rate_limit_answers_429_with_retry_after(settings, auth):
+    import time
     from dataclasses import replace
 
     from app import create_app
-
-    import time
 
     limited = create_app(replace(settings, rate_limit_per_minute=3)).test_client()
     if time.time() % 60 > 57:  # the limiter counts per clock minute: don't straddle two

@@ -121,7 +121,7 @@ def test_device_concurrency_of_one_serialises_in_creation_order(worker, client, 
         assert done["status"] == "succeeded"
         start, end = map(float, done["output"].split())
         spans.append((start, end))
-    for (_, end), (start, _) in zip(spans, spans[1:]):
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
         assert start >= end, spans  # never overlapping, and in creation order
 
 

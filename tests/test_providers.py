@@ -19,6 +19,8 @@ import pytest
 from providers import PROVIDERS, ParsedResult, ProviderSettings, RunSpec, get_provider
 from providers.hermes import MAX_PROMPT_BYTES, USAGE_MARKER
 
+pytestmark = pytest.mark.unit
+
 DATA = Path(__file__).parent / "data" / "providers"
 
 # Everything a shell could trip over, plus non-ASCII and trailing newlines.

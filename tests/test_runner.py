@@ -25,7 +25,7 @@ def worker_ctx(settings, monkeypatch):
     def make(leases_cls=Leases):
         r = redis.Redis.from_url(settings.redis_url)
         ctx = context.WorkerContext(settings, r, leases_cls(r), f"test:{os.getpid()}",
-                                    DeviceCache(settings.secret_key), None)
+                                    DeviceCache(settings.secret_key))
         ctx.supervisor = Supervisor(ctx)
         monkeypatch.setattr(context, "_ctx", ctx)
         return ctx

@@ -7,7 +7,6 @@ import time
 import uuid
 
 import redis
-from sqlalchemy import insert
 
 
 def _drain(gen, out: list, done: threading.Event) -> None:
@@ -22,14 +21,14 @@ def _output(run_id: uuid.UUID, r: redis.Redis, *texts: str) -> None:
     from core.notify import publish
 
     with db.transaction() as conn:
-        conn.execute(insert(runstate.run_events), [{"run_id": run_id, "type": "stdout", "data": t} for t in texts])
+        runstate.append_events(conn, [{"run_id": run_id, "type": "stdout", "data": t} for t in texts])
     publish(r, run_id, "output")
 
 
 def test_viewers_of_one_run_share_one_reader_and_each_gets_every_event_once(quiet_client, auth, local_device,
                                                                           settings):
-    from core import db, runstate
     from app.api import stream
+    from core import db, runstate
     from core.notify import publish
     from core.services import runs as run_service
 

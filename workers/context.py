@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 
@@ -22,7 +22,7 @@ class WorkerContext:
     leases: Leases
     worker_id: str
     devices: DeviceCache
-    supervisor: Supervisor | None  # set right after construction: it needs the context itself
+    supervisor: Supervisor = field(init=False)  # set right after construction: it needs the context itself
 
 
 _ctx: WorkerContext | None = None
@@ -43,7 +43,7 @@ def get() -> WorkerContext:
                                                          health_check_interval=30)
             r = redis.Redis(connection_pool=pool)
             ctx = WorkerContext(settings, r, Leases(r), f"{socket.gethostname()}:{os.getpid()}",
-                                DeviceCache(settings.secret_key), None)
+                                DeviceCache(settings.secret_key))
             ctx.supervisor = Supervisor(ctx)
             _ctx = ctx
         return _ctx

@@ -21,7 +21,6 @@ from core.runstate import devices
 from core.services import device_config
 from core.services.device_config import DeviceConfig
 
-
 MAX_AGE = 2.0  # seconds
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import logging
 
 from core import db, runstate
-from core.messages import Queued, enqueue
 from core.idempotency import purge_expired
+from core.messages import Queued, enqueue
 from core.models import FAILED, Device
 from core.notify import publish
 from core.services import device_config as devices

@@ -14,7 +14,7 @@ import uuid
 from functools import partial
 
 import redis
-from sqlalchemy import insert, select
+from sqlalchemy import select
 
 from core import db, runstate
 from core.crypto import decrypt_json
@@ -237,7 +237,7 @@ def _record(ctx, run, active: ActiveRun | None, next_of: CachedDevice | None, st
     with ctx.supervisor.final_events(active) as events, db.transaction() as conn:
         ours = not events or runstate.hold(conn, run.id, run.epoch)
         if ours and events:
-            conn.execute(insert(runstate.run_events), events)
+            runstate.append_events(conn, events)
         row = runstate.finish(conn, run.id, run.epoch, status, **fields) if ours else None
         following = _claim_next(ctx, conn, next_of) if next_of is not None else None
     if row is None:

@@ -13,12 +13,10 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterator
-
-from sqlalchemy import insert
 
 from core import db, runstate
 from core.notify import CANCEL_CHANNEL, publish
@@ -130,7 +128,7 @@ class Supervisor:
                 return
             try:
                 with db.transaction() as conn:
-                    conn.execute(insert(runstate.run_events), batch)
+                    runstate.append_events(conn, batch)
             except Exception:
                 log.exception("could not write %d output events", len(batch))
                 return
@@ -143,8 +141,8 @@ class Supervisor:
         its end; until the caller is done, no heartbeat flush can commit another batch in between.
         If the caller fails, the events are put back for a later flush."""
         with self._lock:
-            had_output = run is not None and (run.events_written or run.events)
-        if not had_output:  # nothing of this run can be in flight: skip the process-wide lock
+            had_output = run is not None and bool(run.events_written or run.events)
+        if run is None or not had_output:  # nothing of this run can be in flight: skip the process-wide lock
             yield []
             return
         with self._flush_lock:
@@ -202,7 +200,7 @@ class Supervisor:
                 self.ctx.leases.extend(r.lock_key, r.lock_token, ttl * 1000, client=pipe)
                 self.ctx.leases.renew_slot(r.slot_key, r.slot_token, ttl * 1000, client=pipe)
             renewed = pipe.execute()
-            for r, slot_held in zip(runs, renewed[1::2]):
+            for r, slot_held in zip(runs, renewed[1::2], strict=True):
                 # Redis lost the slot (a restart, or renewals failed for a whole lease): the run goes
                 # on, fenced by PostgreSQL, but its delivery must not start more runs on the device.
                 r.slot_lost = r.slot_lost or not slot_held

@@ -10,8 +10,8 @@ import threading
 from celery.signals import worker_shutting_down
 
 from core.config import Settings
-from workers import context, metrics, periodic, runner
 from core.messages import EXECUTE, make_celery
+from workers import context, metrics, periodic, runner
 
 log = logging.getLogger("agentruns.worker")
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from flask import current_app, g
 
-from core import db
 from app.api.device_schemas import DeviceCreate, DeviceEnvelope, DeviceListEnvelope, DevicePatch, DeviceTestEnvelope
 from app.api.parser import Blueprint
+from core import db
 from core.services import device_config
 from core.services import devices as device_service
 from drivers import get_driver

@@ -65,7 +65,7 @@ def _flatten(messages, prefix="") -> dict[str, list[str]]:
             name = f"{prefix}.{key}" if prefix else str(key)
             out.update(_flatten(val, name))
     elif isinstance(messages, list) and all(isinstance(m, str) for m in messages):
-        out[prefix or "_schema"] = [_FRIENDLY.get(m, m) for m in messages]
+        out[prefix or "_schema"] = [_FRIENDLY.get(m) or m for m in messages]
     elif isinstance(messages, list):  # a validator that raised a dict: marshmallow wraps it in a list
         for val in messages:
             out.update(_flatten(val, prefix))

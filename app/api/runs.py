@@ -3,12 +3,20 @@ from __future__ import annotations
 
 from flask import current_app, g, request
 
-from core import db, idempotency
 from app.api import stream
 from app.api.errors import APIError, request_id
 from app.api.parser import Blueprint
-from app.api.schemas import (EventListEnvelope, EventsQuery, RunCreate, RunEnvelope, RunListEnvelope,
-                             RunListQuery, WaitQuery, unstorable)
+from app.api.schemas import (
+    EventListEnvelope,
+    EventsQuery,
+    RunCreate,
+    RunEnvelope,
+    RunListEnvelope,
+    RunListQuery,
+    WaitQuery,
+    unstorable,
+)
+from core import db, idempotency
 from core.messages import Queued, enqueue
 from core.notify import publish, publish_cancel
 from core.services import runs as run_service

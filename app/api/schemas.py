@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import timezone
+from datetime import UTC
 
 from flask import current_app, has_app_context
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates, validates_schema
@@ -112,7 +112,7 @@ class UTCDateTime(fields.Field):
     def _serialize(self, value, attr, obj, **kwargs):
         if value is None:
             return None
-        return value.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 class Wait(fields.Field):

@@ -16,13 +16,14 @@ import logging
 import queue
 import threading
 import uuid
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import redis
 from flask import Response
 
-from core import db
 from app.api.schemas import MAX_SEQ, EventOut
+from core import db
 from core.models import TERMINAL
 from core.notify import channel
 from core.services import runs as run_service
@@ -110,10 +111,9 @@ def _join(r: redis.Redis, run_id: uuid.UUID, after_seq: int) -> _Viewer:
     """Register a viewer before it reads its backlog, so no event falls between the two."""
     viewer = _Viewer(after_seq)
     with _lock:
-        feed = _feeds.get(run_id)
-        start = feed is None
-        if start:
-            feed = _feeds[run_id] = _Feed(r, run_id, after_seq)
+        existing = _feeds.get(run_id)
+        start = existing is None
+        feed = _feeds[run_id] = existing or _Feed(r, run_id, after_seq)
         feed.viewers.add(viewer)
     if start:
         threading.Thread(target=feed.run, daemon=True, name=f"agentruns-feed-{run_id}").start()

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass, field
 
 from sqlalchemy import update
+from sqlalchemy.engine import Row
 
 from core import db
 from core.crypto import decrypt_json
@@ -31,7 +32,8 @@ class DeviceConfig:
         return self.providers.get(name) or (self.providers.get(alias) if alias else None) or ProviderSettings()
 
 
-def load(device: Device, secret_key: str) -> DeviceConfig:
+def load(device: Device | Row, secret_key: str) -> DeviceConfig:
+    """Decrypt a device's secrets (an ORM Device or a Core row of the devices table) into a DeviceConfig."""
     secrets = decrypt_json(secret_key, device.secrets_enc)
     spec = DeviceSpec(
         id=f"{device.tenant_id}/{device.id}", driver=device.driver, host=device.host, port=device.port or 22,

@@ -89,7 +89,7 @@ def update(s: Session, tenant_id: uuid.UUID, device_id: str, data: dict, secret_
     _apply(device, data, secret_key)
     if device.driver == "ssh" and not (device.host and device.username):
         raise Invalid("host, username: required for driver ssh",
-                      details={"fields": {"host": ["required for driver ssh"], "username": ["required for driver ssh"]}})
+                      details={"fields": {name: ["required for driver ssh"] for name in ("host", "username")}})
     s.flush()
     return device
 

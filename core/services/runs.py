@@ -92,7 +92,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 def _metadata_filter(key: str, value: str):
     """Exact match on a top-level key; containment lets the GIN index answer it."""
-    options = [{key: value}]
+    options: list[dict[str, object]] = [{key: value}]
     try:
         parsed = json.loads(value)
         # NaN and ±Infinity (also "1e999") load as floats that JSON, and so jsonb, cannot hold.
@@ -154,4 +154,4 @@ _EVENTS = (select(RunEvent.seq, RunEvent.type, RunEvent.data, RunEvent.at)
 
 def events(s: Session | Connection, run_id: uuid.UUID, after_seq: int, limit: int) -> list:
     """Rows (seq, type, data, at) of the run's events after after_seq, oldest first."""
-    return s.execute(_EVENTS, {"run_id": run_id, "after_seq": after_seq, "limit": limit}).all()
+    return list(s.execute(_EVENTS, {"run_id": run_id, "after_seq": after_seq, "limit": limit}).all())
