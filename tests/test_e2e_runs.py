@@ -79,8 +79,10 @@ def test_timeout_kills_the_tree(worker, client, auth, ssh_device, sshd):
                  command=f"sleep {marker}1 & sleep {marker}2; wait")
     done = wait_run(client, auth, run["id"])
     assert done["status"] == "failed" and done["error"]["code"] == "timeout", done
-    time.sleep(0.5)
-    assert sshd.pgrep(f"sleep {marker}") == []
+    deadline = time.monotonic() + 5
+    while sshd.pgrep(f"sleep {marker}"):
+        assert time.monotonic() < deadline, f"sleep {marker} survived the timeout"
+        time.sleep(0.05)
 
 
 def test_cancel_running_run(worker, client, auth, ssh_device, sshd):
@@ -97,16 +99,39 @@ def test_cancel_running_run(worker, client, auth, ssh_device, sshd):
     assert sshd.pgrep(f"sleep {marker}3") == []
 
 
+def wait_tasks_done(worker, task_ids: list[str], seconds: float = 10) -> list[str]:
+    """Wait until the worker logged the end of each task; returns what each returned."""
+    deadline = time.monotonic() + seconds
+    while True:
+        log = worker.log()
+        done = [line.rpartition(": ")[2] for tid in task_ids for line in log.splitlines()
+                if f"[{tid}] succeeded in" in line]
+        if len(done) == len(task_ids):
+            return done
+        assert time.monotonic() < deadline, f"tasks {task_ids} not all done: {done}"
+        time.sleep(0.05)
+
+
 def test_duplicate_delivery_executes_once(worker, client, auth, ssh_device, sshd, app):
+    """Redeliveries of the current message (run, tenant, device) and of an older API's (run id only),
+    while the run is queued, running and after it finished, execute it once."""
+    from sqlalchemy import text
+
+    from core import db
+    from core.messages import EXECUTE, Queued, execute_args
+
     counter = f"{ssh_device['workdir']}/count-{uuid.uuid4().hex[:6]}"
     run = create(client, auth, prompt="p", computer_id="dev-ssh", command=f"sleep 1; echo x >> {counter}")
+    with db.engine().connect() as conn:
+        tenant_id = conn.execute(text("SELECT tenant_id FROM runs WHERE id = :id"), {"id": run["id"]}).scalar_one()
+    current = execute_args(Queued(uuid.UUID(run["id"]), tenant_id, "dev-ssh"))
     celery = app.extensions["celery"]
-    for _ in range(5):  # redeliveries while it is queued or running
-        celery.send_task("runs.execute", args=[run["id"]])
+    for args in [current, [run["id"]]] * 3:  # while it is queued or running
+        celery.send_task(EXECUTE, args=args)
     done = wait_run(client, auth, run["id"])
-    for _ in range(3):  # and after it finished
-        celery.send_task("runs.execute", args=[run["id"]])
-    time.sleep(1.5)
+    late = [celery.send_task(EXECUTE, args=args).id for args in [current, [run["id"]]] * 2]  # after it finished
+    outcomes = wait_tasks_done(worker, late)
+    assert set(outcomes) <= {"'nothing-queued'", "'busy'"}, outcomes
     assert done["status"] == "succeeded"
     assert sshd.run_as_user(f"cat {counter}").stdout == "x\n"
     assert client.get(f"/api/v1/agent-runs/{run['id']}", headers=auth).get_json()["data"]["status"] == "succeeded"
