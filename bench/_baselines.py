@@ -17,10 +17,19 @@ import socket
 import sys
 import time
 import uuid
+from typing import Protocol
 
 import paramiko
 
 from bench._stack import ROOT, Bench, stop_proc
+
+
+class Baseline(Protocol):
+    """What the phases use of a baseline: one timed sample, and closing it."""
+
+    def sample(self) -> float: ...
+
+    def close(self) -> None: ...
 
 
 class BareExec:

@@ -13,8 +13,8 @@ import os
 import queue
 import re
 import signal
-import threading
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import psycopg
 
-from bench._baselines import BareExec, CeleryNoop, DriverNoop
+from bench._baselines import BareExec, Baseline, CeleryNoop, DriverNoop
 from bench._stack import CLK_TCK, Api, Bench, cpu_delta, cpu_snapshot, other_top, summary_ms
 from workers.leases import slots_key
 
@@ -30,10 +30,14 @@ NOOP = {"prompt": "benchmark", "provider": "custom", "command": "true"}
 WARMUP = 5
 
 
-def _ts(value) -> float | None:
+def _epoch(value: datetime | str) -> float:
+    return value.timestamp() if isinstance(value, datetime) else datetime.fromisoformat(value).timestamp()
+
+
+def _ts(value: datetime | str | None) -> float | None:
     if value is None:
         return None
-    return value.timestamp() if isinstance(value, datetime) else datetime.fromisoformat(value).timestamp()
+    return _epoch(value)
 
 
 def _log_counts(text: str) -> dict:
@@ -64,10 +68,10 @@ def latency(bench: Bench, s: dict, samples: int) -> dict:
     api, sshd = s["api"], s["sshd"]
     bare, drv = BareExec(sshd), DriverNoop(sshd, s["workdir"], s["login_shell"])
     celery = CeleryNoop(bench, s["settings"].redis_url)
-    for b in (bare, drv, celery):
-        bench.on_exit(b.close)
+    for baseline in (bare, drv, celery):
+        bench.on_exit(baseline.close)
     body = {**NOOP, "computer_id": "tp-0", "wait": 30, "metadata": {"phase": "latency"}}
-    lat = {"run": [], "bare_exec": [], "driver": [], "celery": []}
+    lat: dict[str, list[float]] = {"run": [], "bare_exec": [], "driver": [], "celery": []}
     times: dict[str, dict] = {}
     try:
         # Interleaved, one sample of each per round: a burst of load elsewhere hits all four alike.
@@ -81,12 +85,12 @@ def latency(bench: Bench, s: dict, samples: int) -> dict:
             b, d, c = bare.sample(), drv.sample(), celery.sample()
             if i < WARMUP:
                 continue
-            for k, v in zip(lat, (e2e, b, d, c)):
+            for k, v in zip(lat, (e2e, b, d, c), strict=True):
                 lat[k].append(v)
             times[run["id"]] = {"sent": sent, "received": received}
     finally:
-        for b in (bare, drv, celery):
-            b.close()
+        for baseline in (bare, drv, celery):
+            baseline.close()
     with psycopg.connect(s["dsn"]) as conn:
         rows = conn.execute(
             "SELECT r.id::text, r.created_at, r.started_at, r.finished_at, "
@@ -95,7 +99,8 @@ def latency(bench: Bench, s: dict, samples: int) -> dict:
             "  (SELECT max(at) FROM run_events e WHERE e.run_id = r.id AND e.type = 'status') "
             "FROM runs r WHERE r.id::text = ANY(%s)", (list(times),)).fetchall()
     for rid, *stamps in rows:
-        times[rid].update(zip(("created", "started", "finished", "claimed", "recorded"), map(_ts, stamps)))
+        times[rid].update(zip(("created", "started", "finished", "claimed", "recorded"), map(_ts, stamps),
+                              strict=True))
     out = {k: summary_ms(v) for k, v in lat.items()}
     out["stages"] = {name: summary_ms([t[b] - t[a] for t in times.values() if t.get(a) and t.get(b)])
                      for name, a, b in STAGES}
@@ -111,6 +116,9 @@ def _poster(url: str, key: str, indices: list[int], phase: str, threads: int, re
     cost about twice as much per request)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us
     parts = urlsplit(url)
+    host = parts.hostname
+    if host is None:  # start_api always returns http://127.0.0.1:PORT
+        raise ValueError(f"bug: API URL {url!r} has no host")
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     local = threading.local()
     stamps, errors = [], []
@@ -120,7 +128,7 @@ def _poster(url: str, key: str, indices: list[int], phase: str, threads: int, re
         body = json.dumps({**NOOP, "computer_id": f"tp-{i % 10}", "metadata": {"phase": phase, "i": i}})
         try:
             if not hasattr(local, "conn"):
-                local.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=90)
+                local.conn = http.client.HTTPConnection(host, parts.port, timeout=90)
             local.conn.request("POST", "/api/v1/agent-runs", body=body, headers=headers)
             resp = local.conn.getresponse()
             data = resp.read()
@@ -145,7 +153,7 @@ def _count_phase(api: Api, phase: str) -> tuple[dict, list[float]]:
             page = api.list_runs(status=st, limit=100, **{"metadata[phase]": phase},
                                  **({"cursor": cursor} if cursor else {}))
             counts[st] += len(page["data"])
-            finished += [_ts(r["finished_at"]) for r in page["data"] if r["finished_at"]]
+            finished += [_epoch(r["finished_at"]) for r in page["data"] if r["finished_at"]]
             cursor = page["next_cursor"]
             if not cursor:
                 break
@@ -195,6 +203,8 @@ def throughput(bench: Bench, s: dict, runs: int, procs: int = 4, threads: int = 
             break
         time.sleep(0.5)  # the figures come from the runs' own finished_at, not from this poll
     seen_done = time.time()
+    if cpu1 is None:  # the loop only ends at left == 0, having taken it at left <= runs // 100
+        raise RuntimeError("bug: throughput ended without its CPU snapshot")
     cpu, busiest_others = cpu_delta(cpu0, cpu1, per=runs), other_top(cpu0, cpu1)
     counts, finished = _count_phase(api, phase)
     last_finished = finished[-1] if finished else first
@@ -205,8 +215,9 @@ def throughput(bench: Bench, s: dict, runs: int, procs: int = 4, threads: int = 
     elapsed = last_finished - first
     n99 = int(len(finished) * 0.99)
     errors = [e for o in outs for e in o["errors"]]
-    return {"runs": runs, "backlog": backlog, "devices": 10, "max_concurrent_runs_per_device": 10, "client_processes": procs,
-            "threads_per_process": threads, "post_errors": len(errors), "post_error_samples": errors[:3],
+    return {"runs": runs, "backlog": backlog, "devices": 10, "max_concurrent_runs_per_device": 10,
+            "client_processes": procs, "threads_per_process": threads, "post_errors": len(errors),
+            "post_error_samples": errors[:3],
             "posting_s": round(max(o["last_post_done"] for o in outs) - first, 3),
             "first_post_to_last_finished_s": round(elapsed, 3),
             "runs_per_s": round(counts["succeeded"] / elapsed, 1) if elapsed > 0 else None,
@@ -229,11 +240,11 @@ def ceiling(bench: Bench, s: dict, runs: int, parallel: int = 100) -> dict:
         (remote wrapper, login shell unless --no-login-shell, prompt file, timeout backstop).
     """
     sshd = s["sshd"]
-    bare = [BareExec(sshd) for _ in range(10)]
-    drivers = [DriverNoop(sshd, s["workdir"], s["login_shell"]) for _ in range(10)]
+    bare: list[Baseline] = [BareExec(sshd) for _ in range(10)]
+    drivers: list[Baseline] = [DriverNoop(sshd, s["workdir"], s["login_shell"]) for _ in range(10)]
     for b in (*bare, *drivers):
         bench.on_exit(b.close)
-    out = {"runs": runs, "devices": 10, "parallel": parallel}
+    out: dict[str, object] = {"runs": runs, "devices": 10, "parallel": parallel}
     try:
         with ThreadPoolExecutor(parallel) as pool:
             for name, group in (("bare_exec", bare), ("driver", drivers)):
@@ -302,7 +313,12 @@ def capacity(bench: Bench, s: dict, inflight: int, wait_s: float = 40.0) -> dict
     body = {"prompt": "benchmark", "provider": "custom", "command": "sleep 60", "metadata": {"phase": phase}}
     by_phase = "FROM runs WHERE metadata->>'phase' = 'capacity'"
     with psycopg.connect(s["dsn"], autocommit=True) as conn:
-        count = lambda cond: conn.execute(f"SELECT count(*) {by_phase} AND {cond}").fetchone()[0]  # noqa: E731
+        def count(cond: str) -> int:
+            row = conn.execute(f"SELECT count(*) {by_phase} AND {cond}").fetchone()
+            if row is None:
+                raise RuntimeError("bug: SELECT count(*) returned no row")
+            return row[0]
+
         t0, cpu_t0 = time.time(), cpu_snapshot(s["pids"])
         with ThreadPoolExecutor(16) as pool:
             ids = list(pool.map(lambda i: api.create_run({**body, "computer_id": f"cap-{i % 10}"})["id"],
@@ -343,8 +359,9 @@ def capacity(bench: Bench, s: dict, inflight: int, wait_s: float = 40.0) -> dict
         cpu_t = cpu_snapshot(s["pids"])
         out["cpu_ms_per_run_to_cancel"] = cpu_delta(cpu_t1, cpu_t, per=inflight)
         out["other_top_to_cancel"] = other_top(cpu_t1, cpu_t)
-        out["final_statuses"] = dict(conn.execute(f"SELECT status, count(*) {by_phase} GROUP BY 1").fetchall())
-        out["canceled"] = out["final_statuses"].get("canceled", 0)
+        final_statuses: dict[str, int] = dict(conn.execute(f"SELECT status, count(*) {by_phase} GROUP BY 1").fetchall())
+        out["final_statuses"] = final_statuses
+        out["canceled"] = final_statuses.get("canceled", 0)
         pgids = {r[0] for r in conn.execute(f"SELECT pgid {by_phase} AND pgid IS NOT NULL")}
         # Per run that was running: from its cancel request to its terminal record (tree killed).
         out["cancel_request_to_finished"] = summary_ms([r[0] for r in conn.execute(

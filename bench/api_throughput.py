@@ -24,8 +24,21 @@ from urllib.parse import urlsplit
 
 import psycopg
 
-from bench._stack import (Api, Bench, cpu_delta, cpu_snapshot, machine_info, make_api_key, other_top, pg_dsn,
-                          start_api, start_services, summary_ms, table, write_json)
+from bench._stack import (
+    Api,
+    Bench,
+    cpu_delta,
+    cpu_snapshot,
+    machine_info,
+    make_api_key,
+    other_top,
+    pg_dsn,
+    start_api,
+    start_services,
+    summary_ms,
+    table,
+    write_json,
+)
 
 BUDGET = 300.0
 
@@ -45,7 +58,10 @@ def _connection_loop(url: str, key: str, case: tuple, run_id: str, t_start: floa
     """One keep-alive connection sending requests back to back until t_end."""
     name, method, path, expected = case
     parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    host = parts.hostname
+    if host is None:  # start_api always returns http://127.0.0.1:PORT
+        raise ValueError(f"bug: API URL {url!r} has no host")
+    conn = http.client.HTTPConnection(host, parts.port, timeout=30)
     path = path.replace("{id}", run_id)
     body = json.dumps(RUN_BODY).encode() if method == "POST" else None
     headers = {"Authorization": f"Bearer {key}", "Connection": "keep-alive"}
@@ -53,7 +69,9 @@ def _connection_loop(url: str, key: str, case: tuple, run_id: str, t_start: floa
         headers["Content-Type"] = "application/json"
     idem = "Idempotency-Key" in name
     prefix = uuid.uuid4().hex
-    lat, errors, samples, i = [], 0, [], 0
+    lat: list[float] = []
+    samples: list[str] = []
+    errors, i = 0, 0
     while True:
         t0 = time.monotonic()
         if t0 >= t_end:
@@ -73,7 +91,7 @@ def _connection_loop(url: str, key: str, case: tuple, run_id: str, t_start: floa
             if len(samples) < 3:
                 samples.append(repr(exc))
             conn.close()
-            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+            conn = http.client.HTTPConnection(host, parts.port, timeout=30)
         t1 = time.monotonic()
         if t0 >= t_start:
             if ok:
@@ -160,6 +178,8 @@ def main(argv: list[str] | None = None) -> dict:
         url = start_api(bench, service_env(settings), workers=args.workers)
         api = Api(url, key)
         bench.on_exit(api.close)
+        if bench.tmp is None:
+            raise RuntimeError("bug: Bench.tmp is set on entering the Bench context")
         device_cwd = bench.tmp / "device"
         device_cwd.mkdir()
         api.create_device({"id": "bench-local", "kind": "computer", "driver": "local", "default_cwd": str(device_cwd)})
@@ -172,7 +192,10 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"  {case[0]}: {rows[-1]['req_per_s']} req/s, p50 {rows[-1].get('median_ms')} ms, "
                   f"p99 {rows[-1].get('p99_ms')} ms, errors {rows[-1]['errors']}", flush=True)
         with psycopg.connect(pg_dsn(settings)) as conn:
-            runs_in_table = conn.execute("SELECT count(*) FROM runs").fetchone()[0]
+            row = conn.execute("SELECT count(*) FROM runs").fetchone()
+            if row is None:
+                raise RuntimeError("bug: SELECT count(*) returned no row")
+            runs_in_table = row[0]
     base = rows[0]
     for r in rows:
         r["req_per_s_vs_baseline"] = round(r["req_per_s"] / base["req_per_s"], 3) if base["req_per_s"] else None

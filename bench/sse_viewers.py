@@ -22,7 +22,17 @@ import time
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from bench._stack import Api, Bench, machine_info, make_api_key, start_api, start_services, summary_ms, table, write_json
+from bench._stack import (
+    Api,
+    Bench,
+    machine_info,
+    make_api_key,
+    start_api,
+    start_services,
+    summary_ms,
+    table,
+    write_json,
+)
 
 TICKS = 10
 COMMAND = f"for i in $(seq 1 {TICKS}); do echo tick-$i; sleep 1; done"
@@ -67,7 +77,10 @@ class Viewer(threading.Thread):
 
     def run(self) -> None:
         try:
-            conn = http.client.HTTPConnection(self.url.hostname, self.url.port, timeout=60)
+            host = self.url.hostname
+            if host is None:  # start_api always returns http://127.0.0.1:PORT
+                raise ValueError(f"bug: API URL {self.url.geturl()!r} has no host")
+            conn = http.client.HTTPConnection(host, self.url.port, timeout=60)
             conn.request("GET", f"/api/v1/agent-runs/{self.run_id}/events",
                          headers={"Authorization": f"Bearer {self.key}", "Accept": "text/event-stream"})
             resp = conn.getresponse()
@@ -155,6 +168,8 @@ def main(argv: list[str] | None = None) -> dict:
         bench.on_exit(worker.stop)
         api = Api(url, key)
         bench.on_exit(api.close)
+        if bench.tmp is None:
+            raise RuntimeError("bug: Bench.tmp is set on entering the Bench context")
         workdir = bench.tmp / "work"
         workdir.mkdir()
         api.create_device({"id": "sse-local", "kind": "sandbox", "driver": "local", "default_cwd": str(workdir)})

@@ -13,7 +13,8 @@ pytestmark = pytest.mark.e2e
 
 def read_sse(resp) -> list[dict]:
     """Parse frames until the server closes the stream."""
-    events, frame = [], {}
+    events: list[dict] = []
+    frame: dict[str, str] = {}
     for line in resp.iter_lines():
         if not line:
             if "data" in frame:

@@ -215,6 +215,7 @@ def submit_and_wait(client, auth, wave: list[Outcome]) -> None:
         o.status_code, o.created = resp.status_code, resp.get_json()
     for o in wave:
         if o.status_code == 201:
+            assert o.created is not None, f"{o.cli} {o.case}: a 201 without a JSON body"
             o.run = wait_run(client, auth, o.created["data"]["id"], RUN_TIMEOUT + 30)
     print(f"\n{sum(o.run is not None for o in wave)} genuine-CLI runs finished in {time.monotonic() - started:.1f} s")
     for o in wave:

@@ -52,7 +52,9 @@ def _tenant(run: dict) -> str:
     from core.models import Run
 
     with db.session() as s:
-        return str(s.get(Run, uuid.UUID(run["id"])).tenant_id)
+        row = s.get(Run, uuid.UUID(run["id"]))
+        assert row is not None, f"run {run['id']} is not in the database"
+        return str(row.tenant_id)
 
 
 def test_a_redis_error_at_unlock_does_not_strand_the_next_run(worker_ctx, quiet_client, auth, local_device):

@@ -32,7 +32,7 @@ def respond(body: dict[str, Any]) -> JsonReply | SseReply:
     usage = {"input_tokens": tokens_in, "output_tokens": tokens_out,
              "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
     if reply.kind == "tool":
-        block = {"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:20]}", "name": reply.tool_name,
+        block: dict[str, Any] = {"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:20]}", "name": reply.tool_name,
                  "input": reply.tool_arguments}
         stop = "tool_use"
     else:
@@ -45,12 +45,12 @@ def respond(body: dict[str, Any]) -> JsonReply | SseReply:
         return JsonReply(200, message, headers)
     start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
     if block["type"] == "text":
-        opened = {"type": "text", "text": ""}
+        opened: dict[str, Any] = {"type": "text", "text": ""}
         delta = {"type": "text_delta", "text": reply.text}
     else:
         opened = {**block, "input": {}}
         delta = {"type": "input_json_delta", "partial_json": json.dumps(reply.tool_arguments)}
-    events = [
+    events: list[tuple[str | None, Any]] = [
         ("message_start", {"type": "message_start", "message": start}),
         ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": opened}),
         ("ping", {"type": "ping"}),

@@ -48,7 +48,7 @@ def respond(body: dict[str, Any]) -> JsonReply | SseReply:
         return {**base, "object": "chat.completion.chunk",
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
 
-    events: list[tuple[None, Any]] = [(None, chunk({"role": "assistant", "content": ""}))]
+    events: list[tuple[str | None, Any]] = [(None, chunk({"role": "assistant", "content": ""}))]
     if reply.kind == "tool":
         events.append((None, chunk({"tool_calls": [{"index": 0, **call}]})))
     else:

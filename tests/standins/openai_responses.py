@@ -39,7 +39,7 @@ def respond(body: dict[str, Any]) -> JsonReply | SseReply:
              "output_tokens": tokens_out, "output_tokens_details": {"reasoning_tokens": 0},
              "total_tokens": tokens_in + tokens_out}
     if reply.kind == "tool":
-        item = {"type": "function_call", "id": f"fc_{uuid.uuid4().hex[:20]}", "status": "completed",
+        item: dict[str, Any] = {"type": "function_call", "id": f"fc_{uuid.uuid4().hex[:20]}", "status": "completed",
                 "call_id": f"call_{uuid.uuid4().hex[:20]}", "name": reply.tool_name,
                 "arguments": json.dumps(reply.tool_arguments)}
     else:
@@ -51,7 +51,7 @@ def respond(body: dict[str, Any]) -> JsonReply | SseReply:
     if not body.get("stream"):
         return JsonReply(200, response)
     started = {**response, "status": "in_progress", "output": [], "usage": None}
-    events: list[tuple[str, Any]] = [
+    events: list[tuple[str | None, Any]] = [
         ("response.created", {"type": "response.created", "response": started}),
         ("response.in_progress", {"type": "response.in_progress", "response": started}),
         ("response.output_item.added", {"type": "response.output_item.added", "output_index": 0,

@@ -74,7 +74,8 @@ def _shell_tool(tools: list[dict[str, Any]]) -> tuple[str, dict[str, Any]] | Non
             continue
         # Anthropic {name, input_schema}; Responses {type:function, name, parameters};
         # chat completions {type:function, function:{name, parameters}}.
-        fn = tool.get("function") if isinstance(tool.get("function"), dict) else tool
+        inner = tool.get("function")
+        fn: dict[str, Any] = inner if isinstance(inner, dict) else tool
         name = fn.get("name")
         if isinstance(name, str):
             offered[name] = fn.get("input_schema") or fn.get("parameters") or {}

@@ -72,6 +72,8 @@ class StandIn:
     @property
     def url(self) -> str:
         host, port = self._httpd.server_address[:2]
+        if not isinstance(host, str):  # an AF_INET server's getsockname() host is always a str
+            raise TypeError(f"bug: stand-in server bound to a non-str host {host!r}")
         return f"http://{host}:{port}"
 
     def start(self) -> StandIn:
