@@ -21,6 +21,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     from app import health, web
     from app.api import devices, errors, runs
+    from app.api.parser import limit_unsized_body
     from app.auth import guard_api
     from core import db
     from core.config import Settings
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     errors.register(app)
     for blp in (runs.blp, devices.blp):
         api.register_blueprint(blp)
+    app.before_request(limit_unsized_body)  # first: the checks below may read the body
     app.before_request(guard_api((runs.blp.name, devices.blp.name)))
     app.register_blueprint(web.blp)
     app.register_blueprint(health.blp)

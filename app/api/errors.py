@@ -6,8 +6,10 @@ import re
 import uuid
 
 import marshmallow as ma
+import redis
 from flask import g, jsonify, request
 from flask_smorest import Api
+from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
 from core.errors import Conflict, DomainError, Invalid, NotFound
@@ -18,6 +20,7 @@ _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_f
           405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
           415: "unsupported_media_type", 422: "validation_error", 429: "rate_limited",
           500: "internal_error", 503: "unavailable"}
+UNAVAILABLE_RETRY_AFTER = 2  # seconds: a restart of PostgreSQL or Redis takes about that
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _FRIENDLY = {"Missing data for required field.": "required", "Unknown field.": "unknown field",
              "Field may not be null.": "may not be null"}
@@ -92,6 +95,16 @@ class ErrorBody(ma.Schema):
     request_id = ma.fields.String(required=True)
 
 
+def _unavailable(err: Exception) -> str | None:
+    """Which dependency an exception says is down ("the database", "Redis"), or None."""
+    if isinstance(err, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)) or (
+            isinstance(err, sa_exc.DBAPIError) and err.connection_invalidated):
+        return "the database"
+    if isinstance(err, (redis.ConnectionError, redis.TimeoutError)):
+        return "Redis"
+    return None
+
+
 class AgentrunsApi(Api):
     """flask-smorest's Api with our error body in place of its own, in the spec as in the answers."""
 
@@ -145,5 +158,10 @@ def register(app) -> None:
     def _unexpected(err: Exception):
         if isinstance(err, HTTPException):
             return app.extensions["agentruns_api"].handle_http_exception(err)
+        down = _unavailable(err)
+        if down is not None:  # not a bug: the caller may retry once the dependency is back
+            log.warning("%s is unavailable (%s) request_id=%s", down, type(err).__name__, request_id())
+            return error_response(503, "unavailable", f"{down} is unavailable; retry shortly",
+                                  headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)})
         log.exception("unhandled error request_id=%s", request_id())
         return error_response(500, "internal_error", "internal error")

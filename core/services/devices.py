@@ -73,9 +73,18 @@ def create(s: Session, tenant_id: uuid.UUID, data: dict, secret_key: str, *, all
     return device
 
 
-def get(s: Session, tenant_id: uuid.UUID, device_id: str) -> Device:
+# Row locks held until the transaction ends. A delete takes FOR UPDATE, which waits for runs being
+# created on the device (they hold FOR KEY SHARE); an update takes FOR NO KEY UPDATE, which waits
+# for a delete (and then finds the device gone) but not for run creation.
+_LOCKS = {"delete": {"nowait": False}, "update": {"key_share": True}}
+
+
+def get(s: Session, tenant_id: uuid.UUID, device_id: str, *, lock: str | None = None) -> Device:
+    """A device of this tenant, or NotFound; lock ("update" or "delete") locks its row for that."""
     # PostgreSQL cannot even compare a string holding NUL; no device id has one.
-    device = s.get(Device, (tenant_id, device_id)) if "\x00" not in device_id else None
+    device = (s.get(Device, (tenant_id, device_id), with_for_update=_LOCKS[lock] if lock else None,
+                    populate_existing=lock is not None)
+              if "\x00" not in device_id else None)
     if device is None:
         raise NotFound(f"device {device_id!r} not found")
     return device
@@ -83,7 +92,7 @@ def get(s: Session, tenant_id: uuid.UUID, device_id: str) -> Device:
 
 def update(s: Session, tenant_id: uuid.UUID, device_id: str, data: dict, secret_key: str, *,
            allow_local: bool = False) -> Device:
-    device = get(s, tenant_id, device_id)
+    device = get(s, tenant_id, device_id, lock="update")
     if device.driver != "local":  # sending back a local device's own driver changes nothing
         _refuse_local(data, allow_local)
     _apply(device, data, secret_key)
@@ -95,7 +104,10 @@ def update(s: Session, tenant_id: uuid.UUID, device_id: str, data: dict, secret_
 
 
 def delete(s: Session, tenant_id: uuid.UUID, device_id: str) -> None:
-    device = get(s, tenant_id, device_id)
+    """Delete a device with no run queued or running on it (Conflict otherwise)."""
+    # Locked first: a run being created on it holds FOR KEY SHARE until it commits, and the count
+    # below then sees that run (READ COMMITTED reads anew per statement).
+    device = get(s, tenant_id, device_id, lock="delete")
     live = s.execute(select(func.count()).select_from(Run).where(
         Run.tenant_id == tenant_id, Run.target_id == device_id, Run.status.in_((QUEUED, RUNNING)))).scalar_one()
     if live:

@@ -24,9 +24,12 @@ def _prompt_limit(provider: str) -> int | None:
     return getattr(get_provider(provider), "max_prompt_bytes", None)
 
 
-# Built once: constructing (and cache-keying) a statement costs more CPU than running it.
-_DEVICE = select(Device.id, Device.kind, Device.default_cwd).where(
-    Device.tenant_id == bindparam("tenant_id"), Device.id == bindparam("device_id"))
+# Built once: constructing (and cache-keying) a statement costs more CPU than running it. FOR KEY
+# SHARE until the run commits: a concurrent delete of the device waits and then sees the run (409),
+# while other creates and device updates are not blocked.
+_DEVICE = (select(Device.id, Device.kind, Device.default_cwd)
+           .where(Device.tenant_id == bindparam("tenant_id"), Device.id == bindparam("device_id"))
+           .with_for_update(read=True, key_share=True))
 
 
 def create(conn: Connection, tenant_id: uuid.UUID, data: dict, request_id: str, settings: Settings) -> Run:
@@ -86,7 +89,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, rid = json.loads(raw)
         return datetime.fromisoformat(created), uuid.UUID(rid)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):  # RecursionError: "[[[[..." nested past the limit
         raise Invalid.field("cursor", "not a cursor this API returned") from None
 
 
@@ -98,7 +101,7 @@ def _metadata_filter(key: str, value: str):
         # NaN and ±Infinity (also "1e999") load as floats that JSON, and so jsonb, cannot hold.
         if isinstance(parsed, (int, bool)) or parsed is None or isinstance(parsed, float) and math.isfinite(parsed):
             options.append({key: parsed})
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON (or nested past the parser's limit): the string itself
         pass
     return or_(*(Run.metadata_.contains(o) for o in options))
 
