@@ -3,9 +3,8 @@ parser that turns every body Python's json cannot load into webargs' 400, our `i
 only syntax errors), and the size limit for bodies sent without a Content-Length."""
 from __future__ import annotations
 
-import json
-
 import io
+import json
 
 import flask_smorest
 from flask import current_app, request
