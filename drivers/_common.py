@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .base import OutputCallback
 
@@ -18,7 +18,7 @@ RESERVED_PREFIX = "__agentruns_"
 
 def utcnow() -> datetime:
     """Return the current time as a timezone-aware UTC datetime."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def validate_env(env: dict[str, str]) -> None:

@@ -6,9 +6,10 @@ environment and a stdin payload, streams output to a callback, and knows nothing
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Protocol
+from typing import Protocol
 
 # Error codes a driver raises; the user can act on each of them.
 DEVICE_UNREACHABLE = "device_unreachable"

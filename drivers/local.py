@@ -9,16 +9,19 @@ Semantics match the ssh driver where they can:
   executable), as a remote shell would report it.
 - The command runs in its own session and process group; timeout and cancel kill the whole group
   (SIGTERM, then SIGKILL after req.kill_grace). A child that calls setsid itself escapes.
+The run loop itself (deadline, cancel, stop, output, result) is drivers/_runner.py.
 """
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import threading
 import time
+from functools import partial
+from typing import IO
 
-from ._common import OutputSink, call_on_start, utcnow, validate_env
+from ._common import OutputSink, utcnow, validate_env
+from ._runner import Pacing, Runner, escalate
 from .base import CWD_NOT_FOUND, DeviceSpec, DriverError, ExecRequest, ExecResult, OutputCallback, StartCallback
 
 SERVICE_ENV = ("DATABASE_URL", "REDIS_URL")
@@ -29,7 +32,7 @@ def inherited_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in SERVICE_ENV and not k.startswith("AGENTRUNS_")}
 
 
-_TICK = 0.05  # how often cancel and the deadline are checked
+_TICK = 0.05  # how often cancel, the deadline and a dying group are checked
 _STUCK_PIPE_GRACE = 3.0  # after SIGKILL, how long to wait for pipes held by an escaped process
 
 
@@ -53,46 +56,12 @@ class LocalDriver:
         validate_env(req.env)
         if not os.path.isdir(req.cwd):
             raise DriverError(CWD_NOT_FOUND, f"working directory {req.cwd!r} does not exist", before_start=True)
-        sink = OutputSink(req.output_cap, on_output)
-        deadline = time.monotonic() + req.timeout
-        try:
-            proc = subprocess.Popen(
-                req.argv, cwd=req.cwd, env={**inherited_env(), **req.env},
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                start_new_session=True, close_fds=True,
-            )
-        except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
-            return _exec_failure(req, exc)
-        started_at = utcnow()
-        pgid = proc.pid  # start_new_session makes the child a session and group leader
-        call_on_start(on_start, pgid)
-        wake = threading.Event()
-        leader_exited = threading.Event()
-        threads = [
-            _thread(_write_stdin, proc.stdin, req.stdin),
-            _thread(_drain, proc.stdout, "stdout", sink, wake),
-            _thread(_drain, proc.stderr, "stderr", sink, wake),
-            _thread(_wait_leader, proc.pid, leader_exited, wake),
-        ]
-        killed = _supervise(proc, pgid, req, threads[1:3], leader_exited, wake, deadline, cancel)
-        returncode = proc.wait()
-        return ExecResult(
-            exit_code=returncode if returncode >= 0 else None,
-            stdout=sink.stdout.getvalue(), stderr=sink.stderr.getvalue(),
-            stdout_truncated=sink.stdout.truncated, stderr_truncated=sink.stderr.truncated,
-            killed=killed, pgid=pgid, started_at=started_at, finished_at=utcnow(),
-        )
+        return _LocalRun(req, on_output, on_start).run(cancel)
 
     def kill_group(self, pgid: int, grace: float = 2.0) -> bool:
         """Kill a process group on this machine (TERM, then KILL); True if it was found."""
         _check_pgid(pgid)
-        if not _signal_group(pgid, signal.SIGTERM):
-            return False
-        end = time.monotonic() + grace
-        while time.monotonic() < end and _group_alive(pgid):
-            time.sleep(_TICK)
-        _signal_group(pgid, signal.SIGKILL)
-        return True
+        return escalate(partial(_signal_group, pgid), partial(_wait_group_gone, pgid), grace)
 
     def ping(self) -> float:
         """Nothing to connect to: return the time to run `true` locally."""
@@ -101,38 +70,84 @@ class LocalDriver:
         return time.monotonic() - start
 
 
-def _supervise(proc, pgid, req, readers, leader_exited, wake, deadline, cancel) -> str | None:
-    """Wait for the leader to exit and both pipes to close, killing the group on timeout or cancel.
+class _LocalRun(Runner):
+    """One subprocess: threads drain its pipes and wait for its leader; the loop only watches them.
 
-    The leader is normally not reaped before this returns (see _wait_leader), so its pgid cannot be
-    reused by an unrelated process while we may still signal it.
+    The leader is left a zombie (see _wait_leader) until exit_code() or, during a stop, _wait_gone
+    reaps it, so its pgid cannot be reused by an unrelated process while we may still signal it.
     """
-    killed = None
-    kill_at = give_up_at = None
-    while True:
-        wake.clear()
-        if leader_exited.is_set() and not any(t.is_alive() for t in readers):
-            break
-        now = time.monotonic()
-        if killed is None and ((cancel is not None and cancel.is_set()) or now >= deadline):
-            killed = "canceled" if cancel is not None and cancel.is_set() else "timeout"
-            _signal_group(pgid, signal.SIGTERM)
-            kill_at = now + req.kill_grace
-        elif kill_at is not None and now >= kill_at:
-            _signal_group(pgid, signal.SIGKILL)
-            kill_at, give_up_at = None, now + _STUCK_PIPE_GRACE
-        elif give_up_at is not None and now >= give_up_at and leader_exited.is_set():
-            break  # a process that left our group still holds the pipes; stop waiting for it
-        wake.wait(_TICK)
-    if kill_at is not None:
-        # The leader died on TERM, but children that ignore TERM may live on in the group. Reap the
-        # leader first: while it is a zombie the group "exists" and the poll below would never end.
-        # Its pgid stays reserved as long as any member lives, so the KILL cannot hit a stranger.
-        proc.wait()
-        while time.monotonic() < kill_at and _group_alive(pgid):
-            time.sleep(_TICK)
-        _signal_group(pgid, signal.SIGKILL)
-    return killed
+
+    pacing = Pacing(tick=_TICK, idle_tick=_TICK, escape_slack=_STUCK_PIPE_GRACE)
+
+    def __init__(self, req: ExecRequest, on_output: OutputCallback | None, on_start: StartCallback | None):
+        super().__init__(req, on_output, on_start)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._wake = threading.Event()  # a pipe closed or the leader exited
+        self._leader_exited = threading.Event()
+        self._readers: list[threading.Thread] = []
+        self._seen = 0  # output bytes counted by the last read()
+
+    def start(self, cancel: threading.Event | None) -> ExecResult | None:
+        """Start the child in a session of its own; a missing executable is a result, as on a shell."""
+        req = self.req
+        try:
+            self.proc = subprocess.Popen(
+                req.argv, cwd=req.cwd, env={**inherited_env(), **req.env},
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                start_new_session=True, close_fds=True,
+            )
+        except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+            return _exec_failure(req, exc)
+        self.started(self.proc.pid)  # start_new_session makes the child a session and group leader
+        return None
+
+    def attach(self) -> None:
+        """Write stdin and drain both pipes in threads; another thread waits for the leader."""
+        proc, wake = self._child(), self._wake
+        _thread(_write_stdin, proc.stdin, self.req.stdin)
+        self._readers = [_thread(_drain, proc.stdout, "stdout", self.sink, wake),
+                         _thread(_drain, proc.stderr, "stderr", self.sink, wake)]
+        _thread(_wait_leader, proc.pid, self._leader_exited, wake)
+
+    def read(self) -> bool:
+        """The reader threads feed the sink; True if they did since the last call."""
+        seen = self.sink.stdout.total + self.sink.stderr.total
+        fresh, self._seen = seen != self._seen, seen
+        return fresh
+
+    def wait(self, timeout: float) -> None:
+        """Sleep until a pipe closes, the leader exits, or `timeout` passes."""
+        self._wake.wait(timeout)
+        self._wake.clear()
+
+    def ended(self) -> bool:
+        """True once the leader exited and both pipes are closed."""
+        return self._leader_exited.is_set() and not any(t.is_alive() for t in self._readers)
+
+    def stop_group(self, pgid: int, grace: float) -> None:
+        """TERM, wait for the group to go (reaping the leader first), KILL."""
+        escalate(partial(_signal_group, pgid), partial(self._wait_gone, pgid), grace)
+
+    def _wait_gone(self, pgid: int, until: float) -> None:
+        # While the leader lives, so does the group: wait for it without scanning /proc. Children that
+        # ignore TERM may live on after it, so then reap the leader first: while it is a zombie the group
+        # "exists" and the poll would never end. Its pgid stays reserved as long as any member lives, so
+        # the KILL cannot hit a stranger.
+        if self._leader_exited.wait(max(0.0, until - time.monotonic())):
+            self._child().wait()
+            _wait_group_gone(pgid, until)
+
+    def exit_code(self, killed: str | None) -> int | None:
+        """Reap the leader; None when a signal killed it."""
+        returncode = self._child().wait()
+        return returncode if returncode >= 0 else None
+
+    def close(self) -> None:
+        """Nothing to release: the reader threads close the pipes when they end."""
+
+    def _child(self) -> subprocess.Popen[bytes]:
+        assert self.proc is not None, "start() launches the child first"
+        return self.proc
 
 
 def _thread(target, *args) -> threading.Thread:
@@ -141,7 +156,7 @@ def _thread(target, *args) -> threading.Thread:
     return t
 
 
-def _write_stdin(pipe, data: bytes) -> None:
+def _write_stdin(pipe: IO[bytes], data: bytes) -> None:
     # In a thread so a large stdin cannot deadlock against a child that fills stdout first.
     try:
         if data:
@@ -155,7 +170,7 @@ def _write_stdin(pipe, data: bytes) -> None:
             pass
 
 
-def _drain(pipe, stream: str, sink: OutputSink, wake: threading.Event) -> None:
+def _drain(pipe: IO[bytes], stream: str, sink: OutputSink, wake: threading.Event) -> None:
     fd = pipe.fileno()
     try:
         while chunk := os.read(fd, 65536):
@@ -181,6 +196,11 @@ def _signal_group(pgid: int, sig: int) -> bool:
         return True
     except ProcessLookupError:
         return False
+
+
+def _wait_group_gone(pgid: int, until: float) -> None:
+    while time.monotonic() < until and _group_alive(pgid):
+        time.sleep(_TICK)
 
 
 def _group_alive(pgid: int) -> bool:

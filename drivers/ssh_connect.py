@@ -8,9 +8,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import itertools
 import socket
 import struct
-from typing import Callable
+from collections.abc import Callable
 
 import paramiko
 
@@ -30,7 +31,7 @@ def parse_host_keys(text: str) -> list[tuple[str, bytes]]:
         tokens = line.split()
         if not tokens or tokens[0].startswith("#"):
             continue
-        for kind, data in zip(tokens, tokens[1:]):
+        for kind, data in itertools.pairwise(tokens):
             blob = _decode_blob(data)
             if blob is not None and _blob_type(blob) == kind:
                 keys.append((kind, blob))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Callable, Hashable
+from collections.abc import Callable, Hashable
 
 import paramiko
 
@@ -20,7 +20,7 @@ from .base import DEVICE_UNREACHABLE, DriverError
 _CHANNEL_TRIES = 20  # refusals and dead transports tolerated while opening one channel
 
 
-class _Conn:
+class PooledTransport:
     """One transport and how many runs are using it."""
 
     __slots__ = ("transport", "channels", "full", "idle_since")
@@ -35,7 +35,7 @@ class _Conn:
 class _Pending:
     """A connect in progress that other threads wait for."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.done = threading.Event()
         self.error: DriverError | None = None
 
@@ -49,13 +49,13 @@ class TransportPool:
         self.max_channels = max_channels
         self.idle_timeout = idle_timeout
         self._lock = threading.Lock()
-        self._conns: dict[Hashable, list[_Conn]] = {}
+        self._conns: dict[Hashable, list[PooledTransport]] = {}
         self._pending: dict[Hashable, _Pending] = {}
         self._learned: dict[Hashable, str] = {}  # host keys accepted on first use, per key
         self._next_sweep = time.monotonic() + min(idle_timeout, 60.0)
 
     def open_session(self, key: Hashable, connect: Callable[[], paramiko.Transport],
-                     timeout: float = 10.0) -> tuple[_Conn, paramiko.Channel]:
+                     timeout: float = 10.0) -> tuple[PooledTransport, paramiko.Channel]:
         """Return (conn, new session channel); call release(conn) when the channel is done."""
         last: Exception | None = None
         for _ in range(_CHANNEL_TRIES):
@@ -77,7 +77,7 @@ class TransportPool:
                     self._drop(key, conn)
         raise DriverError(DEVICE_UNREACHABLE, f"could not open an SSH channel: {last}", before_start=True)
 
-    def release(self, conn: _Conn) -> None:
+    def release(self, conn: PooledTransport) -> None:
         """Give back the channel slot taken by open_session."""
         with self._lock:
             conn.channels -= 1
@@ -109,9 +109,9 @@ class TransportPool:
         for c in conns:
             c.transport.close()
 
-    def _acquire(self, key: Hashable, connect: Callable[[], paramiko.Transport]) -> _Conn:
+    def _acquire(self, key: Hashable, connect: Callable[[], paramiko.Transport]) -> PooledTransport:
         while True:
-            stale: list[_Conn] = []
+            stale: list[PooledTransport] = []
             try:
                 with self._lock:
                     self._sweep(stale)
@@ -120,7 +120,7 @@ class TransportPool:
                         return conn
                     pending = self._pending.get(key)
                     mine = pending is None
-                    if mine:
+                    if pending is None:
                         pending = self._pending[key] = _Pending()
             finally:
                 for c in stale:
@@ -133,7 +133,7 @@ class TransportPool:
                 continue
             return self._connect(key, connect, pending)
 
-    def _sweep(self, stale: list[_Conn]) -> None:
+    def _sweep(self, stale: list[PooledTransport]) -> None:
         # Holding the lock. Now and then, also drop idle or dead transports of devices that are
         # no longer used (otherwise keepalives would hold them open forever).
         now = time.monotonic()
@@ -145,16 +145,16 @@ class TransportPool:
             if not self._conns[key]:
                 del self._conns[key]
 
-    def _prune(self, key: Hashable, now: float, stale: list[_Conn]) -> list[_Conn]:
+    def _prune(self, key: Hashable, now: float, stale: list[PooledTransport]) -> list[PooledTransport]:
         # Holding the lock: move dead and long-idle transports of `key` to `stale`.
-        keep = []
+        keep: list[PooledTransport] = []
         for c in self._conns.get(key, []):
             idle_too_long = c.channels == 0 and now - c.idle_since > self.idle_timeout
             (stale if idle_too_long or not c.transport.is_active() else keep).append(c)
         self._conns[key] = keep
         return keep
 
-    def _take_slot(self, key: Hashable, stale: list[_Conn]) -> _Conn | None:
+    def _take_slot(self, key: Hashable, stale: list[PooledTransport]) -> PooledTransport | None:
         # Holding the lock. First fit packs runs onto few transports so spare ones go idle and close.
         keep = self._prune(key, time.monotonic(), stale)
         for c in keep:
@@ -163,9 +163,10 @@ class TransportPool:
                 return c
         return None
 
-    def _connect(self, key: Hashable, connect: Callable[[], paramiko.Transport], pending: _Pending) -> _Conn:
+    def _connect(self, key: Hashable, connect: Callable[[], paramiko.Transport],
+                 pending: _Pending) -> PooledTransport:
         try:
-            conn = _Conn(connect())
+            conn = PooledTransport(connect())
         except BaseException as exc:
             with self._lock:
                 del self._pending[key]
@@ -180,7 +181,7 @@ class TransportPool:
         pending.done.set()
         return conn
 
-    def _drop(self, key: Hashable, conn: _Conn) -> None:
+    def _drop(self, key: Hashable, conn: PooledTransport) -> None:
         with self._lock:
             conns = self._conns.get(key, [])
             if conn in conns:

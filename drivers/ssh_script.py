@@ -89,8 +89,8 @@ def build_command(
         # `read` takes a pipe a byte at a time, so the caller's stdin after the sentinel is left
         # intact for the command. No sentinel (the connection died while sending): never run.
         "__agentruns_s= __agentruns_ok=",
-        f"while IFS= read -r __agentruns_l; do case $__agentruns_l in {shlex.quote(ENV_END)}) __agentruns_ok=1; break ;; "
-        f"esac; __agentruns_s=$__agentruns_s$__agentruns_l${_NL_VAR}; done",
+        f"while IFS= read -r __agentruns_l; do case $__agentruns_l in {shlex.quote(ENV_END)}) "
+        f"__agentruns_ok=1; break ;; esac; __agentruns_s=$__agentruns_s$__agentruns_l${_NL_VAR}; done",
         '[ -n "$__agentruns_ok" ] || exit 97',
         f"cd {remote_cwd(cwd)} 2>/dev/null || {{ printf '%s\\n' {shlex.quote(t + ' cwd_not_found')}; exit 96; }}",
         "__agentruns_t=",
@@ -134,7 +134,8 @@ def kill_command(pgid: int, grace: float) -> str:
         # stopped run does not always cost the whole grace period. (ps scans every process: with
         # hundreds of runs being canceled at once, running it on every tick was most of the cost.)
         "if command -v ps >/dev/null 2>&1 && command -v awk >/dev/null 2>&1; then",
-        "  live() { ps -eo pgid=,stat= 2>/dev/null | awk -v p=\"$P\" '$1 == p && $2 !~ /^Z/ { f = 1 } END { exit !f }'; }",
+        "  live() { ps -eo pgid=,stat= 2>/dev/null"
+        " | awk -v p=\"$P\" '$1 == p && $2 !~ /^Z/ { f = 1 } END { exit !f }'; }",
         "else",
         "  live() { return 0; }",
         "fi",

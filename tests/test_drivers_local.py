@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import threading
 import time
 import uuid
-from datetime import timezone
+from datetime import UTC
 
 import pytest
 
@@ -32,7 +33,9 @@ def pgrep(pattern: str) -> list[int]:
 
 @pytest.fixture()
 def driver() -> LocalDriver:
-    return get_driver(DeviceSpec(id="local", driver="local"))
+    local = get_driver(DeviceSpec(id="local", driver="local"))
+    assert isinstance(local, LocalDriver)
+    return local
 
 
 def run(driver, argv, *, on_output=None, on_start=None, cancel=None, **kw):
@@ -49,7 +52,7 @@ def test_get_driver_picks_local_and_rejects_unknown():
 def test_stdout_stderr_and_exit_code(driver):
     res = run(driver, ["sh", "-c", "printf out; printf err >&2; exit 7"])
     assert (res.stdout, res.stderr, res.exit_code, res.killed) == (b"out", b"err", 7, None)
-    assert res.started_at.tzinfo == timezone.utc and res.finished_at >= res.started_at
+    assert res.started_at.tzinfo == UTC and res.finished_at >= res.started_at
 
 
 @pytest.mark.parametrize("payload", [TRICKY, BIG, b""], ids=["tricky", "200KiB", "empty"])
@@ -190,10 +193,36 @@ def test_driver_error_survives_pickling():
     import pickle
 
     err = pickle.loads(pickle.dumps(DriverError("connection_lost", "gone", before_start=False, pgid=42)))
-    assert (err.code, err.message, err.before_start, err.pgid, str(err)) == ("connection_lost", "gone", False, 42, "gone")
+    fields = (err.code, err.message, err.before_start, err.pgid, str(err))
+    assert fields == ("connection_lost", "gone", False, 42, "gone")
 
 
 def test_endless_output_still_times_out(driver):
     res = run(driver, ["yes"], timeout=0.5, kill_grace=0.5, output_cap=4096)
     assert res.killed == "timeout" and res.exit_code is None
     assert res.stdout_truncated and len(res.stdout) == 4096 and res.stdout.startswith(b"y\ny\n")
+
+
+def test_a_stop_waits_out_the_grace_only_for_what_outlives_the_term(driver):
+    marker = unique_marker()
+    start = time.monotonic()
+    res = run(driver, ["sh", "-c", f"sleep {marker} & sleep {marker}"], timeout=0.3, kill_grace=5)
+    assert res.killed == "timeout" and res.exit_code is None
+    assert time.monotonic() - start < 2  # everything died on TERM: the 5 s grace is not waited out
+    assert pgrep(f"sleep {marker}") == []
+
+
+def test_pipes_held_by_a_process_that_left_the_group_are_given_up_on(driver):
+    marker = unique_marker()
+    start = time.monotonic()
+    try:
+        # setsid takes the sleep out of the run's group; it keeps the stdout pipe open.
+        res = run(driver, ["sh", "-c", f"setsid sleep {marker} & sleep {marker}"], timeout=0.3, kill_grace=0.3)
+        elapsed = time.monotonic() - start
+        assert res.killed == "timeout" and res.exit_code is None
+        # timeout + grace + the 3 s allowed for pipes held by an escaped process
+        assert 3.5 <= elapsed < 6
+        assert len(pgrep(f"sleep {marker}")) == 1  # the escaped one: the group kill cannot reach it
+    finally:
+        for pid in pgrep(f"sleep {marker}"):
+            os.kill(pid, signal.SIGKILL)

@@ -10,12 +10,17 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from drivers import get_driver
+from drivers import get_driver, ssh_script
 from drivers.base import (
-    AUTH_FAILED, CONNECTION_LOST, CWD_NOT_FOUND, DEVICE_UNREACHABLE, HOST_KEY_MISMATCH, HOST_KEY_UNKNOWN,
-    DriverError, ExecRequest,
+    AUTH_FAILED,
+    CONNECTION_LOST,
+    CWD_NOT_FOUND,
+    DEVICE_UNREACHABLE,
+    HOST_KEY_MISMATCH,
+    HOST_KEY_UNKNOWN,
+    DriverError,
+    ExecRequest,
 )
-from drivers import ssh_script
 from drivers.ssh import SSHDriver
 from drivers.ssh_pool import TransportPool
 from providers import RunSpec, get_provider
@@ -51,7 +56,8 @@ def fingerprint_of(pub_line: str) -> str:
     with tempfile.NamedTemporaryFile("w", suffix=".pub") as f:
         f.write(pub_line + "\n")
         f.flush()
-        return subprocess.run(["ssh-keygen", "-lf", f.name], capture_output=True, text=True, check=True).stdout.split()[1]
+        out = subprocess.run(["ssh-keygen", "-lf", f.name], capture_output=True, text=True, check=True).stdout
+        return out.split()[1]
 
 
 @pytest.fixture()
@@ -188,7 +194,8 @@ def test_missing_cwd_is_a_before_start_error(driver):
 def test_output_cap_and_streaming(driver):
     chunks = []
     script = "head -c 6000 /dev/zero | tr '\\0' a; head -c 4000 /dev/zero | tr '\\0' z; sleep 0.5; echo end >&2"
-    res = run(driver, ["sh", "-c", script], output_cap=1000, on_output=lambda s, c: chunks.append((time.monotonic(), s, c)))
+    res = run(driver, ["sh", "-c", script], output_cap=1000,
+              on_output=lambda s, c: chunks.append((time.monotonic(), s, c)))
     done = time.monotonic()
     assert res.stdout == b"a" * 500 + b"z" * 500 and res.stdout_truncated
     assert res.stderr == b"end\n" and not res.stderr_truncated
