@@ -1,4 +1,6 @@
-"""The async twin of agentruns.client: same methods, same retry policy and errors, on httpx.AsyncClient.
+"""The asyncio twin of agentruns.client: the same methods and signatures on httpx.AsyncClient, performing
+the same I/O-free flows (agentruns._sdk_*, agentruns.client_stream), so retries, errors and streaming
+behave identically.
 
     async with AsyncClient() as client:
         run = await client.agent_runs.run(prompt="...", sandbox_id="box-1")
@@ -7,240 +9,204 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import time
-import uuid
 from collections.abc import AsyncIterator
-from contextlib import aclosing
 from typing import Any
 
 import httpx
 
-from agentruns.client import (DEFAULT_URL, _drop_none, backoff_delay, classify, create_options, decode_data,
-                              default_headers, list_params)
-from agentruns.client_errors import AgentrunsError, WaitTimeout, connection_error, error_from_response
-from agentruns.client_sse import TERMINAL, SSEDecoder, event_from_sse, normalize_event, terminal_status
-from agentruns.client_stream import MAX_POLL_INTERVAL, SSE_READ_TIMEOUT
+from agentruns._sdk_protocol import Call, Close, Config, Emit, Flow, Open, ReadBody, ReadLine, Send, Sleep, T
+from agentruns._sdk_resources import DeviceFlows, Rows, RunFlows, run_body
+from agentruns.client_stream import stream
 
 __all__ = ["AsyncClient"]
 
 
-class AsyncTransport:
-    """httpx.AsyncClient with the SDK's retry policy."""
+def _request(http: httpx.AsyncClient, call: Call) -> httpx.Request:
+    return http.build_request(call.method, call.path, params=call.params, json=call.json, headers=call.headers,
+                              timeout=call.httpx_timeout())
 
-    def __init__(self, base_url: str, api_key: str | None, timeout: float, max_retries: int,
-                 http: httpx.AsyncClient | None = None, backoff_base: float = 0.5):
-        self.base_url = base_url.rstrip("/").removesuffix("/api/v1")
-        self.timeout, self.max_retries, self.backoff_base = timeout, max_retries, backoff_base
-        self.http = http or httpx.AsyncClient(base_url=self.base_url,
-                                              timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)))
-        self.http.headers.update(default_headers(api_key))
 
-    async def request(self, method: str, path: str, *, params: Any = None, json: Any = None,
-                      headers: dict[str, str] | None = None, timeout: float | None = None,
-                      retry: str = "safe") -> httpx.Response:
-        """Send with retries (see agentruns.client.classify)."""
-        headers = {"X-Request-Id": uuid.uuid4().hex, **(headers or {})}
-        attempt = 0
-        while True:
-            resp = None
-            try:
-                resp = await self.http.request(method, path, params=params, json=json, headers=headers,
-                                               timeout=self.timeout if timeout is None else timeout)
-                err, retryable, retry_after = classify(retry, headers["X-Request-Id"], resp=resp)
-            except httpx.TransportError as exc:
-                err, retryable, retry_after = classify(retry, headers["X-Request-Id"], exc=exc)
-            if err is None:
+class _AsyncExchange:
+    """Performs one flow's instructions on an httpx.AsyncClient: the only I/O of the async SDK."""
+
+    def __init__(self, http: httpx.AsyncClient):
+        self.http = http
+        self.response: httpx.Response | None = None  # the open stream, if any
+        self.lines: AsyncIterator[str] | None = None
+
+    async def perform(self, instruction: Any) -> Any:
+        """Carry out one instruction (see agentruns._sdk_protocol) and return its result."""
+        match instruction:
+            case Send(call):
+                return await self.http.send(_request(self.http, call))
+            case Open(call):
+                await self.close()
+                self.response = await self.http.send(_request(self.http, call), stream=True)
+                self.lines = self.response.aiter_lines()
+                return self.response
+            case ReadLine():
+                line = await anext(self.lines, None) if self.lines is not None else None
+                if line is None:
+                    await self.close()
+                return line
+            case ReadBody():
+                resp = self.response
+                assert resp is not None, "ReadBody without Open"
+                await resp.aread()
+                await self.close()
                 return resp
-            if not retryable or attempt >= self.max_retries:
-                raise err
-            await asyncio.sleep(backoff_delay(attempt, self.backoff_base, retry_after))
-            attempt += 1
+            case Close():
+                await self.close()
+            case Sleep(seconds):
+                await asyncio.sleep(seconds)
+            case _:
+                raise TypeError(f"not an instruction: {instruction!r}")
+        return None
 
-    async def json(self, method: str, path: str, **kwargs) -> Any:
-        """`request` and decode the body's `data`."""
-        return decode_data(await self.request(method, path, **kwargs), method, path)
+    async def advance(self, flow: Flow[Any]) -> tuple[bool, Any]:
+        """Run `flow` to its next Emit, (True, item), or to its end, (False, result)."""
+        reply: Any = None
+        error: httpx.TransportError | None = None
+        while True:
+            try:
+                instruction = flow.send(reply) if error is None else flow.throw(error)
+            except StopIteration as stop:
+                return False, stop.value
+            if isinstance(instruction, Emit):
+                return True, instruction.item
+            try:
+                reply, error = await self.perform(instruction), None
+            except httpx.TransportError as exc:
+                await self.close()
+                reply, error = None, exc
+
+    async def close(self) -> None:
+        """Drop the open stream, if any."""
+        if self.response is not None:
+            await self.response.aclose()
+            self.response, self.lines = None, None
+
+
+async def run_flow(http: httpx.AsyncClient, flow: Flow[T]) -> T:
+    """Perform a flow that emits nothing; its result."""
+    exchange = _AsyncExchange(http)
+    try:
+        emitted, value = await exchange.advance(flow)
+        assert not emitted, "this flow emits items: iterate it"
+        return value
+    finally:
+        await exchange.close()
+        flow.close()
+
+
+async def iterate_flow(http: httpx.AsyncClient, flow: Flow[Any]) -> AsyncIterator[Any]:
+    """Perform a flow, yielding what it emits."""
+    exchange = _AsyncExchange(http)
+    try:
+        while True:
+            emitted, item = await exchange.advance(flow)
+            if not emitted:
+                return
+            yield item
+    finally:  # also when the caller stops iterating early (aclose): the open stream is released
+        await exchange.close()
+        flow.close()
 
 
 class AsyncAgentRuns:
-    """`client.agent_runs` of AsyncClient (see agentruns.client.AgentRuns for the semantics)."""
+    """`client.agent_runs` of AsyncClient (see agentruns.client.AgentRuns: the same methods, awaited)."""
 
-    def __init__(self, transport: AsyncTransport):
-        self._t = transport
+    def __init__(self, flows: RunFlows, http: httpx.AsyncClient):
+        self._flows, self._http = flows, http
 
-    async def create(self, *, prompt: str, idempotency_key: str | None = None, runtime_command: str | None = None,
-                     **fields) -> dict:
+    async def create(self, *, prompt: str, target_id: str | None = None, sandbox_id: str | None = None,
+                     computer_id: str | None = None, target_kind: str | None = None, provider: str | None = None,
+                     command: str | None = None, runtime_command: str | None = None, model: str | None = None,
+                     cwd: str | None = None, timeout: int | None = None, metadata: dict | None = None,
+                     env: dict[str, str] | None = None, wait: bool | int | None = None,
+                     idempotency_key: str | None = None) -> dict:
         """Create a run; an Idempotency-Key is generated when absent and reused by every retry."""
-        body = _drop_none({"prompt": prompt, **fields})
-        if runtime_command and "command" not in body:
-            body["command"] = runtime_command
-        options = create_options(body, idempotency_key, self._t.timeout)
-        return await self._t.json("POST", "/api/v1/agent-runs", **options)
+        body = run_body(prompt=prompt, target_id=target_id, sandbox_id=sandbox_id, computer_id=computer_id,
+                        target_kind=target_kind, provider=provider, command=command, runtime_command=runtime_command,
+                        model=model, cwd=cwd, timeout=timeout, metadata=metadata, env=env, wait=wait)
+        return await run_flow(self._http, self._flows.create(body, idempotency_key))
+
+    async def run(self, *, prompt: str, target_id: str | None = None, sandbox_id: str | None = None,
+                  computer_id: str | None = None, target_kind: str | None = None, provider: str | None = None,
+                  command: str | None = None, runtime_command: str | None = None, model: str | None = None,
+                  cwd: str | None = None, timeout: int | None = None, metadata: dict | None = None,
+                  env: dict[str, str] | None = None, wait: bool | int | None = None,
+                  idempotency_key: str | None = None, wait_timeout: float | None = None) -> dict:
+        """Create a run and wait until it ends (WaitTimeout after `wait_timeout`)."""
+        body = run_body(prompt=prompt, target_id=target_id, sandbox_id=sandbox_id, computer_id=computer_id,
+                        target_kind=target_kind, provider=provider, command=command, runtime_command=runtime_command,
+                        model=model, cwd=cwd, timeout=timeout, metadata=metadata, env=env, wait=wait)
+        return await run_flow(self._http, self._flows.run(body, idempotency_key, wait_timeout))
 
     async def get(self, run_id: str, wait: int | None = None) -> dict:
         """The full run; `wait=SECONDS` long-polls until it is terminal."""
-        return await self._t.json("GET", f"/api/v1/agent-runs/{run_id}", params={"wait": int(wait)} if wait else None,
-                                  timeout=self._t.timeout + (wait or 0), retry="always")
+        return await run_flow(self._http, self._flows.get(run_id, wait))
 
     async def wait(self, run_id: str, timeout: float | None = None, poll_wait: int = 60) -> dict:
         """Long-poll until terminal; WaitTimeout after `timeout` seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            left = None if deadline is None else deadline - time.monotonic()
-            step = poll_wait if left is None else max(0, min(poll_wait, int(left + 0.999)))
-            run = await self.get(run_id, wait=step)
-            if run["status"] in TERMINAL:
-                return run
-            if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimeout(run, timeout)
-
-    async def run(self, *, wait_timeout: float | None = None, **fields) -> dict:
-        """Create a run and wait until it ends."""
-        created = await self.create(**fields)
-        if created["status"] in TERMINAL:
-            return created
-        return await self.wait(created["id"], timeout=wait_timeout)
+        return await run_flow(self._http, self._flows.wait(run_id, timeout, poll_wait))
 
     async def page(self, *, cursor: str | None = None, limit: int | None = None, metadata: dict | None = None,
-                   **filters) -> dict:
+                   **filters: Any) -> dict:
         """One page: {"data": [...], "next_cursor": ...}."""
-        params = list_params({**filters, "cursor": cursor, "limit": limit}, metadata)
-        return (await self._t.request("GET", "/api/v1/agent-runs", params=params, retry="always")).json()
+        return await run_flow(self._http, self._flows.page(cursor, limit, metadata, filters))
 
-    async def list(self, *, limit: int | None = None, metadata: dict | None = None, **filters) -> AsyncIterator[dict]:
-        """Every matching run, newest first, following next_cursor."""
-        cursor = filters.pop("cursor", None)
-        while True:
-            page = await self.page(cursor=cursor, limit=limit, metadata=metadata, **filters)
-            for row in page["data"]:
-                yield row
-            cursor = page.get("next_cursor")
-            if not cursor:
-                return
+    def list(self, *, limit: int | None = None, metadata: dict | None = None, **filters: Any) -> AsyncIterator[dict]:
+        """Every matching run, newest first, following next_cursor (`async for`)."""
+        return iterate_flow(self._http, self._flows.list(limit, metadata, filters))
 
     async def cancel(self, run_id: str) -> dict:
         """Cancel a run (Conflict if it already finished)."""
-        return await self._t.json("POST", f"/api/v1/agent-runs/{run_id}/cancel", retry="safe")
+        return await run_flow(self._http, self._flows.cancel(run_id))
 
-    async def events(self, run_id: str, after_seq: int = 0, limit: int = 1000) -> list[dict]:
+    async def events(self, run_id: str, after_seq: int = 0, limit: int = 1000) -> Rows:
         """The whole event log after `after_seq`."""
-        out: list[dict] = []
-        while True:
-            rows = await self._t.json("GET", f"/api/v1/agent-runs/{run_id}/events",
-                                      params={"after_seq": after_seq, "limit": limit}, retry="always")
-            out.extend(normalize_event(e) for e in rows)
-            if len(rows) < limit:
-                return out
-            after_seq = rows[-1]["seq"]
+        return await run_flow(self._http, self._flows.events(run_id, after_seq, limit))
 
-    async def stream(self, run_id: str, after_seq: int = 0, *, transport: str = "auto",
-                     poll_interval: float = 0.5) -> AsyncIterator[dict]:
-        """Live events until the terminal status: SSE with Last-Event-ID resume, or polling."""
-        last, failures, mode = after_seq, 0, transport
-        while mode != "poll":
-            got_any, failure = False, None
-            try:
-                async with aclosing(self._sse(run_id, last)) as events:  # close the response on break too
-                    async for event in events:
-                        if event is None:  # the server answered JSON: it does not stream
-                            if transport == "sse":
-                                raise AgentrunsError("the server does not stream events", code="sse_unsupported")
-                            mode = "poll"
-                            break
-                        if event["seq"] <= last:
-                            continue
-                        got_any, failures, last = True, 0, event["seq"]
-                        yield event
-                        if terminal_status(event):
-                            return
-                    else:
-                        if not got_any and (await self.get(run_id))["status"] in TERMINAL:
-                            for event in await self.events(run_id, last):
-                                yield event
-                            return
-            except httpx.TransportError as exc:
-                failure = connection_error(exc)
-            except _Transient as exc:
-                failure = exc.err
-            if mode != "poll" and (failure is not None or not got_any):
-                failures += 1
-                if failures > self._t.max_retries:
-                    raise failure or AgentrunsError("the event stream keeps ending", code="stream_ended")
-                await asyncio.sleep(backoff_delay(failures - 1, self._t.backoff_base))
-        idle = poll_interval
-        while True:
-            rows = await self.events(run_id, last, limit=500)
-            for event in rows:
-                last = max(last, event["seq"])
-                yield event
-                if terminal_status(event):
-                    return
-            if not rows and (await self.get(run_id))["status"] in TERMINAL:
-                for event in await self.events(run_id, last):
-                    yield event
-                return
-            idle = poll_interval if rows else min(MAX_POLL_INTERVAL, idle * 1.5)
-            await asyncio.sleep(0 if rows else idle)
+    async def events_page(self, run_id: str, after_seq: int = 0, limit: int = 500) -> Rows:
+        """One page of events after `after_seq`."""
+        return await run_flow(self._http, self._flows.events_page(run_id, after_seq, limit))
 
-    async def _sse(self, run_id: str, after_seq: int) -> AsyncIterator[dict | None]:
-        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
-        if after_seq:
-            headers["Last-Event-ID"] = str(after_seq)
-        async with self._t.http.stream("GET", f"/api/v1/agent-runs/{run_id}/events", params={"after_seq": after_seq},
-                                       headers=headers, timeout=httpx.Timeout(self._t.timeout,
-                                                                              read=SSE_READ_TIMEOUT)) as resp:
-            if resp.status_code >= 400:
-                await resp.aread()
-                err = error_from_response(resp)
-                if resp.status_code == 429 or resp.status_code >= 500:
-                    raise _Transient(err)
-                raise err
-            if "text/event-stream" not in resp.headers.get("content-type", ""):
-                yield None
-                return
-            decoder = SSEDecoder()
-            async for line in resp.aiter_lines():
-                msg = decoder.feed(line)
-                event = event_from_sse(msg) if msg is not None else None
-                if event is not None:
-                    yield event
-
-
-class _Transient(Exception):
-    def __init__(self, err: AgentrunsError):
-        super().__init__(str(err))
-        self.err = err
+    def stream(self, run_id: str, after_seq: int = 0, *, transport: str = "auto",
+               poll_interval: float = 0.5) -> AsyncIterator[dict]:
+        """Live events until the terminal status (`async for`): SSE with Last-Event-ID resume, or polling."""
+        return iterate_flow(self._http, stream(self._flows, run_id, after_seq, transport, poll_interval))
 
 
 class AsyncDevices:
     """`client.devices` of AsyncClient."""
 
-    def __init__(self, transport: AsyncTransport):
-        self._t = transport
+    def __init__(self, flows: DeviceFlows, http: httpx.AsyncClient):
+        self._flows, self._http = flows, http
 
-    async def create(self, **fields) -> dict:
+    async def create(self, **fields: Any) -> dict:
         """Register a device."""
-        return await self._t.json("POST", "/api/v1/devices", json=_drop_none(fields))
+        return await run_flow(self._http, self._flows.create(fields))
 
-    async def list(self) -> list[dict]:
+    async def list(self) -> Rows:
         """All devices of the tenant."""
-        return await self._t.json("GET", "/api/v1/devices", retry="always")
+        return await run_flow(self._http, self._flows.list())
 
     async def get(self, device_id: str) -> dict:
         """One device."""
-        return await self._t.json("GET", f"/api/v1/devices/{device_id}", retry="always")
+        return await run_flow(self._http, self._flows.get(device_id))
 
-    async def update(self, device_id: str, **fields) -> dict:
-        """PATCH some fields."""
-        return await self._t.json("PATCH", f"/api/v1/devices/{device_id}", json=fields)
+    async def update(self, device_id: str, **fields: Any) -> dict:
+        """PATCH some fields; a secret given as None is removed."""
+        return await run_flow(self._http, self._flows.update(device_id, fields))
 
     async def delete(self, device_id: str) -> None:
         """Delete a device with no runs in flight."""
-        await self._t.json("DELETE", f"/api/v1/devices/{device_id}")
+        await run_flow(self._http, self._flows.delete(device_id))
 
     async def test(self, device_id: str) -> dict:
         """Connect and run `true`: {"ok", "latency_ms", "host_key", "error"}."""
-        return await self._t.json("POST", f"/api/v1/devices/{device_id}/test", timeout=self._t.timeout + 30)
+        return await run_flow(self._http, self._flows.test(device_id))
 
 
 class AsyncClient:
@@ -248,19 +214,19 @@ class AsyncClient:
 
     def __init__(self, base_url: str | None = None, api_key: str | None = None, timeout: float = 30.0,
                  max_retries: int = 3, *, http: httpx.AsyncClient | None = None, backoff_base: float = 0.5):
-        base_url = base_url or os.environ.get("AGENTRUNS_API_URL") or DEFAULT_URL
-        api_key = api_key if api_key is not None else os.environ.get("AGENTRUNS_API_KEY")
-        self._transport = AsyncTransport(base_url, api_key, timeout, max_retries, http, backoff_base)
-        self.base_url = self._transport.base_url
-        self.agent_runs = AsyncAgentRuns(self._transport)
-        self.devices = AsyncDevices(self._transport)
+        self.config = Config.resolve(base_url, api_key, timeout, max_retries, backoff_base)
+        self.base_url = self.config.base_url
+        self._http = http or httpx.AsyncClient(base_url=self.base_url)
+        self._http.headers.update(self.config.headers())
+        self.agent_runs = AsyncAgentRuns(RunFlows(self.config), self._http)
+        self.devices = AsyncDevices(DeviceFlows(self.config), self._http)
 
     async def aclose(self) -> None:
         """Close the connection pool."""
-        await self._transport.http.aclose()
+        await self._http.aclose()
 
     async def __aenter__(self) -> AsyncClient:
         return self
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.aclose()

@@ -1,138 +1,165 @@
-"""Live run events for the SDK: Server-Sent Events with Last-Event-ID resume, or polling /events.
+"""Live run events as an I/O-free flow: Server-Sent Events with Last-Event-ID resume, or polling /events.
 
 Polling stays as a fallback on purpose: some proxies buffer or cut event streams, and a server without
-SSE answers the same URL with the JSON event list.
+SSE answers the same URL with the JSON event list (whose events are delivered, then polling goes on
+after them). Whatever the path, an event is delivered once (by seq) and the stream stops at the run's
+terminal status event.
 """
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import httpx
 
+from agentruns._sdk_protocol import Call, Close, Config, Emit, Flow, Open, ReadBody, ReadLine, Sleep
+from agentruns._sdk_resources import RUNS, RunFlows
+from agentruns._sdk_retry import backoff_delay
 from agentruns.client_errors import AgentrunsError, connection_error, error_from_response, parse_retry_after
-from agentruns.client_sse import TERMINAL, SSEDecoder, event_from_sse, normalize_event, terminal_status
-
-if TYPE_CHECKING:
-    from agentruns.client import AgentRuns, Transport
+from agentruns.client_sse import SSEDecoder, event_from_sse, normalize_event, terminal_status
+from agentruns.vocabulary import TERMINAL
 
 # The server sends a keepalive comment every 15 s; a silent connection for longer than this is dead.
 SSE_READ_TIMEOUT = 45.0
 MAX_POLL_INTERVAL = 2.0
+TRANSPORTS = ("auto", "sse", "poll")
 
 
-class _NotStreaming(Exception):
-    """The server answered the SSE request with JSON: it carries that first page of events."""
+@dataclass
+class Cursor:
+    """Where a stream stands: the last seq delivered (dedupe, Last-Event-ID) and whether it has ended."""
 
-    def __init__(self, events: list[dict]):
-        super().__init__("server does not stream events")
-        self.events = events
+    last: int = 0
+    ended: bool = False
+
+    def accept(self, event: dict) -> bool:
+        """Should `event` be delivered? No for one already delivered (a server that replays on resume)
+        or anything after the terminal status event."""
+        if self.ended or event["seq"] <= self.last:
+            return False
+        self.last = event["seq"]
+        self.ended = terminal_status(event) is not None
+        return True
 
 
-def _sse_connection(t: Transport, run_id: str, after_seq: int) -> Iterator[dict]:
-    """One SSE connection: yields run events; raises _NotStreaming, _Retry, AgentrunsError or httpx errors."""
+@dataclass
+class Connection:
+    """How one SSE connection went."""
+
+    delivered: int = 0
+    error: AgentrunsError | None = None  # a transient failure: reconnect after a backoff
+    retry_after: float | None = None
+    streaming: bool = True  # False: the server answered JSON, so go on by polling
+
+
+def sse_call(cfg: Config, run_id: str, after_seq: int) -> Call:
+    """The request of one SSE connection, resuming after `after_seq`."""
     headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
     if after_seq:
         headers["Last-Event-ID"] = str(after_seq)
-    timeout = httpx.Timeout(t.timeout, read=SSE_READ_TIMEOUT)
-    with t.http.stream("GET", f"/api/v1/agent-runs/{run_id}/events", params={"after_seq": after_seq},
-                       headers=headers, timeout=timeout) as resp:
-        if resp.status_code >= 400:
-            resp.read()
-            err = error_from_response(resp)
-            if resp.status_code == 429 or resp.status_code >= 500:
-                raise _Retry(err, parse_retry_after(resp.headers.get("retry-after")))
+    return Call("GET", f"{RUNS}/{run_id}/events", params={"after_seq": after_seq}, headers=headers,
+                timeout=cfg.timeout, read_timeout=SSE_READ_TIMEOUT)
+
+
+def stream(runs: RunFlows, run_id: str, after_seq: int = 0, transport: str = "auto",
+           poll_interval: float = 0.5) -> Flow[None]:
+    """Emit the run's events after `after_seq` until its terminal status event (see AgentRuns.stream)."""
+    if transport not in TRANSPORTS:  # checked now, not when the caller starts iterating
+        raise ValueError("transport must be 'auto', 'sse' or 'poll'")
+    return _stream(runs, run_id, Cursor(after_seq), transport, poll_interval)
+
+
+def _stream(runs: RunFlows, run_id: str, cursor: Cursor, transport: str, poll_interval: float) -> Flow[None]:
+    cfg = runs.cfg
+    failures = 0
+    while transport != "poll":
+        conn = yield from sse_connection(cfg, run_id, cursor, sse_only=transport == "sse")
+        if cursor.ended:
+            return
+        if not conn.streaming:
+            break
+        if conn.delivered:
+            failures = 0
+        if conn.error is None:
+            if conn.delivered:
+                continue  # cut before the end (a proxy or a server restart): resume at once
+            # Ended without a single event: the run may be over with its terminal event already behind us.
+            if (yield from runs.get(run_id))["status"] in TERMINAL:
+                yield from _emit_rest(runs, run_id, cursor)
+                return
+        failures += 1
+        if failures > cfg.max_retries:
+            raise conn.error or AgentrunsError("the event stream keeps ending without events", code="stream_ended")
+        yield Sleep(backoff_delay(failures - 1, cfg.backoff_base, conn.retry_after))
+    yield from poll(runs, run_id, cursor, poll_interval)
+
+
+def sse_connection(cfg: Config, run_id: str, cursor: Cursor, sse_only: bool = False) -> Flow[Connection]:
+    """One SSE connection: emit its new events; a transient failure comes back in the Connection."""
+    delivered = 0
+    try:
+        head = yield Open(sse_call(cfg, run_id, cursor.last))
+        if head.status_code >= 400:
+            err = error_from_response((yield ReadBody()))
+            if head.status_code == 429 or head.status_code >= 500:
+                return Connection(error=err, retry_after=parse_retry_after(head.headers.get("retry-after")))
             raise err
-        ctype = resp.headers.get("content-type", "")
-        if "text/event-stream" not in ctype:
-            resp.read()
-            try:
-                rows = resp.json()["data"]
-            except (ValueError, KeyError, TypeError):
-                rows = []
-            raise _NotStreaming([normalize_event(e) for e in rows])
+        if "text/event-stream" not in head.headers.get("content-type", ""):
+            page = json_page((yield ReadBody()))
+            if sse_only:
+                raise AgentrunsError("the server does not stream events (no text/event-stream answer)",
+                                     code="sse_unsupported")
+            for row in page:
+                if cursor.accept(row):
+                    yield Emit(row)
+            return Connection(len(page), streaming=False)
         decoder = SSEDecoder()
-        for line in resp.iter_lines():
+        while (line := (yield ReadLine())) is not None:
             msg = decoder.feed(line)
-            if msg is None:
-                continue
-            event = event_from_sse(msg)
-            if event is not None:
-                yield event
+            event = event_from_sse(msg) if msg is not None else None
+            if event is not None and cursor.accept(event):
+                delivered += 1
+                yield Emit(event)
+                if cursor.ended:
+                    yield Close()
+                    break
+        return Connection(delivered)
+    except httpx.TransportError as exc:
+        return Connection(delivered, error=connection_error(exc))
 
 
-class _Retry(Exception):
-    """A transient HTTP error (429, 5xx) on the SSE request: reconnect after a backoff."""
+def json_page(resp: httpx.Response) -> list[dict]:
+    """The events of a JSON /events answer (none if the body is not one)."""
+    try:
+        rows = resp.json()["data"]
+    except (ValueError, KeyError, TypeError):
+        return []
+    return [normalize_event(e) for e in rows] if isinstance(rows, list) else []
 
-    def __init__(self, err: AgentrunsError, retry_after: float | None):
-        super().__init__(str(err))
-        self.err, self.retry_after = err, retry_after
 
-
-def _poll(runs: AgentRuns, run_id: str, after_seq: int, interval: float) -> Iterator[dict]:
+def poll(runs: RunFlows, run_id: str, cursor: Cursor, interval: float) -> Flow[None]:
     """Poll /events until the terminal status event (or the run is terminal and no event is left)."""
     idle = interval
-    while True:
-        rows = runs.events_page(run_id, after_seq)
-        for event in rows:
-            after_seq = max(after_seq, event["seq"])
-            yield event
-            if terminal_status(event):
-                return
-        if rows:
+    while not cursor.ended:
+        fresh = 0
+        for event in (yield from runs.events_page(run_id, cursor.last)):
+            if cursor.accept(event):
+                fresh += 1
+                yield Emit(event)
+        if cursor.ended:
+            return
+        if fresh:
             idle = interval
             continue
         # Nothing new: the terminal event may have been compacted away, so ask the run itself. Its events are
-        # committed with its status, so one more page after seeing it terminal is complete.
-        if runs.get(run_id)["status"] in TERMINAL:
-            yield from runs.events_page(run_id, after_seq)
+        # committed with its status, so the log read after seeing it terminal is complete.
+        if (yield from runs.get(run_id))["status"] in TERMINAL:
+            yield from _emit_rest(runs, run_id, cursor)
             return
-        time.sleep(idle)
+        yield Sleep(idle)
         idle = min(MAX_POLL_INTERVAL, idle * 1.5)
 
 
-def stream_events(runs: AgentRuns, t: Transport, run_id: str, after_seq: int, transport: str,
-                  poll_interval: float) -> Iterator[dict]:
-    """The generator behind AgentRuns.stream (see there)."""
-    from agentruns.client import backoff_delay  # circular at import time only
-
-    if transport not in ("auto", "sse", "poll"):
-        raise ValueError("transport must be 'auto', 'sse' or 'poll'")
-    last = after_seq
-    failures = 0
-    while transport != "poll":
-        got_any, failure, retry_after = False, None, None
-        try:
-            for event in _sse_connection(t, run_id, last):
-                if event["seq"] <= last:  # a server that replays on resume: never yield twice
-                    continue
-                got_any, failures, last = True, 0, event["seq"]
-                yield event
-                if terminal_status(event):
-                    return
-            # The stream ended without the terminal event (a proxy or server restart cut it): resume.
-            if not got_any and runs.get(run_id)["status"] in TERMINAL:
-                yield from runs.events(run_id, last)
-                return
-        except _NotStreaming as exc:
-            if transport == "sse":
-                raise AgentrunsError("the server does not stream events (no text/event-stream answer)",
-                                     code="sse_unsupported") from None
-            for event in exc.events:
-                last = max(last, event["seq"])
-                yield event
-                if terminal_status(event):
-                    return
-            break  # continue by polling
-        except _Retry as exc:
-            failure, retry_after = exc.err, exc.retry_after
-        except httpx.TransportError as exc:
-            failure = connection_error(exc)
-        if failure is not None or not got_any:
-            failures += 1
-            if failures > t.max_retries:
-                raise failure or AgentrunsError("the event stream keeps ending without events",
-                                                code="stream_ended")
-            time.sleep(backoff_delay(failures - 1, t.backoff_base, retry_after))
-    yield from _poll(runs, run_id, last, poll_interval)
+def _emit_rest(runs: RunFlows, run_id: str, cursor: Cursor) -> Flow[None]:
+    for event in (yield from runs.events(run_id, cursor.last)):
+        if cursor.accept(event):
+            yield Emit(event)

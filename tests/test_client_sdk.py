@@ -1,23 +1,36 @@
-"""The Python SDK (agentruns.client) against a live API, worker and beat (no mocks of the server).
+"""The Python SDK against a live API, worker and beat (no mocks of the server). Every test runs twice: on
+the sync `Client` and on the `AsyncClient` (driven through tests.test_sdk_core.open_twin), which must
+behave identically.
 
 Faults are injected by a small TCP proxy between the SDK and the real server (`FaultProxy`).
 """
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import socket
 import threading
 import time
 import uuid
+from contextlib import ExitStack
 from types import SimpleNamespace
 
 import httpx
 import pytest
 
-from agentruns.client import (Client, ConnectionFailed, Conflict, NotFound, RateLimited, Unauthorized,
-                              ValidationFailed, WaitTimeout)
-from agentruns.client_sse import SSEDecoder, event_from_sse
+from agentruns.client import (
+    Client,
+    Conflict,
+    ConnectionFailed,
+    NotFound,
+    RateLimited,
+    Unauthorized,
+    ValidationFailed,
+    WaitTimeout,
+)
 from tests.conftest import make_key
+from tests.test_sdk_core import open_twin
 
 pytestmark = pytest.mark.e2e
 
@@ -35,10 +48,18 @@ def tenant(app, live_server, tmp_path):
     return new_tenant(live_server, tmp_path)
 
 
+@pytest.fixture(params=["sync", "async"])
+def connect(request, tenant):
+    """connect(url=tenant's, key=tenant's, **options): a client of this test's kind, closed at teardown."""
+    with ExitStack() as stack:
+        def make(url: str | None = None, key: str | None = None, **options):
+            return stack.enter_context(open_twin(request.param, url or tenant.url, key or tenant.key, **options))
+        yield make
+
+
 @pytest.fixture()
-def client(tenant):
-    with Client(tenant.url, tenant.key, backoff_base=0.05) as c:
-        yield c
+def client(connect):
+    return connect(backoff_base=0.05)
 
 
 def custom(command: str, **extra) -> dict:
@@ -234,19 +255,19 @@ def test_stream_yields_live_events_until_the_end(client, transport):
     assert resumed == events[2:]
 
 
-def _sse_supported(client, run_id) -> bool:
-    resp = client._transport.http.get(f"/api/v1/agent-runs/{run_id}/events", headers={"Accept": "text/event-stream"})
-    return resp.headers.get("content-type", "").startswith("text/event-stream")
+def _sse_supported(tenant, run_id) -> bool:
+    with httpx.stream("GET", f"{tenant.url}/api/v1/agent-runs/{run_id}/events",
+                      headers={"Accept": "text/event-stream", "Authorization": f"Bearer {tenant.key}"}) as resp:
+        return resp.headers.get("content-type", "").startswith("text/event-stream")
 
 
-def test_sse_stream_resumes_with_last_event_id(client, tenant):
+def test_sse_stream_resumes_with_last_event_id(client, connect, tenant):
     run = client.agent_runs.create(prompt="p", **custom("echo a; sleep 0.3; echo b; sleep 0.3; echo c"))
-    if not _sse_supported(client, run["id"]):
+    if not _sse_supported(tenant, run["id"]):
         pytest.skip("the server does not serve text/event-stream on /events yet")
     proxy = FaultProxy(tenant.url, [("cut_after_events", 2)])
     try:
-        with Client(proxy.url, tenant.key, backoff_base=0.05) as via_proxy:
-            events = list(via_proxy.agent_runs.stream(run["id"], transport="sse"))
+        events = list(connect(proxy.url, backoff_base=0.05).agent_runs.stream(run["id"], transport="sse"))
     finally:
         proxy.close()
     assert events == client.agent_runs.events(run["id"])
@@ -254,12 +275,32 @@ def test_sse_stream_resumes_with_last_event_id(client, tenant):
     assert _header(proxy.requests[1], "Last-Event-ID") == str(events[1]["seq"])
 
 
-def test_create_retried_after_a_dropped_connection_makes_one_run(client, tenant):
+def test_stream_falls_back_to_polling_keeping_the_json_page(client, connect, tenant):
+    run = client.agent_runs.run(prompt="p", **custom("echo a; echo b >&2; echo c"))
+    events = client.agent_runs.events(run["id"])
+    # A proxy that does not stream answers the SSE request with a JSON page: marked, so the test sees that
+    # the SDK delivers this page itself rather than dropping it and reading the events again by polling.
+    page = [{**e, "from_json_page": True} for e in events[:2]]
+    body = json.dumps({"data": page}).encode()
+    as_json = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    proxy = FaultProxy(tenant.url, [("reply", as_json)])
+    try:
+        streamed = list(connect(proxy.url, backoff_base=0.05).agent_runs.stream(run["id"]))
+    finally:
+        proxy.close()
+    assert streamed == page + events[2:] and streamed[-1]["data"]["status"] == "succeeded"
+    assert _header(proxy.requests[0], "Accept") == "text/event-stream"
+    poll_line = proxy.requests[1].split(b"\r\n")[0].decode()
+    assert f"after_seq={page[-1]['seq']}&" in poll_line  # polling went on after the page
+
+
+def test_create_retried_after_a_dropped_connection_makes_one_run(client, connect, tenant):
     proxy = FaultProxy(tenant.url, ["drop"])
     batch = uuid.uuid4().hex[:8]
     try:
-        with Client(proxy.url, tenant.key, backoff_base=0.05) as via_proxy:
-            run = via_proxy.agent_runs.create(prompt="once", **custom("true", metadata={"batch": batch}))
+        run = connect(proxy.url, backoff_base=0.05).agent_runs.create(
+            prompt="once", **custom("true", metadata={"batch": batch}))
     finally:
         proxy.close()
     assert proxy.server_answered.is_set()  # the server did process the first, dropped request
@@ -269,7 +310,7 @@ def test_create_retried_after_a_dropped_connection_makes_one_run(client, tenant)
     assert [r["id"] for r in client.agent_runs.list(metadata={"batch": batch})] == [run["id"]]
 
 
-def test_429_and_5xx_are_retried_with_the_same_key(client, tenant):
+def test_429_and_5xx_are_retried_with_the_same_key(client, connect, tenant):
     body = b'{"error": {"code": "rate_limited", "message": "slow down", "details": {}}, "request_id": "x"}'
     too_many = (b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Type: application/json\r\n"
                 b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
@@ -277,28 +318,28 @@ def test_429_and_5xx_are_retried_with_the_same_key(client, tenant):
     batch = uuid.uuid4().hex[:8]
     proxy = FaultProxy(tenant.url, [("reply", too_many), ("reply", unavailable)])
     try:
-        with Client(proxy.url, tenant.key, backoff_base=0.05) as via_proxy:
-            started = time.monotonic()
-            run = via_proxy.agent_runs.create(prompt="p", **custom("true", metadata={"batch": batch}))
-            assert time.monotonic() - started >= 1.0  # Retry-After was honoured
+        via_proxy = connect(proxy.url, backoff_base=0.05)
+        started = time.monotonic()
+        run = via_proxy.agent_runs.create(prompt="p", **custom("true", metadata={"batch": batch}))
+        assert time.monotonic() - started >= 1.0  # Retry-After was honoured
     finally:
         proxy.close()
     assert len(proxy.requests) == 3 and len({_header(r, "Idempotency-Key") for r in proxy.requests}) == 1
+    assert len({_header(r, "X-Request-Id") for r in proxy.requests}) == 1  # one logical request
     assert [r["id"] for r in client.agent_runs.list(metadata={"batch": batch})] == [run["id"]]
     proxy = FaultProxy(tenant.url, [("reply", unavailable), ("reply", too_many)])
     try:
-        with Client(proxy.url, tenant.key, backoff_base=0.05) as via_proxy:
-            assert via_proxy.agent_runs.get(run["id"])["id"] == run["id"]  # a GET is resent after a 503
-        with Client(proxy.url, tenant.key, max_retries=0) as no_retry:
-            proxy.plan = [("reply", too_many)]
-            with pytest.raises(RateLimited) as info:
-                no_retry.agent_runs.get(run["id"])
+        assert connect(proxy.url, backoff_base=0.05).agent_runs.get(run["id"])["id"] == run["id"]  # resent
+        no_retry = connect(proxy.url, max_retries=0)
+        proxy.plan = [("reply", too_many)]
+        with pytest.raises(RateLimited) as info:
+            no_retry.agent_runs.get(run["id"])
     finally:
         proxy.close()
     assert info.value.retry_after == 1 and info.value.message == "slow down" and info.value.status == 429
 
 
-def test_typed_errors(client, tenant):
+def test_typed_errors(client, connect, tenant):
     with pytest.raises(NotFound) as info:
         client.agent_runs.get(str(uuid.uuid4()))
     assert info.value.status == 404 and info.value.code == "not_found" and info.value.request_id
@@ -312,18 +353,16 @@ def test_typed_errors(client, tenant):
     with pytest.raises(ValidationFailed) as info:
         client.agent_runs.create(prompt="p", sandbox_id="nope", provider="custom", command="true")
     assert "target_id" in info.value.fields
-    with Client(tenant.url, "ark_live_wrong") as bad:
-        with pytest.raises(Unauthorized) as info:
-            bad.agent_runs.get(str(uuid.uuid4()))
+    with pytest.raises(Unauthorized) as info:
+        connect(key="ark_live_wrong").agent_runs.get(str(uuid.uuid4()))
     assert info.value.status == 401 and "invalid" in info.value.message
     with pytest.raises(NotFound):
         client.devices.get("missing")
     closed = socket.create_server(("127.0.0.1", 0))
     port = closed.getsockname()[1]
     closed.close()
-    with Client(f"http://127.0.0.1:{port}", tenant.key, max_retries=1, backoff_base=0.01) as down:
-        with pytest.raises(ConnectionFailed) as info:
-            down.agent_runs.get(str(uuid.uuid4()))
+    with pytest.raises(ConnectionFailed) as info:
+        connect(f"http://127.0.0.1:{port}", max_retries=1, backoff_base=0.01).agent_runs.get(str(uuid.uuid4()))
     assert info.value.status is None and info.value.code == "connection_failed"
 
 
@@ -349,19 +388,9 @@ def test_devices_crud(client, tmp_path):
         client.devices.get("d2")
 
 
-def test_sse_decoder():
-    decoder = SSEDecoder()
-    lines = [": keepalive", "id: 7", "event: status", 'data: {"seq": 7, "type": "status",',
-             'data:  "data": "{\\"status\\": \\"running\\"}", "at": "t"}', "", "id: 8", "event: stdout", "data: hi", ""]
-    messages = [m for m in map(decoder.feed, lines) if m is not None]
-    assert [m.id for m in messages] == ["7", "8"] and decoder.last_event_id == "8"
-    assert event_from_sse(messages[0]) == {"seq": 7, "type": "status", "data": {"status": "running"}, "at": "t"}
-    assert event_from_sse(messages[1]) == {"seq": 8, "type": "stdout", "data": "hi", "at": None}
-
-
-def test_async_client_runs_lists_and_streams(tenant):
-    import asyncio
-
+def test_async_client_used_natively(tenant):
+    """The tests above drive AsyncClient through a blocking adapter; this one uses `await`/`async for` as a user
+    does, including leaving a stream early."""
     from agentruns.client_async import AsyncClient
 
     async def main():
@@ -380,5 +409,10 @@ def test_async_client_runs_lists_and_streams(tenant):
                 [other["id"], run["id"]]
             with pytest.raises(NotFound):
                 await client.agent_runs.get(str(uuid.uuid4()))
+            first = None
+            async for event in client.agent_runs.stream(other["id"]):
+                first = event
+                break
+            assert first == events[0]
 
     asyncio.run(main())
