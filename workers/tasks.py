@@ -11,12 +11,14 @@ from celery.signals import worker_shutting_down
 
 from core.config import Settings
 from core.messages import EXECUTE, make_celery
-from workers import context, metrics, periodic, runner
+from workers import broker, context, metrics, periodic, runner
 
 log = logging.getLogger("agentruns.worker")
 
 # Building the Celery object connects to nothing; the broker is reached when the worker starts.
 celery = make_celery(Settings.from_env())
+# kombu's Redis transport, made to survive a broker restart (see workers.broker).
+celery.conf.broker_transport = broker.TRANSPORT
 
 
 @celery.task(name=EXECUTE)
