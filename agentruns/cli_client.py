@@ -1,95 +1,27 @@
-"""Client commands of `agentruns`: `sandbox prompt`, `computer prompt`, plus `runs`, `devices` and `mcp`.
+"""`agentruns sandbox prompt` and `agentruns computer prompt`: run a prompt on a device and follow it live,
+and `agentruns mcp`.
 
 They talk to the REST API through the SDK (agentruns.client), never to the database, so they work from
 any machine that can reach the server.
 """
 from __future__ import annotations
 
-import json
 import sys
 import uuid
 
 import click
 
-from agentruns.vocabulary import PROVIDERS, TERMINAL
-
-EXIT_CODES = {"succeeded": 0, "failed": 1, "canceled": 130}
-
-
-def report_error(exc) -> None:
-    """Print an SDK error the way a user wants to read it: message, then code, status, request id, fields."""
-    click.echo(f"error: {exc.message}", err=True)
-    facts = [f"code: {exc.code}"]
-    if exc.status is not None:
-        facts.append(f"HTTP {exc.status}")
-    if exc.request_id:
-        facts.append(f"request id: {exc.request_id}")
-    click.echo("  " + " · ".join(facts), err=True)
-    for name, messages in sorted((exc.details.get("fields") or {}).items()):
-        click.echo(f"  {name}: {', '.join(map(str, messages))}", err=True)
-
-
-class ClientCommand(click.Command):
-    """A command whose SDK errors end as a message on stderr and exit status 1, never a traceback."""
-
-    def invoke(self, ctx: click.Context):
-        from agentruns.client_errors import AgentrunsError
-
-        try:
-            return super().invoke(ctx)
-        except AgentrunsError as exc:
-            report_error(exc)
-            ctx.exit(1)
-
-
-class ClientGroup(click.Group):
-    """A group whose subcommands are ClientCommands."""
-
-    command_class = ClientCommand
-
-
-def _store(ctx: click.Context, param: click.Parameter, value):
-    ctx.meta[f"agentruns.{param.name}"] = value
-    return value
-
-
-def api_options(fn):
-    """Add --api-url and --api-key (or AGENTRUNS_API_URL / AGENTRUNS_API_KEY) to a command."""
-    fn = click.option("--api-key", envvar="AGENTRUNS_API_KEY", show_envvar=True, expose_value=False,
-                      callback=_store, help="API key (Bearer).")(fn)
-    fn = click.option("--api-url", envvar="AGENTRUNS_API_URL", show_envvar=True, expose_value=False,
-                      default="http://127.0.0.1:8000", show_default=True, callback=_store,
-                      help="Base URL of the agentruns API.")(fn)
-    return fn
-
-
-def get_client():
-    """The SDK client for the current command's --api-url/--api-key."""
-    from agentruns.client import Client
-
-    ctx = click.get_current_context()
-    key = ctx.meta.get("agentruns.api_key")
-    if not key:
-        raise click.UsageError("no API key: pass --api-key or set AGENTRUNS_API_KEY", ctx)
-    client = Client(base_url=ctx.meta.get("agentruns.api_url"), api_key=key)
-    ctx.call_on_close(client.close)
-    return client
-
-
-def parse_pairs(ctx, param, values) -> dict[str, str]:
-    """KEY=VALUE options into a dict (a usage error names the bad one)."""
-    out = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", ctx, param)
-        out[key] = value
-    return out
-
-
-def echo_json(data) -> None:
-    """Pretty JSON on stdout."""
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+from agentruns.cli_common import (
+    EXIT_CODES,
+    ClientCommand,
+    ClientGroup,
+    api_options,
+    api_settings,
+    echo_json,
+    get_client,
+    parse_pairs,
+)
+from agentruns.vocabulary import DEFAULT_PROVIDER, KINDS, PROVIDERS
 
 
 def _read_prompt(words: tuple[str, ...]) -> str:
@@ -101,17 +33,32 @@ def _read_prompt(words: tuple[str, ...]) -> str:
     return stdin.read()
 
 
+PROMPT_HELP = """Run PROMPT on the {kind} ID and stream its output.
+
+PROMPT is the words after ID (after "--" when they start with a dash), or "-" to read it from stdin:
+
+\b
+  agentruns {kind} prompt ID -- fix the failing tests
+  git diff | agentruns {kind} prompt ID --provider codex -
+
+Ctrl-C asks whether to cancel the run on a terminal (see --cancel-on-interrupt); elsewhere the run goes on.
+
+Exit status: 0 succeeded, 1 failed, 130 canceled or interrupted, 2 usage error.
+"""
+
+
 def _prompt_command(kind: str) -> click.Command:
-    @click.command("prompt", cls=ClientCommand)
+    @click.command("prompt", cls=ClientCommand, help=PROMPT_HELP.format(kind=kind))
     @click.argument("device_id", metavar="ID")
     @click.argument("prompt", nargs=-1)
-    @click.option("--provider", type=click.Choice(PROVIDERS), default="claude-code", show_default=True,
+    @click.option("--provider", type=click.Choice(PROVIDERS), default=DEFAULT_PROVIDER, show_default=True,
                   help="Agent CLI that runs the prompt.")
     @click.option("--runtime-command", "--command", "command", metavar="CMD",
                   help="Shell command for --provider custom (the prompt arrives on its stdin).")
     @click.option("--model", help="Provider-specific model override.")
     @click.option("--cwd", help="Absolute working directory on the device (default: the device's).")
-    @click.option("--timeout", type=click.IntRange(1, 86400), help="Seconds before the run is killed (1800).")
+    @click.option("--timeout", type=click.IntRange(1, 86400),
+                  help="Seconds before the run is killed (server default: 1800).")
     @click.option("--metadata", "-m", multiple=True, callback=parse_pairs, metavar="KEY=VALUE",
                   help="Metadata to store with the run (repeatable).")
     @click.option("--env", "-e", multiple=True, callback=parse_pairs, metavar="NAME=VALUE",
@@ -124,10 +71,6 @@ def _prompt_command(kind: str) -> click.Command:
     @api_options
     def prompt(device_id, prompt, provider, command, model, cwd, timeout, metadata, env, idempotency_key,
                no_wait, as_json, cancel_on_interrupt):
-        """Run PROMPT on the device ID and stream its output.
-
-        Exit status: 0 succeeded, 1 failed, 130 canceled or interrupted, 2 usage error.
-        """
         text = _read_prompt(prompt)
         client = get_client()
         key = idempotency_key or f"cli-{uuid.uuid4()}"
@@ -152,28 +95,20 @@ def _prompt_command(kind: str) -> click.Command:
 
 
 def _kind_group(kind: str) -> click.Group:
-    group = ClientGroup(kind, help=f"Work with a {kind} (a device of kind {kind}).")
+    group = ClientGroup(kind, help=f"Run prompts on a {kind} (a device added with --kind {kind}).")
     group.add_command(_prompt_command(kind))
     return group
 
 
-def register(main: click.Group) -> None:
-    """Attach the client commands to the `agentruns` group."""
-    from agentruns.cli_resources import devices, runs
+def kind_groups() -> list[click.Group]:
+    """`agentruns sandbox` and `agentruns computer`, one group per device kind."""
+    return [_kind_group(kind) for kind in KINDS]
 
-    main.add_command(_kind_group("sandbox"))
-    main.add_command(_kind_group("computer"))
-    main.add_command(runs)
-    main.add_command(devices)
 
-    @main.command("mcp")
-    @api_options
-    def mcp() -> None:
-        """Serve the agent_run MCP tools over stdio (for AI assistants)."""
-        from agentruns.mcp_server import serve
+@click.command()
+@api_options
+def mcp() -> None:
+    """Serve the agent_run MCP tools over stdio (for AI assistants)."""
+    from agentruns.mcp_server import serve
 
-        ctx = click.get_current_context()
-        if not ctx.meta.get("agentruns.api_key"):
-            raise click.UsageError("no API key: pass --api-key or set AGENTRUNS_API_KEY", ctx)
-        serve(ctx.meta.get("agentruns.api_url"), ctx.meta.get("agentruns.api_key"))
-
+    serve(*api_settings())

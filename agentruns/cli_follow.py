@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import click
 
 from agentruns.client_errors import Conflict, WaitTimeout
 from agentruns.vocabulary import TERMINAL
+
+if TYPE_CHECKING:
+    from rich.live import Live
 
 
 def _elapsed(since: float) -> str:
@@ -35,7 +39,7 @@ class Terminal:
         self.quiet = quiet
         self.started = time.monotonic()
         self.spinner = _Spinner(run_id, self.started)
-        self.live = None
+        self.live: Live | None = None
         self.stdout_text: list[str] = []
         self.stderr_text: list[str] = []
 
@@ -46,9 +50,10 @@ class Terminal:
             from rich.live import Live
 
             # stdout goes through rich only when it is the same kind of terminal; a piped stdout keeps its bytes.
-            self.live = Live(self.spinner, console=Console(stderr=True), transient=True, refresh_per_second=8,
-                             redirect_stdout=sys.stdout.isatty(), redirect_stderr=True)
-            self.live.start()
+            live = Live(self.spinner, console=Console(stderr=True), transient=True, refresh_per_second=8,
+                        redirect_stdout=sys.stdout.isatty(), redirect_stderr=True)
+            live.start()
+            self.live = live
         return self
 
     def __exit__(self, *exc) -> None:
@@ -61,16 +66,12 @@ class Terminal:
     def event(self, event: dict) -> None:
         """Show one run event."""
         kind, data = event.get("type"), event.get("data")
-        if kind == "stdout":
-            self.stdout_text.append(data)
+        if kind in ("stdout", "stderr") and isinstance(data, str):
+            (self.stdout_text if kind == "stdout" else self.stderr_text).append(data)
             if not self.quiet:
-                sys.stdout.write(data)
-                sys.stdout.flush()
-        elif kind == "stderr":
-            self.stderr_text.append(data)
-            if not self.quiet:
-                sys.stderr.write(data)
-                sys.stderr.flush()
+                stream = sys.stdout if kind == "stdout" else sys.stderr
+                stream.write(data)
+                stream.flush()
         elif kind == "note" and isinstance(data, dict) and not self.quiet:
             sys.stderr.write(f"· {data.get('note')}\n")
             sys.stderr.flush()

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
-from agentruns.cli_client import (EXIT_CODES, PROVIDERS, ClientGroup, api_options, echo_json, get_client,
-                                  parse_pairs)
-from agentruns.vocabulary import STATUSES
+from agentruns.cli_common import EXIT_CODES, ClientGroup, api_options, echo_json, get_client, parse_pairs
+from agentruns.vocabulary import KINDS, PROVIDERS, STATUSES
 
 
 def _one_line(text: str | None, width: int) -> str:
@@ -19,24 +19,27 @@ def _one_line(text: str | None, width: int) -> str:
 def _table(rows: list[list[str]], headers: list[str]) -> None:
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
     for row in [headers, *rows]:
-        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 @click.group(cls=ClientGroup)
 def runs() -> None:
-    """Agent runs: list, get, cancel, logs."""
+    """Agent runs: list, get, cancel, logs.
+
+    Start a run with `agentruns sandbox prompt` or `agentruns computer prompt`.
+    """
 
 
 @runs.command("list")
-@click.option("--status", type=click.Choice(STATUSES))
-@click.option("--provider", type=click.Choice(PROVIDERS))
-@click.option("--target-id")
-@click.option("--sandbox-id")
-@click.option("--computer-id")
+@click.option("--status", type=click.Choice(STATUSES), help="Only runs in this status.")
+@click.option("--provider", type=click.Choice(PROVIDERS), help="Only runs of this agent CLI.")
+@click.option("--target-id", metavar="ID", help="Only runs on this device (either kind).")
+@click.option("--sandbox-id", metavar="ID", help="Only runs on this sandbox.")
+@click.option("--computer-id", metavar="ID", help="Only runs on this computer.")
 @click.option("--metadata", "-m", multiple=True, callback=parse_pairs, metavar="KEY=VALUE",
               help="Exact match on a metadata key (repeatable).")
-@click.option("--created-after", metavar="RFC3339")
-@click.option("--created-before", metavar="RFC3339")
+@click.option("--created-after", metavar="RFC3339", help="Only runs created after, e.g. 2026-11-29T10:00:00Z.")
+@click.option("--created-before", metavar="RFC3339", help="Only runs created before this time.")
 @click.option("--limit", type=click.IntRange(1, 100), default=20, show_default=True, help="Page size.")
 @click.option("--cursor", help="Continue from a previous page's next_cursor.")
 @click.option("--all", "all_pages", is_flag=True, help="Follow next_cursor to the last page.")
@@ -45,6 +48,7 @@ def runs() -> None:
 def runs_list(metadata, limit, cursor, all_pages, as_json, **filters) -> None:
     """List runs, newest first."""
     client = get_client()
+    page: dict[str, Any]
     if all_pages:
         page = {"data": list(client.agent_runs.list(limit=limit, metadata=metadata, cursor=cursor, **filters)),
                 "next_cursor": None}
@@ -62,8 +66,9 @@ def runs_list(metadata, limit, cursor, all_pages, as_json, **filters) -> None:
 
 @runs.command("get")
 @click.argument("run_id", metavar="ID")
-@click.option("--wait", type=click.IntRange(0, 600), default=0, help="Long-poll up to SECONDS for the end.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--wait", type=click.IntRange(0, 600), default=0, metavar="SECONDS",
+              help="Wait up to SECONDS (max 600) for the run to end before showing it.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON.")
 @api_options
 def runs_get(run_id, wait, as_json) -> None:
     """Show one run (its output last)."""
@@ -87,7 +92,7 @@ def runs_get(run_id, wait, as_json) -> None:
 
 @runs.command("cancel")
 @click.argument("run_id", metavar="ID")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON.")
 @api_options
 def runs_cancel(run_id, as_json) -> None:
     """Cancel a run: a queued one ends now, a running one is killed by its worker."""
@@ -126,18 +131,21 @@ def runs_logs(run_id, follow, after_seq) -> None:
 
 @click.group(cls=ClientGroup)
 def devices() -> None:
-    """Devices (sandboxes and computers): add, list, show, rm, test."""
+    """Devices (sandboxes and computers): add, list, show, rm, test.
+
+    A device is a machine runs execute on, reached over SSH (or, for `agentruns dev`, this machine).
+    """
 
 
 @devices.command("add")
 @click.argument("device_id", metavar="[ID]", required=False)
-@click.option("--kind", type=click.Choice(("sandbox", "computer")), required=True)
+@click.option("--kind", type=click.Choice(KINDS), required=True)
 @click.option("--driver", type=click.Choice(("ssh", "local")), default="ssh", show_default=True,
               help="local: run on the worker's own host; only where the server sets AGENTRUNS_ALLOW_LOCAL_DEVICES.")
-@click.option("--name")
-@click.option("--host")
-@click.option("--port", type=click.IntRange(1, 65535))
-@click.option("--username", "--user", "username")
+@click.option("--name", help="Display name.")
+@click.option("--host", help="SSH host name or address.")
+@click.option("--port", type=click.IntRange(1, 65535), help="SSH port (server default: 22).")
+@click.option("--username", "--user", "username", help="SSH login user.")
 @click.option("--private-key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="PEM private key to log in with (sent once, stored encrypted).")
 @click.option("--ask-password", is_flag=True, help="Prompt for an SSH password (hidden).")
@@ -145,13 +153,15 @@ def devices() -> None:
 @click.option("--host-key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Read the pinned host key line from a file.")
 @click.option("--trust-on-first-use", is_flag=True, default=None, help="Pin the first host key seen.")
-@click.option("--label", "-l", multiple=True, callback=parse_pairs, metavar="KEY=VALUE")
-@click.option("--max-concurrent-runs", type=click.IntRange(1, 1000))
+@click.option("--label", "-l", multiple=True, callback=parse_pairs, metavar="KEY=VALUE",
+              help="Label to store with the device (repeatable).")
+@click.option("--max-concurrent-runs", type=click.IntRange(1, 1000), help="Runs at once on this device.")
 @click.option("--default-cwd", help="Working directory for runs that name none.")
 @click.option("--env", "-e", multiple=True, callback=parse_pairs, metavar="NAME=VALUE",
               help="Secret environment for every run on the device (repeatable; write-only).")
-@click.option("--login-shell/--no-login-shell", default=None)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--login-shell/--no-login-shell", default=None,
+              help="Run commands in a login shell, so the user's profile sets PATH (server default: on).")
+@click.option("--json", "as_json", is_flag=True, help="Print the device record as JSON.")
 @api_options
 def devices_add(device_id, private_key_file, ask_password, host_key_file, label, env, as_json, **fields) -> None:
     """Register a device (ID is generated when omitted)."""
@@ -171,7 +181,7 @@ def devices_add(device_id, private_key_file, ask_password, host_key_file, label,
 
 
 @devices.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help='Print {"data": [...]} as JSON.')
 @api_options
 def devices_list(as_json) -> None:
     """List the tenant's devices."""
@@ -186,7 +196,7 @@ def devices_list(as_json) -> None:
 
 @devices.command("show")
 @click.argument("device_id", metavar="ID")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the device record as JSON.")
 @api_options
 def devices_show(device_id, as_json) -> None:
     """Show one device (secrets are never shown, only whether they are set)."""
@@ -210,7 +220,7 @@ def devices_rm(device_id) -> None:
 
 @devices.command("test")
 @click.argument("device_id", metavar="ID")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help='Print {"ok", "latency_ms", "host_key", "error"} as JSON.')
 @api_options
 def devices_test(device_id, as_json) -> None:
     """Connect to the device and run `true`; report latency and host key. Exit 1 when it fails."""

@@ -29,9 +29,21 @@ from functools import partial
 import psycopg
 import redis
 
+from agentruns.embedded.processes import ServiceProcess
 from bench._run_phases import STAGES, capacity, ceiling, device_groups, latency, throughput
-from bench._stack import (Api, Bench, log_problems, machine_info, make_api_key, pg_dsn, start_api, start_services,
-                          stop_proc, table, write_json)
+from bench._stack import (
+    Api,
+    Bench,
+    log_problems,
+    machine_info,
+    make_api_key,
+    pg_dsn,
+    start_api,
+    start_services,
+    stop_proc,
+    table,
+    write_json,
+)
 
 BUDGET = 400.0
 TARGETS = {"overhead_ms": 30.0, "runs_per_s": 100.0, "rss_mb": 500.0}
@@ -70,6 +82,8 @@ def setup(bench: Bench, concurrency: int, login_shell: bool = True) -> dict:
     for i in range(10):
         api.create_device({**device, "id": f"tp-{i}", "max_concurrent_runs": 10})
         api.create_device({**device, "id": f"cap-{i}", "max_concurrent_runs": 50})
+    if sshd.proc is None:  # spawn() returns a started server
+        raise RuntimeError("bug: the spawned sshd has no process")
     pids = {**bench.pids, "worker": worker.pid, "beat": beat.pid, "sshd": sshd.proc.pid}
     bench.procs.update(worker=worker, beat=beat)
     return dict(settings=settings, key=key, url=url, sshd=sshd, workdir=workdir, dsn=dsn, worker=worker, api=api,
@@ -85,6 +99,13 @@ def _kill_leftovers(dsn: str, user: str) -> None:
         subprocess.run(["kill", "-KILL", "--", f"-{pgid}"], capture_output=True)
     if alive:
         print(f"cleanup: killed {len(alive)} leftover process groups on the device")
+
+
+def _service(proc: object) -> ServiceProcess:
+    """An entry of Bench.procs (typed `object` there): all of them are ServiceProcess."""
+    if not isinstance(proc, ServiceProcess):
+        raise TypeError(f"bug: Bench.procs holds a {type(proc).__name__}, not a ServiceProcess")
+    return proc
 
 
 def verdict(ok: bool) -> str:
@@ -220,8 +241,9 @@ def main(argv: list[str] | None = None) -> dict:
                         print(f"{name} ...", flush=True)
                         result[name] = fn(bench, s, arg)
             finally:
-                result["log_problems"] = {name: log_problems(p.log()) for name, p in bench.procs.items()}
-                result["logs"] = {name: str(p.log_path) for name, p in bench.procs.items()}
+                procs = {name: _service(p) for name, p in bench.procs.items()}
+                result["log_problems"] = {name: log_problems(p.log()) for name, p in procs.items()}
+                result["logs"] = {name: str(p.log_path) for name, p in procs.items()}
     finally:
         print_report(result)
         write_json(args.json_path, result)

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from agentruns.cli import main
 from agentruns.client import Client
-from tests.stack import AGENTRUNS
+from tests.stack import AGENTRUNS, ignoring_sigint
 from tests.test_client_sdk import new_tenant, wait_status
 
 pytestmark = pytest.mark.e2e
@@ -147,9 +147,10 @@ def test_devices_commands(cli, tmp_path):
 
 # --- as a real subprocess ------------------------------------------------------------------------------
 def spawn(tenant, *args: str) -> subprocess.Popen:
+    """`agentruns ARGS` as from a script's `cmd &`: SIGINT ignored, which the CLI must override."""
     env = {**os.environ, "AGENTRUNS_API_URL": tenant.url, "AGENTRUNS_API_KEY": tenant.key}
-    return subprocess.Popen([AGENTRUNS, *args], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(ignoring_sigint([AGENTRUNS, *args]), env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_subprocess_streams_output_live(tenant):
@@ -176,6 +177,7 @@ def test_subprocess_exit_codes_and_json(tenant):
 
 def _wait_running(proc: subprocess.Popen) -> str:
     """Read stderr until the CLI reports the run running; returns the run id."""
+    assert proc.stderr is not None
     first = proc.stderr.readline()
     assert first.startswith("run "), first
     line = proc.stderr.readline()
@@ -205,8 +207,9 @@ def test_interrupt_without_tty_leaves_the_run_running(tenant, sdk):
     finally:
         proc.kill()
     assert proc.returncode == 130 and f"run {run_id} is still running" in err
-    time.sleep(0.5)
-    assert sdk.agent_runs.get(run_id)["status"] == "running"
+    # The CLI has exited, so any cancel it sent has been recorded by now.
+    run = sdk.agent_runs.get(run_id)
+    assert run["status"] == "running" and run["cancel_requested"] is False, run
     sdk.agent_runs.cancel(run_id)
 
 
@@ -218,8 +221,8 @@ def test_tty_shows_a_spinner_and_asks_before_canceling(tenant, sdk):
     master, slave = pty.openpty()
     env = {**os.environ, "AGENTRUNS_API_URL": tenant.url, "AGENTRUNS_API_KEY": tenant.key, "TERM": "xterm",
            "COLUMNS": "120"}
-    proc = subprocess.Popen([AGENTRUNS, *prompt_args("echo started; sleep 30"), "--", "p"], env=env,
-                            stdin=slave, stdout=slave, stderr=slave)
+    proc = subprocess.Popen(ignoring_sigint([AGENTRUNS, *prompt_args("echo started; sleep 30"), "--", "p"]),
+                            env=env, stdin=slave, stdout=slave, stderr=slave)
     os.close(slave)
     screen = bytearray()
 

@@ -16,7 +16,8 @@ import httpx
 import psycopg
 import pytest
 
-from tests.stack import AGENTRUNS
+from agentruns.embedded.processes import alive, free_port
+from tests.stack import AGENTRUNS, ignoring_sigint
 
 pytestmark = pytest.mark.e2e
 
@@ -29,19 +30,16 @@ def data_dir():
     shutil.rmtree(root, ignore_errors=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Dev:
-    """`agentruns dev ...` with its stdout and stderr collected line by line with arrival times."""
+    """`agentruns dev ...` with its stdout and stderr collected line by line with arrival times.
+
+    Started as from a script's `cmd &` (SIGINT ignored): it must stop on Ctrl-C all the same.
+    """
 
     def __init__(self, data_dir: Path, *args: str):
         self.lines: list[tuple[float, str]] = []
         self.err: list[str] = []
-        self.proc = subprocess.Popen([AGENTRUNS, "dev", "--data-dir", str(data_dir), *args],
+        self.proc = subprocess.Popen(ignoring_sigint([AGENTRUNS, "dev", "--data-dir", str(data_dir), *args]),
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env={**os.environ, "NO_COLOR": "1"})
         self._readers = [threading.Thread(target=self._read, args=(self.proc.stdout, True), daemon=True),
@@ -86,7 +84,9 @@ class Dev:
         return next(t for t, line in self.lines if text in line)
 
     def number(self, pattern: str) -> float:
-        return float(re.search(pattern, self.out).group(1))
+        found = re.search(pattern, self.out)
+        assert found, f"no {pattern!r} in:\n{self.out}"
+        return float(found.group(1))
 
 
 def marked_processes(data_dir: Path) -> list[str]:
@@ -101,14 +101,6 @@ def marked_processes(data_dir: Path) -> list[str]:
         except OSError:
             continue  # gone meanwhile
     return found
-
-
-def alive(pid: int) -> bool:
-    """Exists and is not a zombie (a daemonized postmaster is reparented to a PID 1 that may not reap)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"
-    except OSError:
-        return False
 
 
 def printed_pids(dev: Dev) -> dict[str, int]:

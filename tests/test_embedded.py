@@ -1,8 +1,10 @@
-"""The embedded PostgreSQL and Redis used by `agentruns dev` and the test suite."""
+"""The embedded PostgreSQL and Redis used by `agentruns dev` and the test suite, and ServiceProcess, the
+supervised child both run their services as."""
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -13,6 +15,7 @@ import pytest
 import redis
 
 from agentruns.embedded import start_postgres, start_redis
+from agentruns.embedded.processes import ServiceDied, ServiceProcess, wait_gone
 
 
 def running(pid: int) -> bool:
@@ -93,3 +96,50 @@ def test_a_data_dir_in_use_is_refused(tmp_path):
     with start_redis(tmp_path / "redis"):
         with pytest.raises(RuntimeError, match="in use"):
             start_redis(tmp_path / "redis")
+
+
+# --- ServiceProcess ----------------------------------------------------------------------------------
+@pytest.mark.unit
+def test_a_service_is_waited_on_by_its_log_and_stopped_with_its_whole_group(tmp_path):
+    # The child ignores SIGTERM and outlives its leader: stop() must still leave nothing behind.
+    script = '(trap "" TERM; exec sleep 300) & echo "child $!"; echo ready; wait'
+    service = ServiceProcess(["sh", "-c", script], dict(os.environ), "grouped", tmp_path / "grouped.log")
+    service.wait_for("ready", timeout=10)
+    child = int(service.log().split("child ", 1)[1].split()[0])
+    assert running(child) and os.getpgid(child) == service.pid  # own session, one group
+    assert os.getsid(service.pid) == service.pid
+    assert service.stop(timeout=5) == -signal.SIGTERM
+    assert wait_gone(child, 5), "the group's leftover was not killed"
+
+
+@pytest.mark.unit
+def test_a_service_that_dies_while_awaited_reports_its_log(tmp_path):
+    service = ServiceProcess(["sh", "-c", "echo starting; echo broken config >&2; exit 3"], dict(os.environ),
+                             "broken", tmp_path / "broken.log")
+    with pytest.raises(ServiceDied, match=r"broken \(pid \d+\) exited with code 3") as failed:
+        service.wait_for("ready", timeout=10)
+    assert "starting\nbroken config" in str(failed.value) and str(tmp_path / "broken.log") in str(failed.value)
+    slow = ServiceProcess(["sleep", "30"], dict(os.environ), "slow")  # a temporary log file
+    try:
+        with pytest.raises(TimeoutError, match="slow did not log 'ready' within 0 s"):
+            slow.wait_for("ready", timeout=0.2)
+        assert slow.log_path.exists() and slow.log() == ""
+    finally:
+        slow.stop(timeout=5)
+        slow.log_path.unlink()
+
+
+@pytest.mark.unit
+def test_a_service_with_die_with_parent_ends_when_its_supervisor_is_killed(tmp_path):
+    supervisor = textwrap.dedent(f"""
+        import os, signal
+        from pathlib import Path
+        from agentruns.embedded.processes import ServiceProcess
+        service = ServiceProcess(["sleep", "300"], dict(os.environ), "orphan", Path({str(tmp_path / "o.log")!r}),
+                                 die_with_parent=True)
+        print(service.pid, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    out = subprocess.run([sys.executable, "-c", supervisor], capture_output=True, text=True, timeout=30)
+    assert out.returncode == -signal.SIGKILL, out.stderr
+    assert wait_gone(int(out.stdout), 5), "the service outlived its SIGKILLed supervisor"
