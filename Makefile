@@ -34,8 +34,8 @@ lint: venv
 unit: venv
 	$(PY) -m pytest -q -m unit $(PYTEST_ARGS)
 
-# Everything. PYTEST_ARGS for extra options, e.g. make test PYTEST_ARGS='-k embedded -x'
-test: system-deps venv
+# Lint, then everything. PYTEST_ARGS for extra options, e.g. make test PYTEST_ARGS='-k embedded -x'
+test: system-deps venv lint
 	$(PY) -m pytest -q -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
 
 dev: system-deps $(VENV)/.stamp-embedded

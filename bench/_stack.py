@@ -18,6 +18,7 @@ import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -40,9 +41,9 @@ class Bench:
         self.tmp: Path | None = None
         self.pids: dict[str, int] = {}  # name -> root pid of a process tree we started (CPU accounting)
         self.procs: dict[str, object] = {}  # name -> tests.stack.Proc, for their logs
-        self._old_handlers: dict[int, object] = {}
+        self._old_handlers: dict[int, Any] = {}  # what signal.signal returned: a handler, or SIG_DFL/SIG_IGN
 
-    def __enter__(self) -> "Bench":
+    def __enter__(self) -> Bench:
         # SIGTERM/SIGHUP become KeyboardInterrupt so the same `finally` cleanups run as for Ctrl-C; SIGINT
         # too, even when inherited as ignored (a background job of a non-interactive shell).
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -105,6 +106,8 @@ def start_services(bench: Bench) -> Settings:
     from core.crypto import new_secret_key
     from core.migrate import upgrade
 
+    if bench.tmp is None:
+        raise RuntimeError("bug: start_services outside `with Bench(...)`")
     pg = start_postgres(bench.tmp / "pg", fast=True)
     bench.on_exit(pg.stop)
     redis_server = start_redis(bench.tmp / "redis")
@@ -230,7 +233,7 @@ def _machine_busy() -> float:
     return (sum(v[:8]) - v[3] - v[4]) / CLK_TCK  # minus idle and iowait
 
 
-def cpu_snapshot(roots: dict[str, int]) -> dict[str, float]:
+def cpu_snapshot(roots: dict[str, int]) -> dict[str, Any]:
     """CPU seconds used so far by each named process tree, by this script, and by the whole machine.
 
     A process that exited is counted through its parent's cutime/cstime once reaped (sshd's session
@@ -242,7 +245,8 @@ def cpu_snapshot(roots: dict[str, int]) -> dict[str, float]:
     children: dict[int, list[int]] = {}
     for pid, (ppid, _, _) in table.items():
         children.setdefault(ppid, []).append(pid)
-    out, ours = {}, {os.getpid()}
+    out: dict[str, Any] = {}
+    ours = {os.getpid()}
     for name, root in roots.items():
         total, todo = 0.0, [root]
         while todo:
@@ -306,7 +310,7 @@ def table(headers: list[str], rows: list[list]) -> str:
     """A Markdown table (so it pastes into docs/benchmarks.md as is)."""
     cells = [[str(h) for h in headers]] + [[_fmt(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"  # noqa: E731
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(cells[0]), sep, *(line(r) for r in cells[1:])])
 
