@@ -21,7 +21,11 @@ have sshd || [ -x /usr/sbin/sshd ] || why[openssh-server]="sshd, which the SSH t
 have git || why[git]="git"
 # The genuine agent CLIs (tests/test_real_clis.py) install from the npm registry.
 have npm || why[npm]="npm (and nodejs), to install Claude Code, Codex and pi for the real-CLI tests"
-have npm || why[nodejs]="node, which runs Claude Code and pi"
+have npm || why[nodejs]="node, which runs Claude Code and pi, and the TypeScript SDK's tests"
+# The Go SDK's tests (Debian's Go 1.19; the SDK uses the standard library only).
+have go || why[golang-go]="go, to build and test the Go SDK"
+# The web console's browser tests drive Debian's Chromium through Playwright (which cannot download its own).
+have chromium || why[chromium]="chromium, for the web console's browser tests"
 
 root=false
 [ "$(id -u)" -eq 0 ] && root=true
