@@ -31,6 +31,15 @@ def pgrep(pattern: str) -> list[int]:
     return [int(p) for p in out.stdout.split()]
 
 
+def wait_pgrep(pattern: str, seconds: float = 5) -> list[int]:
+    """The processes matching `pattern` once there is one: a shell forks its children after it starts."""
+    deadline = time.monotonic() + seconds
+    while not (found := pgrep(pattern)):
+        assert time.monotonic() < deadline, f"no process matching {pattern!r}"
+        time.sleep(0.02)
+    return found
+
+
 @pytest.fixture()
 def driver() -> LocalDriver:
     local = get_driver(DeviceSpec(id="local", driver="local"))
@@ -143,7 +152,7 @@ def test_cancel_event_kills_promptly(driver):
     t.start()
     try:
         assert started.wait(5)
-        assert pgrep(f"sleep {marker}")
+        wait_pgrep(f"sleep {marker}")
     finally:
         cancel.set()
     t.join(3)
