@@ -119,6 +119,23 @@ class SshServer:
                 self.proc.wait()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
+    def cut(self) -> None:
+        """What a network cut does to this device: the listener and every connection's sshd die, the
+        commands they started keep running. `resume()` brings the listener back on the same port."""
+        if self.proc is None:
+            return
+        doomed = [pid for pid in _descendants(self.proc.pid) if _comm(pid).startswith("sshd")]
+        for pid in [self.proc.pid, *doomed]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait(5)
+
+    def resume(self) -> None:
+        """Start the listener again after cut(), same port, same host key."""
+        self._start()
+
     def pgrep(self, marker: str) -> list[int]:
         """Pids of the device user's processes whose command line contains `marker`."""
         out = subprocess.run(["pgrep", "-u", self.username, "-f", marker], capture_output=True, text=True)
@@ -155,6 +172,30 @@ class SshServer:
                 time.sleep(0.05)
         self.stop()
         raise SshdError(f"sshd did not listen on {self.host}:{self.port} within 10 s:\n{self.log()}")
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below pid (children first), read from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def _die_with_parent_hook():
