@@ -1,13 +1,19 @@
 """Engine and session factory; initialised explicitly by the API factory or the worker, never at import."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from sqlalchemy import create_engine
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+log = logging.getLogger("agentruns.db")
+T = TypeVar("T")
 _engine: Engine | None = None
 _factory: sessionmaker | None = None
 
@@ -54,3 +60,33 @@ def transaction() -> Iterator[Connection]:
     """A Core connection in a transaction that commits on success: for hot paths that need no ORM."""
     with engine().begin() as conn:
         yield conn
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether an error says the database could not be reached (as opposed to a bad statement)."""
+    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+        return True
+    return isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
+
+
+def retrying(work: Callable[[Connection], T], *, seconds: float, what: str,
+             sleep: Callable[[float], None] = time.sleep) -> T:
+    """work(conn) in a transaction, run again with backoff while the database is unreachable, for up
+    to `seconds` (a PostgreSQL restart takes a few). Errors of any other kind are raised at once.
+
+    Only for work whose effects are fenced or idempotent: when a connection drops during COMMIT, the
+    commit may have happened, and the work runs again.
+    """
+    deadline = time.monotonic() + seconds
+    delay, attempt = 0.1, 1
+    while True:
+        try:
+            with transaction() as conn:
+                return work(conn)
+        except Exception as exc:
+            if not unreachable(exc) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("%s: database unreachable (%s), attempt %d; retrying in %.1f s",
+                        what, type(exc).__name__, attempt, delay)
+        sleep(delay)
+        delay, attempt = min(delay * 2, 2.0), attempt + 1
