@@ -1,0 +1,3 @@
+module github.com/agentruns/agentruns-go
+
+go 1.19
