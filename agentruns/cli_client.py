@@ -77,11 +77,15 @@ def _prompt_command(kind: str) -> click.Command:
         run = client.agent_runs.create(prompt=text, target_id=device_id, target_kind=kind, provider=provider,
                                        command=command, model=model, cwd=cwd, timeout=timeout,
                                        metadata=metadata or None, env=env or None, idempotency_key=key)
+        page = f"{client.base_url.rstrip('/')}/runs/{run['id']}"  # the run in the web console
         if no_wait:
             echo_json(run) if as_json else click.echo(run["id"])
+            if not as_json:
+                click.echo(f"run {run['id']} · {page}", err=True)  # stdout stays the bare id, for scripts
             return
         if not as_json:
-            click.echo(f"run {run['id']} {run['status']} on {kind} {device_id} (idempotency key {key})", err=True)
+            click.echo(f"run {run['id']} {run['status']} on {kind} {device_id} · {page} (idempotency key {key})",
+                       err=True)
         from agentruns.cli_follow import follow_run
 
         final = follow_run(client, run, quiet=as_json, cancel_on_interrupt=cancel_on_interrupt)

@@ -194,7 +194,8 @@ def _start(data_dir: Path, port: int, pg_port: int | None, redis_port: int | Non
     (workspace / "sample.sh").write_text(SAMPLE_SCRIPT)
 
     click.secho(f"\nagentruns dev is up ({time.monotonic() - started:.1f} s)", fg="green", bold=True)
-    click.echo(f"  API URL    {api}\n  API key    {key}   (tenant {TENANT!r}; a new key on every start)\n"
+    click.echo(f"  console    {api}/   (sign in with the API key)\n"
+               f"  API URL    {api}\n  API key    {key}   (tenant {TENANT!r}; a new key on every start)\n"
                f"  device     local (sandbox, local driver), runs in {workspace}\n"
                f"  database   {pg.url}\n  broker     {redis.url}")
     for name, pid, log in [(s.name, s.pid, s.log_path) for s in stack.services] + \

@@ -19,7 +19,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    from app import health, web
+    from app import console, health
     from app.api import devices, errors, runs
     from app.api.parser import limit_unsized_body
     from app.auth import guard_api
@@ -34,7 +34,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         API_TITLE="agentruns", API_VERSION="v1", OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/api/v1", OPENAPI_JSON_PATH="openapi.json",
-        OPENAPI_SWAGGER_UI_PATH="docs", OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        # Swagger UI from the vendored copy (app/static/vendor/swagger-ui): the docs work offline.
+        OPENAPI_SWAGGER_UI_PATH="docs", OPENAPI_SWAGGER_UI_URL=console.SWAGGER_UI_URL,
+        OPENAPI_SWAGGER_UI_CONFIG=console.SWAGGER_UI_CONFIG,
     )
     db.init(settings.database_url)
     app.extensions["settings"] = settings
@@ -51,7 +53,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         api.register_blueprint(blp)
     app.before_request(limit_unsized_body)  # first: the checks below may read the body
     app.before_request(guard_api((runs.blp.name, devices.blp.name)))
-    app.register_blueprint(web.blp)
+    console.init_app(app)  # the web console: /, /runs, /devices, /sign-in
     app.register_blueprint(health.blp)
     logging.getLogger("agentruns").setLevel(logging.INFO)
     return app

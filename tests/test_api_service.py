@@ -1,6 +1,7 @@
-"""Service endpoints: health, readiness, the OpenAPI document."""
+"""Service endpoints: health, readiness, the OpenAPI document and its docs page, the run page's entry."""
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 
@@ -31,15 +32,39 @@ def test_openapi_document_lists_the_contract(client):
     body = create["requestBody"]["content"]["application/json"]["schema"]
     assert "prompt" in str(spec["components"]["schemas"]) and body
     assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
-    assert client.get("/api/v1/docs").status_code == 200
 
 
-def test_run_view_page_reads_the_api_with_the_viewers_key(client):
-    page = client.get("/runs/0b7c5a3e-0000-4000-8000-000000000001")
+def test_docs_page_loads_the_vendored_swagger_ui_and_nothing_from_elsewhere(client):
+    page = client.get("/api/v1/docs")
     assert page.status_code == 200 and page.mimetype == "text/html"
     html = page.get_data(as_text=True)
-    assert '"0b7c5a3e-0000-4000-8000-000000000001"' in html  # JSON-encoded into the script
-    assert "text/event-stream" in html and "Last-Event-ID" in html and "sessionStorage" in html
+    sources = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert "/static/vendor/swagger-ui/swagger-ui-bundle.js" in sources
+    assert "/static/vendor/swagger-ui/swagger-ui.css" in sources
+    assert all(s.startswith("/") and not s.startswith("//") for s in sources if s != "data:,"), sources
+    assert "<script>" not in html  # no inline script, so the page runs under a CSP of 'self' scripts
+    csp = page.headers["Content-Security-Policy"]
+    assert "script-src 'self';" in csp and "frame-ancestors 'none'" in csp
+    # Swagger UI would otherwise ask validator.swagger.io about the spec.
+    assert '"validatorUrl": null' in html
+    for asset in sources:
+        if asset.startswith("/static/"):
+            resp = client.get(asset)
+            assert resp.status_code == 200 and resp.data, asset
+            resp.close()
+
+
+def test_run_page_asks_to_sign_in_and_keeps_the_key_link_working(client):
+    """/runs/{id} is the console's run page now: without a session it sends the browser to sign in and
+    back; a link carrying the key in its fragment (#key=..., kept across the redirect) signs in at once."""
+    run_id = "0b7c5a3e-0000-4000-8000-000000000001"
+    page = client.get(f"/runs/{run_id}")
+    assert page.status_code == 302 and page.headers["Location"] == f"/sign-in?next=/runs/{run_id}"
+    sign_in = client.get(page.headers["Location"]).get_data(as_text=True)
+    assert f'name="next" value="/runs/{run_id}"' in sign_in and "/static/console/sign_in.js" in sign_in
+    script = client.get("/static/console/sign_in.js")
+    assert 'get("key")' in script.get_data(as_text=True)
+    script.close()
     # The id is escaped, never injected as markup.
-    hostile = client.get("/runs/%3Cscript%3Ealert(1)%3C%2Fscript%3E").get_data(as_text=True)
+    hostile = client.get("/sign-in?next=/runs/%3Cscript%3Ealert(1)%3C%2Fscript%3E").get_data(as_text=True)
     assert "<script>alert(1)</script>" not in hostile
