@@ -77,11 +77,10 @@ def compiled() -> Path:
 
 def current_spec() -> bytes:
     """The OpenAPI spec the server serves (building the app connects to nothing)."""
-    from app import create_app
-    from core.config import Settings
-    from core.crypto import new_secret_key
+    from tests.offline_app import offline_client
 
-    resp = create_app(Settings(secret_key=new_secret_key())).test_client().get("/api/v1/openapi.json")
+    with offline_client() as client:
+        resp = client.get("/api/v1/openapi.json")
     assert resp.status_code == 200
     return resp.data
 

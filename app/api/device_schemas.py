@@ -4,8 +4,9 @@ from __future__ import annotations
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from agentruns.vocabulary import KINDS, PROVIDERS
-from app.api.schemas import FullMatch, Text, UTCDateTime, check_cwd, check_env
+from app.api.schemas import FullMatch, Text, UTCDateTime, check_cwd, check_env, env_values, nullable_nested, one_of
 
+DRIVERS = ("ssh", "local")
 DEVICE_ID = FullMatch(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$",
                       error="1-200 characters of [A-Za-z0-9._:@-], starting with a letter or digit")
 
@@ -22,7 +23,21 @@ def check_host(value: str) -> None:
 class ProviderSettingsIn(Schema):
     executable = Text(validate=validate.Length(1, 4096))
     extra_args = fields.List(Text(validate=validate.Length(0, 4096)), validate=validate.Length(max=64))
-    env = fields.Dict(keys=fields.String(), values=fields.Raw(), validate=check_env)
+    env = fields.Dict(keys=fields.String(), values=env_values(), validate=check_env)
+
+
+# The OpenAPI description of a provider's settings in a device body (check_providers loads them with
+# ProviderSettingsIn): documentation only, as the values are taken raw.
+_PROVIDER_SETTINGS_IN = {
+    "type": "object",
+    "description": "settings for the provider named by the key (one of the provider list); null removes them",
+    "properties": {
+        "executable": {"type": "string", "minLength": 1, "maxLength": 4096},
+        "extra_args": {"type": "array", "maxItems": 64, "items": {"type": "string", "maxLength": 4096}},
+        "env": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+    "additionalProperties": False,
+}
 
 
 def check_providers(value: dict) -> None:
@@ -44,7 +59,7 @@ def check_providers(value: dict) -> None:
 class _DeviceFields(Schema):
     kind = fields.String(validate=validate.OneOf(KINDS))
     name = Text(validate=validate.Length(1, 200), allow_none=True)
-    driver = fields.String(validate=validate.OneOf(("ssh", "local")))
+    driver = fields.String(validate=validate.OneOf(DRIVERS))
     host = Text(validate=[validate.Length(1, 255), check_host], allow_none=True)
     port = fields.Integer(strict=True, validate=validate.Range(1, 65535))
     username = fields.String(validate=FullMatch(r"^[A-Za-z0-9._][A-Za-z0-9._-]{0,63}$"), allow_none=True)
@@ -56,14 +71,15 @@ class _DeviceFields(Schema):
     labels = fields.Dict(keys=Text(validate=validate.Length(1, 63)), values=Text())
     max_concurrent_runs = fields.Integer(strict=True, validate=validate.Range(1, 1000))
     default_cwd = Text(validate=check_cwd, allow_none=True)
-    env = fields.Dict(keys=fields.String(), values=fields.Raw(), validate=check_env)
-    providers = fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True), validate=check_providers)
+    env = fields.Dict(keys=fields.String(), values=env_values(), validate=check_env)
+    providers = fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True, metadata=_PROVIDER_SETTINGS_IN),
+                            validate=check_providers)
 
 
 class DeviceCreate(_DeviceFields):
     id = fields.String(validate=DEVICE_ID)
     kind = fields.String(required=True, validate=validate.OneOf(KINDS))
-    driver = fields.String(load_default="ssh", validate=validate.OneOf(("ssh", "local")))
+    driver = fields.String(load_default="ssh", validate=validate.OneOf(DRIVERS))
 
     @validates_schema
     def _ssh_needs(self, data, **_):
@@ -85,43 +101,66 @@ class DevicePatch(_DeviceFields):
     pass
 
 
+# What DeviceOut.providers holds per provider: the non-secret settings, and the names of its env.
+_PROVIDER_SETTINGS_OUT = {
+    "type": "object",
+    "properties": {
+        "executable": {"type": "string"},
+        "extra_args": {"type": "array", "items": {"type": "string"}},
+        "env_names": {"type": "array", "items": {"type": "string"},
+                      "description": "the names of the provider's env variables (their values are write-only)"},
+    },
+    "additionalProperties": False,
+}
+
+
 class DeviceOut(Schema):
-    # allow_none documents `nullable` in the spec.
-    id = fields.String()
-    kind = fields.String()
-    name = fields.String(allow_none=True)
-    driver = fields.String()
-    host = fields.String(allow_none=True)
-    port = fields.Integer()
-    username = fields.String(allow_none=True)
-    host_key = fields.String(allow_none=True)
-    trust_on_first_use = fields.Boolean()
-    login_shell = fields.Boolean()
-    labels = fields.Dict()
-    max_concurrent_runs = fields.Integer()
-    default_cwd = fields.String(allow_none=True)
-    providers = fields.Dict()
-    has_private_key = fields.Boolean()
-    has_password = fields.Boolean()
-    env_names = fields.List(fields.String())
-    created_at = UTCDateTime()
-    updated_at = UTCDateTime()
+    # Dump only: `required=True` documents that the field is always sent, allow_none that it may be null.
+    id = fields.String(required=True)
+    kind = fields.String(required=True, metadata=one_of(KINDS))
+    name = fields.String(required=True, allow_none=True)
+    driver = fields.String(required=True, metadata=one_of(DRIVERS))
+    host = fields.String(required=True, allow_none=True)
+    port = fields.Integer(required=True)
+    username = fields.String(required=True, allow_none=True)
+    host_key = fields.String(required=True, allow_none=True)
+    trust_on_first_use = fields.Boolean(required=True)
+    login_shell = fields.Boolean(required=True)
+    labels = fields.Dict(required=True, keys=fields.String(), values=fields.String())
+    max_concurrent_runs = fields.Integer(required=True)
+    default_cwd = fields.String(required=True, allow_none=True)
+    providers = fields.Dict(required=True, metadata={
+        "description": "per provider (a key of the provider list): its settings and the names of its env",
+        "additionalProperties": _PROVIDER_SETTINGS_OUT})
+    has_private_key = fields.Boolean(required=True)
+    has_password = fields.Boolean(required=True)
+    env_names = fields.List(fields.String(), required=True)
+    created_at = UTCDateTime(required=True)
+    updated_at = UTCDateTime(required=True)
 
 
 class DeviceEnvelope(Schema):
-    data = fields.Nested(DeviceOut)
+    data = fields.Nested(DeviceOut, required=True)
 
 
 class DeviceListEnvelope(Schema):
-    data = fields.List(fields.Nested(DeviceOut))
+    data = fields.List(fields.Nested(DeviceOut), required=True)
+
+
+class DeviceTestError(Schema):
+    """Why a device test failed."""
+
+    code = fields.String(required=True, metadata={
+        "description": "machine-readable, e.g. device_unreachable, auth_failed, host_key_mismatch"})
+    message = fields.String(required=True)
 
 
 class DeviceTest(Schema):
-    ok = fields.Boolean()
-    latency_ms = fields.Float(allow_none=True)
-    host_key = fields.String(allow_none=True)
-    error = fields.Dict(allow_none=True)
+    ok = fields.Boolean(required=True)
+    latency_ms = fields.Float(required=True, allow_none=True)
+    host_key = fields.String(required=True, allow_none=True)
+    error = nullable_nested(DeviceTestError, required=True)
 
 
 class DeviceTestEnvelope(Schema):
-    data = fields.Nested(DeviceTest)
+    data = fields.Nested(DeviceTest, required=True)

@@ -12,6 +12,7 @@ from drivers import get_driver
 from drivers.base import DriverError
 
 blp = Blueprint("devices", __name__, url_prefix="/api/v1", description="Devices")
+_NOT_FOUND = {404: "not_found: no such device in this tenant."}
 
 
 def _key() -> str:
@@ -24,7 +25,12 @@ def _allow_local() -> bool:
 
 @blp.route("/devices", methods=["POST"])
 @blp.arguments(DeviceCreate)
-@blp.response(201, DeviceEnvelope)
+@blp.response(201, DeviceEnvelope, headers={"Location": {
+    "description": "The device's path, /api/v1/devices/{id}.", "required": True,
+    "schema": {"type": "string", "format": "uri-reference"}}})
+@blp.errors({409: "device_exists: a device with this id already exists.",
+             422: "validation_error: the body failed validation (error.details.fields names the fields), "
+                  "e.g. driver local where the server does not allow local devices."})
 def create_device(data):
     """Register a device; secrets are write-only."""
     with db.session() as s:
@@ -43,6 +49,7 @@ def list_devices():
 
 @blp.route("/devices/<device_id>", methods=["GET"])
 @blp.response(200, DeviceEnvelope)
+@blp.errors(_NOT_FOUND)
 def get_device(device_id):
     """One device."""
     with db.session() as s:
@@ -52,6 +59,7 @@ def get_device(device_id):
 @blp.route("/devices/<device_id>", methods=["PATCH"])
 @blp.arguments(DevicePatch)
 @blp.response(200, DeviceEnvelope)
+@blp.errors(_NOT_FOUND)
 def patch_device(data, device_id):
     """Change some fields; a secret set to null is removed."""
     with db.session() as s:
@@ -61,6 +69,7 @@ def patch_device(data, device_id):
 
 @blp.route("/devices/<device_id>", methods=["DELETE"])
 @blp.response(204)
+@blp.errors({**_NOT_FOUND, 409: "device_busy: runs are queued or running on the device."})
 def delete_device(device_id):
     """Delete a device with no runs in flight."""
     with db.session() as s:
@@ -69,6 +78,7 @@ def delete_device(device_id):
 
 @blp.route("/devices/<device_id>/test", methods=["POST"])
 @blp.response(200, DeviceTestEnvelope)
+@blp.errors(_NOT_FOUND)
 def test_device(device_id):
     """Open (or reuse) a connection and run `true`: reports reachability, latency and the host key."""
     with db.session() as s:

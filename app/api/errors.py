@@ -105,10 +105,97 @@ def _unavailable(err: Exception) -> str | None:
     return None
 
 
+# --- The OpenAPI document: what every answer carries, and the errors every operation can give ----------
+# Component names. The views document their own errors (404, 409, 422 causes) with Blueprint.errors
+# (app/api/parser.py), which adds these shared ones by the rules in `shared_errors`.
+REQUEST_ID = "X-Request-Id"
+RETRY_AFTER = "Retry-After"
+UNEXPECTED = "UnexpectedError"
+
+_HEADERS: dict[str, dict] = {
+    REQUEST_ID: {
+        "description": "The request's id, also the error body's request_id: the caller's X-Request-Id when it "
+                       "is 1 to 128 characters of [A-Za-z0-9._:-], else one the server made up.",
+        "required": True, "schema": {"type": "string", "pattern": _REQUEST_ID.pattern}},
+    RETRY_AFTER: {
+        "description": "Seconds to wait before retrying.",
+        "required": True, "schema": {"type": "integer", "minimum": 0}},
+}
+
+# Sent with any request, echoed in the X-Request-Id response header.
+REQUEST_ID_PARAMETER = {
+    "required": False, "schema": {"type": "string"},
+    "description": "Your id for this request (1 to 128 characters of [A-Za-z0-9._:-]), echoed in the "
+                   "X-Request-Id response header and stored as a created run's request_id; any other "
+                   "value is replaced by one the server makes up (never refused).",
+}
+
+
+def error_doc(description: str, *, retry_after: bool | None = None, headers: dict | None = None) -> dict:
+    """An OpenAPI response of the one error body (ErrorBody) with its X-Request-Id.
+
+    retry_after: True when the answer always carries Retry-After, False when it may (only some codes).
+    """
+    all_headers: dict = {REQUEST_ID: REQUEST_ID}
+    if retry_after is not None:
+        all_headers[RETRY_AFTER] = (RETRY_AFTER if retry_after else
+                                    {**_HEADERS[RETRY_AFTER], "required": False,
+                                     "description": "Seconds to wait before retrying, with the codes that say so."})
+    all_headers.update(headers or {})
+    return {"description": description, "headers": all_headers,
+            "content": {"application/json": {"schema": ErrorBody}}}
+
+
+# Errors the app answers before or around any view (guard_api, limit_unsized_body, the error handlers).
+_SHARED_ERRORS: dict[int | str, tuple[str, dict]] = {
+    400: ("InvalidJson", error_doc("invalid_json: the body is not JSON this server can read.")),
+    401: ("Unauthorized", error_doc(
+        "unauthorized: no `Authorization: Bearer <key>` header, or an invalid or revoked key.",
+        headers={"WWW-Authenticate": {"required": True, "schema": {"type": "string", "enum": ["Bearer"]}}})),
+    413: ("PayloadTooLarge", error_doc(
+        "payload_too_large: the body is larger than the server's limit (AGENTRUNS_MAX_BODY_BYTES).")),
+    415: ("UnsupportedMediaType", error_doc(
+        "unsupported_media_type: a body sent as anything but application/json.")),
+    429: ("RateLimited", error_doc(
+        "rate_limited: more requests this minute than the tenant's limit (AGENTRUNS_RATE_LIMIT_PER_MINUTE).",
+        retry_after=True)),
+    503: ("Unavailable", error_doc(
+        "unavailable: the database or Redis cannot be reached; retry after Retry-After seconds.",
+        retry_after=True)),
+    "default": (UNEXPECTED, error_doc("internal_error: an unexpected error (500).")),
+}
+VALIDATION_ERROR = ("validation_error: the parameters or the body failed validation; "
+                    "error.details.fields maps each field to its problems.")
+
+
+def shared_errors(method: str, has_body: bool) -> dict[int | str, str]:
+    """The shared error responses (component names) of an operation of the API's blueprints."""
+    statuses: list[int | str] = [401, 429, 503, "default"]  # the key check, the rate limit, an outage, a bug
+    if method in ("post", "patch", "put"):
+        statuses += [413, 415]  # guard_api's content-type check and the body size limit
+    if has_body:
+        statuses.append(400)  # the JSON body does not parse
+    return {status: _SHARED_ERRORS[status][0] for status in statuses}
+
+
 class AgentrunsApi(Api):
     """flask-smorest's Api with our error body in place of its own, in the spec as in the answers."""
 
     ERROR_SCHEMA = ErrorBody
+    DEFAULT_ERROR_RESPONSE_NAME = UNEXPECTED
+
+    def _register_responses(self):
+        """Our shared headers and error responses beside flask-smorest's (all lazy: in the document
+        only when an operation refers to them)."""
+        super()._register_responses()
+        for name, header in _HEADERS.items():
+            self.spec.components.header(name, header, lazy=True)
+        self.spec.components.parameter(REQUEST_ID, "header", REQUEST_ID_PARAMETER, lazy=True)
+        for name, response in _SHARED_ERRORS.values():
+            self.spec.components.response(name, response, lazy=True)
+
+    def _register_pagination_header(self):
+        """No pagination header: lists page by cursor (next_cursor), so no PaginationMetadata schema."""
 
     def handle_http_exception(self, error: HTTPException):
         data = getattr(error, "data", None) or {}

@@ -27,6 +27,43 @@ blp = Blueprint("agent-runs", __name__, url_prefix="/api/v1", description="Agent
 # from a class.
 _RUN_LIST_QUERY = RunListQuery()
 
+# OpenAPI documentation only: the views read these themselves.
+_LOCATION = {"description": "The run's path, /api/v1/agent-runs/{id}.", "required": True,
+             "schema": {"type": "string", "format": "uri-reference"}}
+_IDEMPOTENCY_KEY = {
+    "in": "header", "name": "Idempotency-Key", "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]{1,255}$"},
+    "description": "Makes a retried create safe: within AGENTRUNS_IDEMPOTENCY_TTL_SECONDS, a request of the "
+                   "tenant with the same key and body answers 200 with the run the first one created (and "
+                   "Idempotent-Replayed: true); the same key with another body is a 422 "
+                   "(idempotency_key_reused). 1 to 255 printable ASCII characters.",
+}
+_METADATA_FILTER = {
+    "in": "query", "name": "metadata", "required": False, "style": "deepObject", "explode": True,
+    "schema": {"type": "object", "additionalProperties": {"type": "string"}},
+    "description": "metadata[KEY]=VALUE: only runs whose metadata has the top-level KEY equal to VALUE, the "
+                   "string or the JSON number, boolean or null it spells; several all apply.",
+    "example": {"team": "infra"},
+}
+_LAST_EVENT_ID = {
+    "in": "header", "name": "Last-Event-ID", "required": False, "schema": {"type": "string"},
+    "description": "With `Accept: text/event-stream`: resume after this seq (the id of the last event "
+                   "received, which EventSource resends when it reconnects), in place of after_seq. A value "
+                   "that is not a seq is ignored.",
+}
+_EVENT_STREAM = {
+    "description": "The events after after_seq, at most `limit`, oldest first. With `Accept: text/event-stream`, "
+                   "a Server-Sent Events stream instead: the events after after_seq (or Last-Event-ID), then "
+                   "live ones, until the run's terminal status event.",
+    "content": {"text/event-stream": {
+        "schema": {"type": "string",
+                   "description": "A `retry: 1000` line, then per event `id: <seq>`, `event: <type>` and "
+                                  "`data: <the event as JSON, an EventOut>`; `: keepalive` comments every 15 s."},
+        "example": 'retry: 1000\n\nid: 42\nevent: status\ndata: {"seq": 42, "type": "status", '
+                   '"data": {"status": "running"}, "at": "2026-01-01T12:00:00.000000Z"}\n\n',
+    }},
+}
+
 
 def _ext(name):
     return current_app.extensions[name]
@@ -34,8 +71,16 @@ def _ext(name):
 
 @blp.route("/agent-runs", methods=["POST"])
 @blp.arguments(RunCreate())
-@blp.response(201, RunEnvelope)
-@blp.alt_response(200, schema=RunEnvelope, description="Replayed by Idempotency-Key")
+@blp.response(201, RunEnvelope, headers={"Location": _LOCATION})
+@blp.alt_response(200, schema=RunEnvelope, description="Replayed by Idempotency-Key: the run the first request "
+                  "with this key created", headers={"Location": _LOCATION, "Idempotent-Replayed": {
+                      "required": True, "schema": {"type": "string", "enum": ["true"]}}})
+@blp.doc_parameters(_IDEMPOTENCY_KEY)
+@blp.errors({409: "idempotency_key_in_use: a request with this Idempotency-Key is still being processed; "
+                  "retry after Retry-After seconds.",
+             422: "validation_error: the body failed validation (error.details.fields names the fields), or "
+                  "its target is no device of this tenant; idempotency_key_reused: this Idempotency-Key came "
+                  "with another body."}, retry_after=(409,))
 def create_run(data):
     """Create a run (optionally wait for it to finish)."""
     settings = _ext("settings")
@@ -67,6 +112,9 @@ def create_run(data):
 @blp.route("/agent-runs", methods=["GET"])
 @blp.arguments(_RUN_LIST_QUERY, location="query", unknown="include")
 @blp.response(200, RunListEnvelope)
+@blp.doc_parameters(_METADATA_FILTER)
+@blp.errors({422: "validation_error: a filter failed validation, a query parameter is unknown, the cursor is not "
+                  "one this API returned, or target_id, sandbox_id and computer_id disagree."})
 def list_runs(query):
     """List runs, newest first; follow next_cursor for more."""
     metadata = {k[len("metadata["):-1]: v for k, v in request.args.items()
@@ -86,6 +134,7 @@ def list_runs(query):
 @blp.route("/agent-runs/<run_id>", methods=["GET"])
 @blp.arguments(WaitQuery(), location="query")
 @blp.response(200, RunEnvelope)
+@blp.errors({404: "not_found: no such run in this tenant (also for an id that is no UUID)."})
 def get_run(query, run_id):
     """Get a run; `?wait=SECONDS` holds the answer until the run is terminal."""
     with db.engine().connect() as conn:
@@ -97,6 +146,8 @@ def get_run(query, run_id):
 
 @blp.route("/agent-runs/<run_id>/cancel", methods=["POST"])
 @blp.response(200, RunEnvelope)
+@blp.errors({404: "not_found: no such run in this tenant.",
+             409: "run_finished: the run already succeeded or failed (canceling a canceled run answers 200)."})
 def cancel_run(run_id):
     """Cancel: queued runs end at once, running runs are killed by their worker."""
     with db.transaction() as conn:
@@ -110,8 +161,15 @@ def cancel_run(run_id):
 @blp.route("/agent-runs/<run_id>/events", methods=["GET"])
 @blp.arguments(EventsQuery(), location="query")
 @blp.response(200, EventListEnvelope)
+@blp.doc(responses={200: _EVENT_STREAM})
+@blp.doc_parameters(_LAST_EVENT_ID)
+@blp.errors({404: "not_found: no such run in this tenant."})
 def run_events(query, run_id):
-    """The run's ordered event log; with `Accept: text/event-stream`, a live Server-Sent Events stream."""
+    """The run's ordered event log; with `Accept: text/event-stream`, a live Server-Sent Events stream.
+
+    Send `Accept: text/event-stream` (as the preferred type) for the stream, resumable with
+    Last-Event-ID; otherwise the answer is one page of the log as JSON.
+    """
     with db.session() as s:
         run = run_service.get(s, g.tenant_id, run_id)
         if request.accept_mimetypes.best == "text/event-stream":

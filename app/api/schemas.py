@@ -9,7 +9,7 @@ from datetime import UTC
 from flask import current_app, has_app_context
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates, validates_schema
 
-from agentruns.vocabulary import DEFAULT_PROVIDER, KINDS, PROVIDERS, STATUSES
+from agentruns.vocabulary import DEFAULT_PROVIDER, EVENT_TYPES, KINDS, PROVIDERS, STATUSES
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MODEL = re.compile(r"^[A-Za-z0-9._:/@-]{1,200}$")
@@ -93,6 +93,12 @@ def _unstorable_json(value) -> str | None:
 RESERVED_ENV_PREFIXES = ("AGENTRUNS_", "__agentruns_")
 
 
+def env_values() -> fields.Raw:
+    """An env dict's values: taken raw, so that check_env names the variable whose value is not a
+    string (without echoing it); documented as strings."""
+    return fields.Raw(metadata={"type": "string"})
+
+
 def check_env(value: dict) -> None:
     for name, val in value.items():
         if not ENV_NAME.fullmatch(name):  # not .match: its `$` lets "NAME\n" through
@@ -106,8 +112,11 @@ def check_env(value: dict) -> None:
             raise ValidationError(f"value of {name} {problem}")
 
 
-class UTCDateTime(fields.Field):
-    """RFC 3339 in UTC with a `Z`, whatever the database session's time zone was."""
+class UTCDateTime(fields.DateTime):
+    """RFC 3339 in UTC with a `Z`, whatever the database session's time zone was.
+
+    A DateTime for apispec (`type: string, format: date-time`); it only ever dumps.
+    """
 
     def _serialize(self, value, attr, obj, **kwargs):
         if value is None:
@@ -117,6 +126,12 @@ class UTCDateTime(fields.Field):
 
 class Wait(fields.Field):
     """`true` (60 s), `false`/0 (no wait) or a number of seconds."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("metadata", {"oneOf": [
+            {"type": "boolean", "description": "true: wait up to 60 s; false: do not wait"},
+            {"type": "integer", "minimum": 0, "maximum": MAX_WAIT_SECONDS, "description": "seconds to wait"}]})
+        super().__init__(**kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         if value is True:
@@ -142,7 +157,7 @@ class RunCreate(Schema):
     timeout = fields.Integer(strict=True, validate=validate.Range(1, 86400))
     metadata = fields.Dict(keys=fields.String(), load_default=dict)
     wait = Wait(load_default=0)
-    env = fields.Dict(keys=fields.String(), values=fields.Raw(), load_default=dict, validate=check_env)
+    env = fields.Dict(keys=fields.String(), values=env_values(), load_default=dict, validate=check_env)
 
     @validates("prompt")
     def _prompt(self, value, **_):
@@ -223,63 +238,85 @@ class EventsQuery(Schema):
     limit = fields.Integer(load_default=500, validate=validate.Range(1, 1000))
 
 
+# Response schemas: dump only, so `required=True` is documentation: the field is always sent (null when
+# unset, which `nullable` documents). `enum` metadata documents the vocabulary without validating.
+def one_of(values) -> dict:
+    return {"enum": list(values)}
+
+
+def nullable_nested(schema, **kwargs) -> fields.Nested:
+    """A nested object or null, documented as `nullable` + `allOf: [$ref]` (OpenAPI 3.0's form).
+
+    Not `allow_none`: apispec renders that as `anyOf: [{type: object, nullable: true}, $ref]`, which
+    admits any object. Dumping a None gives null either way.
+    """
+    return fields.Nested(schema, metadata={"nullable": True}, **kwargs)
+
+
 class RunError(Schema):
-    code = fields.String()
-    message = fields.String()
+    code = fields.String(required=True, metadata={"description": "machine-readable, e.g. timeout, canceled"})
+    message = fields.String(required=True)
 
 
 class RunSummary(Schema):
-    id = fields.UUID()
-    target_kind = fields.String()
-    target_id = fields.String()
-    provider = fields.String()
-    status = fields.String()
-    prompt = fields.String()
-    metadata = fields.Dict(attribute="metadata_")
-    created_at = UTCDateTime()
-    finished_at = UTCDateTime()
+    id = fields.UUID(required=True)
+    target_kind = fields.String(required=True, metadata=one_of(KINDS))
+    target_id = fields.String(required=True)
+    provider = fields.String(required=True, metadata=one_of(PROVIDERS))
+    status = fields.String(required=True, metadata=one_of(STATUSES))
+    prompt = fields.String(required=True)
+    metadata = fields.Dict(required=True, attribute="metadata_")
+    created_at = UTCDateTime(required=True)
+    finished_at = UTCDateTime(required=True, allow_none=True)
 
 
 class RunOut(RunSummary):
     # allow_none documents `nullable` in the spec: these are null until (or unless) a run sets them.
-    model = fields.String(allow_none=True)
-    cwd = fields.String()
-    timeout = fields.Integer()
-    command = fields.String(allow_none=True)
-    output = fields.String(allow_none=True)
-    stdout = fields.String(allow_none=True)
-    stderr = fields.String(allow_none=True)
-    stdout_truncated = fields.Boolean()
-    stderr_truncated = fields.Boolean()
-    exit_code = fields.Integer(allow_none=True)
-    error = fields.Nested(RunError, allow_none=True)
-    usage = fields.Dict(allow_none=True)
-    cost_usd = fields.Float(allow_none=True)
-    session_id = fields.String(allow_none=True)
-    cancel_requested = fields.Function(lambda r: r.cancel_requested_at is not None)
-    request_id = fields.String(allow_none=True)
-    started_at = UTCDateTime()
-    updated_at = UTCDateTime()
+    model = fields.String(required=True, allow_none=True)
+    cwd = fields.String(required=True)
+    timeout = fields.Integer(required=True)
+    command = fields.String(required=True, allow_none=True)
+    output = fields.String(required=True, allow_none=True)
+    stdout = fields.String(required=True, allow_none=True)
+    stderr = fields.String(required=True, allow_none=True)
+    stdout_truncated = fields.Boolean(required=True)
+    stderr_truncated = fields.Boolean(required=True)
+    exit_code = fields.Integer(required=True, allow_none=True)
+    error = nullable_nested(RunError, required=True)
+    usage = fields.Dict(required=True, allow_none=True)
+    cost_usd = fields.Float(required=True, allow_none=True)
+    session_id = fields.String(required=True, allow_none=True)
+    cancel_requested = fields.Function(lambda r: r.cancel_requested_at is not None, required=True,
+                                       metadata={"type": "boolean"})
+    request_id = fields.String(required=True, allow_none=True)
+    started_at = UTCDateTime(required=True, allow_none=True)
+    updated_at = UTCDateTime(required=True)
 
 
 class RunEnvelope(Schema):
-    data = fields.Nested(RunOut)
+    data = fields.Nested(RunOut, required=True)
 
 
 class RunListEnvelope(Schema):
-    data = fields.List(fields.Nested(RunSummary))
-    next_cursor = fields.String(allow_none=True)
+    data = fields.List(fields.Nested(RunSummary), required=True)
+    next_cursor = fields.String(required=True, allow_none=True,
+                                metadata={"description": "pass as `cursor` for the next page; null on the last"})
 
 
 class EventOut(Schema):
     """Output events carry text; status and note events carry an object such as {"status": "running"}
     or {"note": "live output capped at 10000 events"}."""
 
-    seq = fields.Integer()
-    type = fields.String()
-    data = fields.Function(lambda e: json.loads(e.data) if e.type in ("status", "note") else e.data)
-    at = UTCDateTime()
+    seq = fields.Integer(required=True, metadata={"description": "orders the events (global: not contiguous)"})
+    type = fields.String(required=True, metadata=one_of(EVENT_TYPES))
+    data = fields.Function(lambda e: json.loads(e.data) if e.type in ("status", "note") else e.data, required=True,
+                           metadata={"oneOf": [
+                               {"type": "string", "description": "stdout and stderr events: a chunk of output"},
+                               {"type": "object", "additionalProperties": {},
+                                "description": 'status events: {"status": ..., "error"?: ...}; '
+                                               'note events: {"note": ...}'}]})
+    at = UTCDateTime(required=True)
 
 
 class EventListEnvelope(Schema):
-    data = fields.List(fields.Nested(EventOut))
+    data = fields.List(fields.Nested(EventOut), required=True)

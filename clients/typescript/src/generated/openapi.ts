@@ -25,8 +25,20 @@ export interface paths {
                     created_before?: string;
                     limit?: number;
                     cursor?: string;
+                    /**
+                     * @description metadata[KEY]=VALUE: only runs whose metadata has the top-level KEY equal to VALUE, the string or the JSON number, boolean or null it spells; several all apply.
+                     * @example {
+                     *       "team": "infra"
+                     *     }
+                     */
+                    metadata?: {
+                        [key: string]: string;
+                    };
                 };
-                header?: never;
+                header?: {
+                    /** @description Your id for this request (1 to 128 characters of [A-Za-z0-9._:-]), echoed in the X-Request-Id response header and stored as a created run's request_id; any other value is replaced by one the server makes up (never refused). */
+                    "X-Request-Id"?: components["parameters"]["X-Request-Id"];
+                };
                 path?: never;
                 cookie?: never;
             };
@@ -35,14 +47,27 @@ export interface paths {
                 /** @description OK */
                 200: {
                     headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
                         "application/json": components["schemas"]["RunListEnvelope"];
                     };
                 };
-                422: components["responses"]["UNPROCESSABLE_ENTITY"];
-                default: components["responses"]["DEFAULT_ERROR"];
+                401: components["responses"]["Unauthorized"];
+                /** @description validation_error: a filter failed validation, a query parameter is unknown, the cursor is not one this API returned, or target_id, sandbox_id and computer_id disagree. */
+                422: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                429: components["responses"]["RateLimited"];
+                503: components["responses"]["Unavailable"];
+                default: components["responses"]["UnexpectedError"];
             };
         };
         put?: never;
@@ -50,7 +75,12 @@ export interface paths {
         post: {
             parameters: {
                 query?: never;
-                header?: never;
+                header?: {
+                    /** @description Makes a retried create safe: within AGENTRUNS_IDEMPOTENCY_TTL_SECONDS, a request of the tenant with the same key and body answers 200 with the run the first one created (and Idempotent-Replayed: true); the same key with another body is a 422 (idempotency_key_reused). 1 to 255 printable ASCII characters. */
+                    "Idempotency-Key"?: string;
+                    /** @description Your id for this request (1 to 128 characters of [A-Za-z0-9._:-]), echoed in the X-Request-Id response header and stored as a created run's request_id; any other value is replaced by one the server makes up (never refused). */
+                    "X-Request-Id"?: components["parameters"]["X-Request-Id"];
+                };
                 path?: never;
                 cookie?: never;
             };
@@ -60,9 +90,13 @@ export interface paths {
                 };
             };
             responses: {
-                /** @description Replayed by Idempotency-Key */
+                /** @description Replayed by Idempotency-Key: the run the first request with this key created */
                 200: {
                     headers: {
+                        /** @description The run's path, /api/v1/agent-runs/{id}. */
+                        Location: string;
+                        "Idempotent-Replayed": "true";
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
@@ -72,14 +106,44 @@ export interface paths {
                 /** @description Created */
                 201: {
                     headers: {
+                        /** @description The run's path, /api/v1/agent-runs/{id}. */
+                        Location: string;
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
                         "application/json": components["schemas"]["RunEnvelope"];
                     };
                 };
-                422: components["responses"]["UNPROCESSABLE_ENTITY"];
-                default: components["responses"]["DEFAULT_ERROR"];
+                400: components["responses"]["InvalidJson"];
+                401: components["responses"]["Unauthorized"];
+                /** @description idempotency_key_in_use: a request with this Idempotency-Key is still being processed; retry after Retry-After seconds. */
+                409: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        /** @description Seconds to wait before retrying, with the codes that say so. */
+                        "Retry-After"?: number;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                413: components["responses"]["PayloadTooLarge"];
+                415: components["responses"]["UnsupportedMediaType"];
+                /** @description validation_error: the body failed validation (error.details.fields names the fields), or its target is no device of this tenant; idempotency_key_reused: this Idempotency-Key came with another body. */
+                422: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                429: components["responses"]["RateLimited"];
+                503: components["responses"]["Unavailable"];
+                default: components["responses"]["UnexpectedError"];
             };
         };
         delete?: never;
@@ -103,7 +167,10 @@ export interface paths {
                 query?: {
                     wait?: number;
                 };
-                header?: never;
+                header?: {
+                    /** @description Your id for this request (1 to 128 characters of [A-Za-z0-9._:-]), echoed in the X-Request-Id response header and stored as a created run's request_id; any other value is replaced by one the server makes up (never refused). */
+                    "X-Request-Id"?: components["parameters"]["X-Request-Id"];
+                };
                 path: {
                     run_id: string;
                 };
@@ -114,14 +181,37 @@ export interface paths {
                 /** @description OK */
                 200: {
                     headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
                         "application/json": components["schemas"]["RunEnvelope"];
                     };
                 };
-                422: components["responses"]["UNPROCESSABLE_ENTITY"];
-                default: components["responses"]["DEFAULT_ERROR"];
+                401: components["responses"]["Unauthorized"];
+                /** @description not_found: no such run in this tenant (also for an id that is no UUID). */
+                404: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description validation_error: the parameters or the body failed validation; error.details.fields maps each field to its problems. */
+                422: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                429: components["responses"]["RateLimited"];
+                503: components["responses"]["Unavailable"];
+                default: components["responses"]["UnexpectedError"];
             };
         };
         put?: never;
@@ -147,7 +237,10 @@ export interface paths {
         post: {
             parameters: {
                 query?: never;
-                header?: never;
+                header?: {
+                    /** @description Your id for this request (1 to 128 characters of [A-Za-z0-9._:-]), echoed in the X-Request-Id response header and stored as a created run's request_id; any other value is replaced by one the server makes up (never refused). */
+                    "X-Request-Id"?: components["parameters"]["X-Request-Id"];
+                };
                 path: {
                     run_id: string;
                 };
@@ -158,13 +251,39 @@ export interface paths {
                 /** @description OK */
                 200: {
                     headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
                         "application/json": components["schemas"]["RunEnvelope"];
                     };
                 };
-                default: components["responses"]["DEFAULT_ERROR"];
+                401: components["responses"]["Unauthorized"];
+                /** @description not_found: no such run in this tenant. */
+                404: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description run_finished: the run already succeeded or failed (canceling a canceled run answers 200). */
+                409: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                413: components["responses"]["PayloadTooLarge"];
+                415: components["responses"]["UnsupportedMediaType"];
+                429: components["responses"]["RateLimited"];
+                503: components["responses"]["Unavailable"];
+                default: components["responses"]["UnexpectedError"];
             };
         };
         delete?: never;
@@ -182,14 +301,23 @@ export interface paths {
             };
             cookie?: never;
         };
-        /** The run's ordered event log; with `Accept: text/event-stream`, a live Server-Sent Events stream. */
+        /**
+         * The run's ordered event log; with `Accept: text/event-stream`, a live Server-Sent Events stream.
+         * @description Send `Accept: text/event-stream` (as the preferred type) for the stream, resumable with
+         *     Last-Event-ID; otherwise the answer is one page of the log as JSON.
+         */
         get: {
             parameters: {
                 query?: {
                     after_seq?: number;
                     limit?: number;
                 };
-                header?: never;
+                header?: {
+                    /** @description With `Accept: text/event-stream`: resume after this seq (the id of the last event received, which EventSource resends when it reconnects), in place of after_seq. A value that is not a seq is ignored. */
+                    "Last-Event-ID"?: string;
+                    /** @description Your id for this request (1 to 128 characters of [A-Za-z0-9._:-]), echoed in the X-Request-Id response header and stored as a created run's request_id; any other value is replaced by one the server makes up (never refused). */
+                    "X-Request-Id"?: components["parameters"]["X-Request-Id"];
+                };
                 path: {
                     run_id: string;
                 };
@@ -197,17 +325,48 @@ export interface paths {
             };
             requestBody?: never;
             responses: {
-                /** @description OK */
+                /** @description The events after after_seq, at most `limit`, oldest first. With `Accept: text/event-stream`, a Server-Sent Events stream instead: the events after after_seq (or Last-Event-ID), then live ones, until the run's terminal status event. */
                 200: {
                     headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
                         "application/json": components["schemas"]["EventListEnvelope"];
+                        /**
+                         * @example retry: 1000
+                         *
+                         *     id: 42
+                         *     event: status
+                         *     data: {"seq": 42, "type": "status", "data": {"status": "running"}, "at": "2026-01-01T12:00:00.000000Z"}
+                         */
+                        "text/event-stream": string;
                     };
                 };
-                422: components["responses"]["UNPROCESSABLE_ENTITY"];
-                default: components["responses"]["DEFAULT_ERROR"];
+                401: components["responses"]["Unauthorized"];
+                /** @description not_found: no such run in this tenant. */
+                404: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description validation_error: the parameters or the body failed validation; error.details.fields maps each field to its problems. */
+                422: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                429: components["responses"]["RateLimited"];
+                503: components["responses"]["Unavailable"];
+                default: components["responses"]["UnexpectedError"];
             };
         };
         put?: never;
@@ -229,7 +388,10 @@ export interface paths {
         get: {
             parameters: {
                 query?: never;
-                header?: never;
+                header?: {
+                    /** @description Your id for this request (1 to 128 characters of [A-Za-z0-9._:-]), echoed in the X-Request-Id response header and stored as a created run's request_id; any other value is replaced by one the server makes up (never refused). */
+                    "X-Request-Id"?: components["parameters"]["X-Request-Id"];
+                };
                 path?: never;
                 cookie?: never;
             };
@@ -238,13 +400,17 @@ export interface paths {
                 /** @description OK */
                 200: {
                     headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
                         "application/json": components["schemas"]["DeviceListEnvelope"];
                     };
                 };
-                default: components["responses"]["DEFAULT_ERROR"];
+                401: components["responses"]["Unauthorized"];
+                429: components["responses"]["RateLimited"];
+                503: components["responses"]["Unavailable"];
+                default: components["responses"]["UnexpectedError"];
             };
         };
         put?: never;
@@ -252,7 +418,10 @@ export interface paths {
         post: {
             parameters: {
                 query?: never;
-                header?: never;
+                header?: {
+                    /** @description Your id for this request (1 to 128 characters of [A-Za-z0-9._:-]), echoed in the X-Request-Id response header and stored as a created run's request_id; any other value is replaced by one the server makes up (never refused). */
+                    "X-Request-Id"?: components["parameters"]["X-Request-Id"];
+                };
                 path?: never;
                 cookie?: never;
             };
@@ -265,14 +434,42 @@ export interface paths {
                 /** @description Created */
                 201: {
                     headers: {
+                        /** @description The device's path, /api/v1/devices/{id}. */
+                        Location: string;
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
                         "application/json": components["schemas"]["DeviceEnvelope"];
                     };
                 };
-                422: components["responses"]["UNPROCESSABLE_ENTITY"];
-                default: components["responses"]["DEFAULT_ERROR"];
+                400: components["responses"]["InvalidJson"];
+                401: components["responses"]["Unauthorized"];
+                /** @description device_exists: a device with this id already exists. */
+                409: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                413: components["responses"]["PayloadTooLarge"];
+                415: components["responses"]["UnsupportedMediaType"];
+                /** @description validation_error: the body failed validation (error.details.fields names the fields), e.g. driver local where the server does not allow local devices. */
+                422: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                429: components["responses"]["RateLimited"];
+                503: components["responses"]["Unavailable"];
+                default: components["responses"]["UnexpectedError"];
             };
         };
         delete?: never;
@@ -294,7 +491,10 @@ export interface paths {
         get: {
             parameters: {
                 query?: never;
-                header?: never;
+                header?: {
+                    /** @description Your id for this request (1 to 128 characters of [A-Za-z0-9._:-]), echoed in the X-Request-Id response header and stored as a created run's request_id; any other value is replaced by one the server makes up (never refused). */
+                    "X-Request-Id"?: components["parameters"]["X-Request-Id"];
+                };
                 path: {
                     device_id: string;
                 };
@@ -305,13 +505,27 @@ export interface paths {
                 /** @description OK */
                 200: {
                     headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
                         "application/json": components["schemas"]["DeviceEnvelope"];
                     };
                 };
-                default: components["responses"]["DEFAULT_ERROR"];
+                401: components["responses"]["Unauthorized"];
+                /** @description not_found: no such device in this tenant. */
+                404: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                429: components["responses"]["RateLimited"];
+                503: components["responses"]["Unavailable"];
+                default: components["responses"]["UnexpectedError"];
             };
         };
         put?: never;
@@ -320,7 +534,10 @@ export interface paths {
         delete: {
             parameters: {
                 query?: never;
-                header?: never;
+                header?: {
+                    /** @description Your id for this request (1 to 128 characters of [A-Za-z0-9._:-]), echoed in the X-Request-Id response header and stored as a created run's request_id; any other value is replaced by one the server makes up (never refused). */
+                    "X-Request-Id"?: components["parameters"]["X-Request-Id"];
+                };
                 path: {
                     device_id: string;
                 };
@@ -331,11 +548,35 @@ export interface paths {
                 /** @description No Content */
                 204: {
                     headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content?: never;
                 };
-                default: components["responses"]["DEFAULT_ERROR"];
+                401: components["responses"]["Unauthorized"];
+                /** @description not_found: no such device in this tenant. */
+                404: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description device_busy: runs are queued or running on the device. */
+                409: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                429: components["responses"]["RateLimited"];
+                503: components["responses"]["Unavailable"];
+                default: components["responses"]["UnexpectedError"];
             };
         };
         options?: never;
@@ -344,7 +585,10 @@ export interface paths {
         patch: {
             parameters: {
                 query?: never;
-                header?: never;
+                header?: {
+                    /** @description Your id for this request (1 to 128 characters of [A-Za-z0-9._:-]), echoed in the X-Request-Id response header and stored as a created run's request_id; any other value is replaced by one the server makes up (never refused). */
+                    "X-Request-Id"?: components["parameters"]["X-Request-Id"];
+                };
                 path: {
                     device_id: string;
                 };
@@ -359,14 +603,40 @@ export interface paths {
                 /** @description OK */
                 200: {
                     headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
                         "application/json": components["schemas"]["DeviceEnvelope"];
                     };
                 };
-                422: components["responses"]["UNPROCESSABLE_ENTITY"];
-                default: components["responses"]["DEFAULT_ERROR"];
+                400: components["responses"]["InvalidJson"];
+                401: components["responses"]["Unauthorized"];
+                /** @description not_found: no such device in this tenant. */
+                404: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                413: components["responses"]["PayloadTooLarge"];
+                415: components["responses"]["UnsupportedMediaType"];
+                /** @description validation_error: the parameters or the body failed validation; error.details.fields maps each field to its problems. */
+                422: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                429: components["responses"]["RateLimited"];
+                503: components["responses"]["Unavailable"];
+                default: components["responses"]["UnexpectedError"];
             };
         };
         trace?: never;
@@ -386,7 +656,10 @@ export interface paths {
         post: {
             parameters: {
                 query?: never;
-                header?: never;
+                header?: {
+                    /** @description Your id for this request (1 to 128 characters of [A-Za-z0-9._:-]), echoed in the X-Request-Id response header and stored as a created run's request_id; any other value is replaced by one the server makes up (never refused). */
+                    "X-Request-Id"?: components["parameters"]["X-Request-Id"];
+                };
                 path: {
                     device_id: string;
                 };
@@ -397,13 +670,29 @@ export interface paths {
                 /** @description OK */
                 200: {
                     headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
                     };
                     content: {
                         "application/json": components["schemas"]["DeviceTestEnvelope"];
                     };
                 };
-                default: components["responses"]["DEFAULT_ERROR"];
+                401: components["responses"]["Unauthorized"];
+                /** @description not_found: no such device in this tenant. */
+                404: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                413: components["responses"]["PayloadTooLarge"];
+                415: components["responses"]["UnsupportedMediaType"];
+                429: components["responses"]["RateLimited"];
+                503: components["responses"]["Unavailable"];
+                default: components["responses"]["UnexpectedError"];
             };
         };
         delete?: never;
@@ -429,22 +718,6 @@ export interface components {
             error: components["schemas"]["ErrorDetail"];
             request_id: string;
         };
-        PaginationMetadata: {
-            /** @description Total number of items. */
-            total?: number;
-            /** @description Total number of pages. */
-            total_pages?: number;
-            /** @description First available page number. */
-            first_page?: number;
-            /** @description Last available page number. */
-            last_page?: number;
-            /** @description Current page number. */
-            page?: number;
-            /** @description Previous page number. */
-            previous_page?: number;
-            /** @description Next page number. */
-            next_page?: number;
-        };
         RunCreate: {
             prompt: string;
             target_id?: string;
@@ -466,78 +739,97 @@ export interface components {
                 [key: string]: unknown;
             };
             /** @default 0 */
-            wait?: unknown;
+            wait?: boolean | number;
             env?: {
-                [key: string]: unknown;
+                [key: string]: string;
             };
         };
         RunError: {
-            code?: string;
-            message?: string;
+            /** @description machine-readable, e.g. timeout, canceled */
+            code: string;
+            message: string;
         };
         RunOut: {
             /** Format: uuid */
-            id?: string;
-            target_kind?: string;
-            target_id?: string;
-            provider?: string;
-            status?: string;
-            prompt?: string;
-            metadata?: {
+            id: string;
+            /** @enum {string} */
+            target_kind: "sandbox" | "computer";
+            target_id: string;
+            /** @enum {string} */
+            provider: "claude-code" | "claude" | "codex" | "osa" | "pi" | "hermes" | "custom";
+            /** @enum {string} */
+            status: "queued" | "running" | "succeeded" | "failed" | "canceled";
+            prompt: string;
+            metadata: {
                 [key: string]: unknown;
             };
-            created_at?: unknown;
-            finished_at?: unknown;
-            model?: string | null;
-            cwd?: string;
-            timeout?: number;
-            command?: string | null;
-            output?: string | null;
-            stdout?: string | null;
-            stderr?: string | null;
-            stdout_truncated?: boolean;
-            stderr_truncated?: boolean;
-            exit_code?: number | null;
-            error?: (Record<string, never> | null) | components["schemas"]["RunError"];
-            usage?: {
+            /** Format: date-time */
+            created_at: string;
+            /** Format: date-time */
+            finished_at: string | null;
+            model: string | null;
+            cwd: string;
+            timeout: number;
+            command: string | null;
+            output: string | null;
+            stdout: string | null;
+            stderr: string | null;
+            stdout_truncated: boolean;
+            stderr_truncated: boolean;
+            exit_code: number | null;
+            error: components["schemas"]["RunError"] | null;
+            usage: {
                 [key: string]: unknown;
             } | null;
-            cost_usd?: number | null;
-            session_id?: string | null;
-            readonly cancel_requested?: unknown;
-            request_id?: string | null;
-            started_at?: unknown;
-            updated_at?: unknown;
+            cost_usd: number | null;
+            session_id: string | null;
+            readonly cancel_requested: boolean;
+            request_id: string | null;
+            /** Format: date-time */
+            started_at: string | null;
+            /** Format: date-time */
+            updated_at: string;
         };
         RunEnvelope: {
-            data?: components["schemas"]["RunOut"];
+            data: components["schemas"]["RunOut"];
         };
         RunSummary: {
             /** Format: uuid */
-            id?: string;
-            target_kind?: string;
-            target_id?: string;
-            provider?: string;
-            status?: string;
-            prompt?: string;
-            metadata?: {
+            id: string;
+            /** @enum {string} */
+            target_kind: "sandbox" | "computer";
+            target_id: string;
+            /** @enum {string} */
+            provider: "claude-code" | "claude" | "codex" | "osa" | "pi" | "hermes" | "custom";
+            /** @enum {string} */
+            status: "queued" | "running" | "succeeded" | "failed" | "canceled";
+            prompt: string;
+            metadata: {
                 [key: string]: unknown;
             };
-            created_at?: unknown;
-            finished_at?: unknown;
+            /** Format: date-time */
+            created_at: string;
+            /** Format: date-time */
+            finished_at: string | null;
         };
         RunListEnvelope: {
-            data?: components["schemas"]["RunSummary"][];
-            next_cursor?: string | null;
+            data: components["schemas"]["RunSummary"][];
+            /** @description pass as `cursor` for the next page; null on the last */
+            next_cursor: string | null;
         };
         EventOut: {
-            seq?: number;
-            type?: string;
-            readonly data?: unknown;
-            at?: unknown;
+            /** @description orders the events (global: not contiguous) */
+            seq: number;
+            /** @enum {string} */
+            type: "status" | "stdout" | "stderr" | "note";
+            readonly data: string | {
+                [key: string]: unknown;
+            };
+            /** Format: date-time */
+            at: string;
         };
         EventListEnvelope: {
-            data?: components["schemas"]["EventOut"][];
+            data: components["schemas"]["EventOut"][];
         };
         DeviceCreate: {
             /** @enum {string} */
@@ -562,43 +854,59 @@ export interface components {
             max_concurrent_runs?: number;
             default_cwd?: string | null;
             env?: {
-                [key: string]: unknown;
+                [key: string]: string;
             };
             providers?: {
-                [key: string]: unknown;
+                [key: string]: {
+                    executable?: string;
+                    extra_args?: string[];
+                    env?: {
+                        [key: string]: string;
+                    };
+                } | null;
             };
             id?: string;
         };
         DeviceOut: {
-            id?: string;
-            kind?: string;
-            name?: string | null;
-            driver?: string;
-            host?: string | null;
-            port?: number;
-            username?: string | null;
-            host_key?: string | null;
-            trust_on_first_use?: boolean;
-            login_shell?: boolean;
-            labels?: {
-                [key: string]: unknown;
+            id: string;
+            /** @enum {string} */
+            kind: "sandbox" | "computer";
+            name: string | null;
+            /** @enum {string} */
+            driver: "ssh" | "local";
+            host: string | null;
+            port: number;
+            username: string | null;
+            host_key: string | null;
+            trust_on_first_use: boolean;
+            login_shell: boolean;
+            labels: {
+                [key: string]: string;
             };
-            max_concurrent_runs?: number;
-            default_cwd?: string | null;
-            providers?: {
-                [key: string]: unknown;
+            max_concurrent_runs: number;
+            default_cwd: string | null;
+            /** @description per provider (a key of the provider list): its settings and the names of its env */
+            providers: {
+                [key: string]: {
+                    executable?: string;
+                    extra_args?: string[];
+                    /** @description the names of the provider's env variables (their values are write-only) */
+                    env_names?: string[];
+                };
             };
-            has_private_key?: boolean;
-            has_password?: boolean;
-            env_names?: string[];
-            created_at?: unknown;
-            updated_at?: unknown;
+            has_private_key: boolean;
+            has_password: boolean;
+            env_names: string[];
+            /** Format: date-time */
+            created_at: string;
+            /** Format: date-time */
+            updated_at: string;
         };
         DeviceEnvelope: {
-            data?: components["schemas"]["DeviceOut"];
+            data: components["schemas"]["DeviceOut"];
         };
         DeviceListEnvelope: {
-            data?: components["schemas"]["DeviceOut"][];
+            data: components["schemas"]["DeviceOut"][];
         };
         DevicePatch: {
             /** @enum {string} */
@@ -620,37 +928,101 @@ export interface components {
             max_concurrent_runs?: number;
             default_cwd?: string | null;
             env?: {
-                [key: string]: unknown;
+                [key: string]: string;
             };
             providers?: {
-                [key: string]: unknown;
+                [key: string]: {
+                    executable?: string;
+                    extra_args?: string[];
+                    env?: {
+                        [key: string]: string;
+                    };
+                } | null;
             };
         };
+        DeviceTestError: {
+            /** @description machine-readable, e.g. device_unreachable, auth_failed, host_key_mismatch */
+            code: string;
+            message: string;
+        };
         DeviceTest: {
-            ok?: boolean;
-            latency_ms?: number | null;
-            host_key?: string | null;
-            error?: {
-                [key: string]: unknown;
-            } | null;
+            ok: boolean;
+            latency_ms: number | null;
+            host_key: string | null;
+            error: components["schemas"]["DeviceTestError"] | null;
         };
         DeviceTestEnvelope: {
-            data?: components["schemas"]["DeviceTest"];
+            data: components["schemas"]["DeviceTest"];
         };
     };
     responses: {
-        /** @description Unprocessable Entity */
-        UNPROCESSABLE_ENTITY: {
+        /** @description invalid_json: the body is not JSON this server can read. */
+        InvalidJson: {
             headers: {
+                "X-Request-Id": components["headers"]["X-Request-Id"];
                 [name: string]: unknown;
             };
             content: {
                 "application/json": components["schemas"]["ErrorBody"];
             };
         };
-        /** @description Default error response */
-        DEFAULT_ERROR: {
+        /** @description unauthorized: no `Authorization: Bearer <key>` header, or an invalid or revoked key. */
+        Unauthorized: {
             headers: {
+                "X-Request-Id": components["headers"]["X-Request-Id"];
+                "WWW-Authenticate": "Bearer";
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+        /** @description payload_too_large: the body is larger than the server's limit (AGENTRUNS_MAX_BODY_BYTES). */
+        PayloadTooLarge: {
+            headers: {
+                "X-Request-Id": components["headers"]["X-Request-Id"];
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+        /** @description unsupported_media_type: a body sent as anything but application/json. */
+        UnsupportedMediaType: {
+            headers: {
+                "X-Request-Id": components["headers"]["X-Request-Id"];
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+        /** @description rate_limited: more requests this minute than the tenant's limit (AGENTRUNS_RATE_LIMIT_PER_MINUTE). */
+        RateLimited: {
+            headers: {
+                "X-Request-Id": components["headers"]["X-Request-Id"];
+                "Retry-After": components["headers"]["Retry-After"];
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+        /** @description unavailable: the database or Redis cannot be reached; retry after Retry-After seconds. */
+        Unavailable: {
+            headers: {
+                "X-Request-Id": components["headers"]["X-Request-Id"];
+                "Retry-After": components["headers"]["Retry-After"];
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+        /** @description internal_error: an unexpected error (500). */
+        UnexpectedError: {
+            headers: {
+                "X-Request-Id": components["headers"]["X-Request-Id"];
                 [name: string]: unknown;
             };
             content: {
@@ -658,9 +1030,17 @@ export interface components {
             };
         };
     };
-    parameters: never;
+    parameters: {
+        /** @description Your id for this request (1 to 128 characters of [A-Za-z0-9._:-]), echoed in the X-Request-Id response header and stored as a created run's request_id; any other value is replaced by one the server makes up (never refused). */
+        "X-Request-Id": string;
+    };
     requestBodies: never;
-    headers: never;
+    headers: {
+        /** @description The request's id, also the error body's request_id: the caller's X-Request-Id when it is 1 to 128 characters of [A-Za-z0-9._:-], else one the server made up. */
+        "X-Request-Id": string;
+        /** @description Seconds to wait before retrying. */
+        "Retry-After": number;
+    };
     pathItems: never;
 }
 export type $defs = Record<string, never>;
