@@ -31,9 +31,14 @@ class Settings:
     heartbeat_seconds: float = 1.0
     reaper_interval_seconds: float = 15.0
     queued_stale_seconds: int = 60
-    device_retry_seconds: float = 1.0
+    # A run whose device is unreachable before its command starts goes back to the queue and the
+    # device is tried again with backoff for this long; then its runs fail `device_unreachable`.
+    device_retry_seconds: float = 180.0
     shutdown_grace_seconds: float = 30.0
     kill_grace_seconds: float = 2.0
+    # A run whose device stays unreachable this long (the worker keeps reconnecting meanwhile, and the
+    # command goes on there, detached) fails `device_lost`.
+    device_lost_seconds: float = 300.0
     max_events_per_run: int = 10_000
     rate_limit_per_minute: int = 0  # 0 disables the per-tenant limiter
     # The local driver runs commands as the service's own user on its own hosts (the worker's, and

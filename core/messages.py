@@ -18,6 +18,8 @@ log = logging.getLogger("agentruns.enqueue")
 # runs.execute(run_id, tenant_id, device_id): make progress on that run's device. Workers also accept
 # the older one-argument form runs.execute(run_id).
 EXECUTE = "runs.execute"
+# runs.attach(run_id): re-attach to a run taken over from a lost worker (the reaper sends it).
+ATTACH = "runs.attach"
 REAP = "runs.reap"
 SWEEP = "runs.sweep"
 PURGE_IDEMPOTENCY_KEYS = "runs.purge_idempotency_keys"
@@ -79,15 +81,29 @@ def fail_fast(celery: Celery) -> Celery:
     return celery
 
 
-def enqueue(celery: Celery, runs: list[Queued]) -> list[uuid.UUID]:
-    """Publish runs.execute for each run (after their rows committed); returns the ids sent.
+def enqueue_attach(celery: Celery, run_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+    """Publish runs.attach for each run taken over; returns the ids sent (a run not sent is taken
+    over again, and sent again, once its renewed lease lapses)."""
+    sent = []
+    try:
+        for run_id in run_ids:
+            celery.send_task(ATTACH, args=[str(run_id)], retry=False)
+            sent.append(run_id)
+    except Exception as exc:  # kombu and redis-py raise several types for an unreachable broker
+        log.warning("enqueue of runs.attach failed, the reaper will retry: %s", type(exc).__name__)
+    return sent
+
+
+def enqueue(celery: Celery, runs: list[Queued], countdown: float | None = None) -> list[uuid.UUID]:
+    """Publish runs.execute for each run (after their rows committed), after `countdown` seconds if
+    given; returns the ids sent.
 
     A caller waiting for its answer should pass a Celery app built by `fail_fast()`.
     """
     sent = []
     try:
         for run in runs:
-            celery.send_task(EXECUTE, args=execute_args(run), retry=False)
+            celery.send_task(EXECUTE, args=execute_args(run), retry=False, countdown=countdown)
             sent.append(run.run_id)
     except Exception as exc:  # kombu and redis-py raise several types for an unreachable broker
         log.warning("enqueue failed, the sweeper will retry: %s", type(exc).__name__)

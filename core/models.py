@@ -112,6 +112,10 @@ class Run(Base):
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     worker_id: Mapped[str | None] = mapped_column(String(255))
     pgid: Mapped[int | None] = mapped_column(Integer)
+    # Bytes of stdout/stderr already written as output events (NULL: none), kept with those events:
+    # a worker taking the run over re-attaches and streams on from there, without gap or repeat.
+    stdout_offset: Mapped[int | None] = mapped_column(BigInteger)
+    stderr_offset: Mapped[int | None] = mapped_column(BigInteger)
     cancel_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -10,7 +10,13 @@ never disagree.
     running -> queued    unclaim()        (worker; only before the command started)
     queued  -> canceled  cancel()         (API; the run never executes)
     running -> succeeded | failed | canceled   finish()   (worker holding the epoch)
-    running -> failed    reap_expired()   (beat; lease expired -> worker_lost)
+    running -> running   take_over()      (beat, or the worker itself when it shuts down: the run is
+                                           up for re-attaching; bumps epoch, clears worker_id)
+    running -> running   claim_attach()   (worker; takes a run up for re-attaching: bumps epoch)
+    running -> failed    reap_expired()   (beat; lease expired and nothing to re-attach -> worker_lost)
+
+A run's command never starts twice: a take-over only ever re-attaches to the command still running
+(or finished) on the device, and every write after it is fenced by the new epoch.
 """
 from __future__ import annotations
 
@@ -100,9 +106,51 @@ UPDATE runs SET cancel_requested_at = coalesce(cancel_requested_at, now()), upda
 WHERE id = :run_id AND status = 'running'
 RETURNING *""")
 _CURRENT = text("SELECT * FROM runs WHERE id = :run_id")
+# A run can be re-attached when its process group was recorded on a device whose driver keeps
+# commands detached (ssh), and not so long after its start that even the remote backstop and the
+# device-lost limit are over (a run whose attaches keep dying must end some time).
 _EXPIRED = text("""
-SELECT id, epoch FROM runs WHERE status = 'running' AND lease_until < now()
-ORDER BY lease_until LIMIT :limit FOR UPDATE SKIP LOCKED""")
+SELECT r.id, r.epoch,
+       (r.pgid IS NOT NULL AND d.driver = 'ssh'
+        AND r.started_at + make_interval(secs => r.timeout + :slack_seconds) > now()) AS attachable
+FROM runs r LEFT JOIN devices d ON d.tenant_id = r.tenant_id AND d.id = r.target_id
+WHERE r.status = 'running' AND r.lease_until < now()
+ORDER BY r.lease_until LIMIT :limit FOR UPDATE OF r SKIP LOCKED""")
+# The note only when a worker had the run: a run taken over again because its re-attach did not
+# come (the message was lost, or every worker was busy) says nothing new.
+_TAKE_OVER = text("""
+WITH before AS (
+    SELECT worker_id FROM runs WHERE id = :run_id),
+taken AS (
+    UPDATE runs SET epoch = epoch + 1, worker_id = NULL,
+           lease_until = now() + make_interval(secs => :lease_seconds), updated_at = now()
+    WHERE id = :run_id AND status = 'running' AND epoch = :epoch
+    RETURNING id, epoch, tenant_id, target_id),
+logged AS (
+    INSERT INTO run_events (run_id, type, data)
+    SELECT id, 'note', :note FROM taken, before WHERE before.worker_id IS NOT NULL)
+SELECT * FROM taken""")
+_CLAIM_ATTACH = text("""
+WITH claimed AS (
+    UPDATE runs SET epoch = epoch + 1, worker_id = :worker_id,
+           lease_until = now() + make_interval(secs => :lease_seconds), updated_at = now()
+    WHERE id = :run_id AND status = 'running' AND worker_id IS NULL AND pgid IS NOT NULL
+    RETURNING id, epoch, tenant_id, target_id, provider, prompt, model, command, cwd, timeout, env_enc,
+              pgid, started_at, stdout_offset, stderr_offset, cancel_requested_at IS NOT NULL AS cancel_requested),
+logged AS (
+    INSERT INTO run_events (run_id, type, data) SELECT id, 'note', :note FROM claimed)
+SELECT claimed.*,
+       (SELECT count(*) FROM run_events e WHERE e.run_id = claimed.id AND e.type IN ('stdout', 'stderr'))
+           AS output_events,
+       (SELECT updated_at FROM devices d WHERE d.tenant_id = claimed.tenant_id AND d.id = claimed.target_id)
+           AS device_version
+FROM claimed""")
+_RECORD_OFFSETS = text("""
+UPDATE runs SET stdout_offset = v.stdout_offset, stderr_offset = v.stderr_offset
+FROM unnest(CAST(:ids AS uuid[]), CAST(:epochs AS integer[]), CAST(:outs AS bigint[]), CAST(:errs AS bigint[]))
+     AS v(id, epoch, stdout_offset, stderr_offset)
+WHERE runs.id = v.id AND runs.epoch = v.epoch AND runs.status = 'running'
+RETURNING runs.id""")
 _STALE_QUEUED = text("""
 SELECT id, tenant_id, target_id FROM runs
 WHERE status = 'queued' AND coalesce(enqueued_at, created_at) < now() - make_interval(secs => :seconds)
@@ -226,16 +274,66 @@ def cancel(conn: Connection, run_id: uuid.UUID) -> Run:
 WORKER_LOST = {"code": "worker_lost", "message": "the worker running this run stopped renewing its lease"}
 
 
-def reap_expired(conn: Connection, limit: int = 100) -> list:
-    """running runs whose lease expired -> failed/worker_lost. Never re-executed: agents change files.
+def reap_expired(conn: Connection, lease_seconds: int = 30, slack_seconds: float = 0.0,
+                 limit: int = 100) -> tuple[list, list]:
+    """Runs whose lease expired: taken over for re-attaching where their command can be re-attached
+    (take_over), failed worker_lost otherwise. Never started again: agents change files.
 
-    Returns the rows finish() returned for the runs reaped."""
-    reaped = []
-    for run_id, epoch in conn.execute(_EXPIRED, dict(limit=limit)).all():
+    slack_seconds: how long after its timeout a run may still be re-attached. Returns (the rows
+    finish() returned for the runs failed, the rows take_over() returned for the runs taken over).
+    """
+    failed, taken = [], []
+    expired = conn.execute(_EXPIRED, dict(limit=limit, slack_seconds=slack_seconds)).all()
+    for run_id, epoch, attachable in expired:
+        if attachable:
+            row = take_over(conn, run_id, epoch, lease_seconds, "its worker stopped renewing the lease")
+            if row is not None:
+                taken.append(row)
+            continue
         row = finish(conn, run_id, epoch, FAILED, error=WORKER_LOST)
         if row is not None:
-            reaped.append(row)
-    return reaped
+            failed.append(row)
+    return failed, taken
+
+
+def take_over(conn: Connection, run_id: uuid.UUID, epoch: int, lease_seconds: int, why: str):
+    """running -> running, fenced by epoch: the run is up for re-attaching (epoch + 1, no worker).
+
+    Its lease is renewed so the re-attach has time to arrive; a `note` event says why (unless no
+    worker had it: taken over again). Returns a row (id, epoch, tenant_id, target_id), or None when
+    the run moved on meanwhile.
+    """
+    note = json.dumps({"note": f"taken over for re-attaching: {why}"})
+    return conn.execute(_TAKE_OVER, dict(run_id=run_id, epoch=epoch, lease_seconds=lease_seconds,
+                                         note=note)).first()
+
+
+def claim_attach(conn: Connection, run_id: uuid.UUID, worker_id: str, lease_seconds: int):
+    """running -> running for the one worker that re-attaches to a run taken over (epoch + 1).
+
+    Returns the run's row (what a claim returns, plus pgid, started_at, the output offsets, the
+    count of output events written and cancel_requested), or None: not up for re-attaching (another
+    worker has it, or it ended).
+    """
+    note = json.dumps({"note": f"re-attached by worker {worker_id}"})
+    return conn.execute(_CLAIM_ATTACH, dict(run_id=run_id, worker_id=worker_id, lease_seconds=lease_seconds,
+                                            note=note)).first()
+
+
+def record_output(conn: Connection, offsets: list[tuple[uuid.UUID, int, int, int]], rows: list[dict]) -> set:
+    """Append output events, and the byte offsets they bring each run to, for the runs still held.
+
+    offsets: (run_id, epoch, stdout_offset, stderr_offset) each. Rows of a run whose epoch moved on
+    (taken over) are dropped: its new worker streams that output from the offsets recorded before.
+    Returns the ids of the runs written.
+    """
+    held = set()
+    if offsets:
+        held = set(conn.execute(_RECORD_OFFSETS, dict(
+            ids=[o[0] for o in offsets], epochs=[o[1] for o in offsets], outs=[o[2] for o in offsets],
+            errs=[o[3] for o in offsets])).scalars())
+    append_events(conn, [row for row in rows if row["run_id"] in held])
+    return held
 
 
 def stale_queued(conn: Connection, older_than_seconds: int, limit: int = 500) -> list[tuple[uuid.UUID, uuid.UUID, str]]:

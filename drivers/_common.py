@@ -80,24 +80,33 @@ class OutputSink:
     """Caps both streams and forwards every chunk to the caller's callback, one call at a time.
 
     A failing callback is logged and ignored: a bug in a live-output consumer must not kill the run
-    or leave a pipe undrained (which would block the process).
+    or leave a pipe undrained (which would block the process). `quiet` gives, per stream, how many
+    leading bytes are captured without being forwarded: a re-attached run reads its output again
+    from the start, and its earlier connections already streamed that much live.
     """
 
-    def __init__(self, cap: int, callback: OutputCallback | None):
+    def __init__(self, cap: int, callback: OutputCallback | None, quiet: dict[str, int] | None = None):
         self.stdout = CappedBuffer(cap)
         self.stderr = CappedBuffer(cap)
         self._callback = callback
+        self._quiet = dict(quiet or {})
         self._lock = threading.Lock()  # the local driver feeds from two reader threads
+
+    def position(self, stream: str) -> int:
+        """How many bytes of `stream` were fed so far."""
+        return (self.stdout if stream == "stdout" else self.stderr).total
 
     def feed(self, stream: str, chunk: bytes) -> None:
         """Store a chunk of `stream` ("stdout" or "stderr") and forward it."""
         if not chunk:
             return
         with self._lock:
-            (self.stdout if stream == "stdout" else self.stderr).feed(chunk)
-            if self._callback is not None:
+            buffer = self.stdout if stream == "stdout" else self.stderr
+            skip = max(0, min(len(chunk), self._quiet.get(stream, 0) - buffer.total))
+            buffer.feed(chunk)
+            if self._callback is not None and skip < len(chunk):
                 try:
-                    self._callback(stream, chunk)
+                    self._callback(stream, chunk[skip:] if skip else chunk)
                 except Exception:  # noqa: BLE001 - see class docstring
                     log.exception("on_output callback failed; output is still being captured")
 

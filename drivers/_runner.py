@@ -7,7 +7,8 @@ transport:
 
 - start: launch the command (it may wait for its stdin) or say why it never ran;
 - attach: feed stdin and connect the output (kept apart from start so a command that runs detached
-  can later be re-attached after a dropped connection without being started again);
+  can later be re-attached after a dropped connection without being started again; the ssh driver
+  does that, see ssh_run.py);
 - read / wait / ended: take the output that is there, wait for more, tell when all of it is in;
 - stop_group: TERM, grace, KILL for the group (`escalate` is that sequence for a transport that can
   signal cheaply; the ssh driver runs its twin on the device, in one command);
@@ -25,10 +26,11 @@ from datetime import datetime
 from typing import ClassVar
 
 from ._common import OutputSink, call_on_start, utcnow
-from .base import ExecRequest, ExecResult, OutputCallback, StartCallback
+from .base import DETACHED, ExecRequest, ExecResult, OutputCallback, StartCallback
 
 CANCELED = "canceled"
 TIMEOUT = "timeout"
+__all__ = ["CANCELED", "DETACHED", "TIMEOUT", "Pacing", "Runner", "escalate"]
 
 
 @dataclass(frozen=True)
@@ -53,15 +55,19 @@ class Runner(ABC):
         self.started_at: datetime | None = None
         self._on_start = on_start
 
-    def run(self, cancel: threading.Event | None) -> ExecResult:
-        """Run to completion, the request's timeout, or until `cancel` is set; stop the whole group then."""
+    def run(self, cancel: threading.Event | None, detach: threading.Event | None = None) -> ExecResult:
+        """Run to completion, the request's timeout, or until `cancel` is set; stop the whole group then.
+
+        Once `detach` is set the run returns at once (killed="detached") and stops nothing: only a
+        transport whose command outlives it (ssh) is given one.
+        """
         deadline = time.monotonic() + self.req.timeout  # time spent starting (connecting) counts
         early = self.start(cancel)
         if early is not None:
             return early
         try:
             self.attach()
-            killed = self._supervise(deadline, cancel)
+            killed = self._supervise(deadline, cancel, detach)
             exit_code = self.exit_code(killed)
             sink = self.sink
             return ExecResult(
@@ -77,7 +83,12 @@ class Runner(ABC):
         self.pgid, self.started_at = pgid, utcnow()
         call_on_start(self._on_start, pgid)
 
-    def _supervise(self, deadline: float, cancel: threading.Event | None) -> str | None:
+    def resumed(self, pgid: int, started_at: datetime | None) -> None:
+        """Called by a transport re-attaching to a command started earlier: no new start to report."""
+        self.pgid, self.started_at = pgid, started_at
+
+    def _supervise(self, deadline: float, cancel: threading.Event | None,
+                   detach: threading.Event | None = None) -> str | None:
         """Drain until the command ends, stopping its group on timeout or cancel; return `killed`."""
         pace, grace = self.pacing, self.req.kill_grace
         killed: str | None = None
@@ -86,6 +97,8 @@ class Runner(ABC):
         stop_sent: float | None = None
         active_at = time.monotonic()
         while True:
+            if detach is not None and detach.is_set() and stopper is None:
+                return DETACHED  # someone else follows the command from here: stop nothing
             if self.read():
                 active_at = time.monotonic()
             if self.ended():

@@ -20,6 +20,10 @@ CONNECTION_LOST = "connection_lost"
 CWD_NOT_FOUND = "cwd_not_found"
 # The device's shell failed before the command could start (e.g. the account's shell is nologin).
 REMOTE_SETUP_FAILED = "remote_setup_failed"
+# The device stayed unreachable longer than the driver's limit while the command ran detached there.
+DEVICE_LOST = "device_lost"
+# The run's spool on the device is gone (swept, or the device was reset): its result cannot be read.
+SPOOL_GONE = "spool_gone"
 
 
 class DriverError(Exception):
@@ -75,6 +79,24 @@ class ExecRequest:
     timeout: float = 1800.0
     kill_grace: float = 2.0  # seconds between TERM and KILL
     output_cap: int = 1024 * 1024  # bytes kept per stream
+    # Names the run's spool on the device (the ssh driver runs the command detached, writing its
+    # output there, so another connection or worker can re-attach). None: a fresh random key.
+    spool_key: str | None = None
+
+
+@dataclass(frozen=True)
+class AttachTicket:
+    """What a driver needs to re-attach to a command that already runs detached on the device.
+
+    The output is read again from byte 0 of each stream, so the result holds the whole output; only
+    the bytes past `emitted` (what earlier connections already streamed as live output) reach the
+    output callback.
+    """
+
+    pgid: int
+    started_at: datetime | None = None
+    emitted_stdout: int = 0
+    emitted_stderr: int = 0
 
 
 @dataclass
@@ -84,7 +106,7 @@ class ExecResult:
     stderr: bytes
     stdout_truncated: bool = False
     stderr_truncated: bool = False
-    killed: str | None = None  # None | "timeout" | "canceled"
+    killed: str | None = None  # None | "timeout" | "canceled" | "detached" (left running, not stopped)
     pgid: int | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -92,6 +114,7 @@ class ExecResult:
 
 OutputCallback = Callable[[str, bytes], None]  # (stream name "stdout"|"stderr", chunk)
 StartCallback = Callable[[int], None]  # receives the process group id once the command runs
+DETACHED = "detached"
 
 
 class Driver(Protocol):
@@ -110,3 +133,24 @@ class Driver(Protocol):
 
     def ping(self) -> float:
         """Open (or reuse) a connection and run `true`; return the latency in seconds."""
+
+
+class DetachedDriver(Driver, Protocol):
+    """A driver whose commands outlive their connection and their worker (the ssh driver).
+
+    run() and attach() take a `detach` event: once set, the run returns (killed="detached") without
+    stopping the command, which keeps running on the device for a later attach().
+    """
+
+    def run(self, req: ExecRequest, *, on_output: OutputCallback | None = None,
+            on_start: StartCallback | None = None, cancel: threading.Event | None = None,
+            detach: threading.Event | None = None) -> ExecResult:
+        """As Driver.run, and leave the command running when `detach` is set."""
+
+    def attach(self, req: ExecRequest, ticket: AttachTicket, *, on_output: OutputCallback | None = None,
+               cancel: threading.Event | None = None, detach: threading.Event | None = None) -> ExecResult:
+        """Re-attach to req's command (started earlier, under req.spool_key) and follow it to its end."""
+
+    def discard(self, spool_key: str, pgid: int | None = None) -> None:
+        """Forget a finished run's spool on the device (best effort, in the background); with pgid, also
+        stop that process group first (a run given up while the device was unreachable)."""

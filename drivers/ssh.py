@@ -1,8 +1,10 @@
 """Run commands on a device over SSH (paramiko): one pooled transport, one channel per run.
 
-See ssh_script.py for the remote wrapper (pgid line, cwd check, env on stdin, login shell),
-ssh_run.py for one run on its channel, ssh_pool.py for connection reuse and ssh_connect.py for host
-key pinning and auth.
+The command runs detached on the device and spools its output there, so a run survives a dropped
+connection (it re-attaches) and its worker (another one attaches, `attach()`). See ssh_script.py for
+the remote wrapper (pgid line, cwd check, env and stdin, login shell, spool), ssh_spool.py for the
+spool and the attach, ssh_run.py for one run across its channels, ssh_janitor.py for removing spools,
+ssh_pool.py for connection reuse and ssh_connect.py for host key pinning and auth.
 """
 from __future__ import annotations
 
@@ -14,13 +16,14 @@ import time
 
 import paramiko
 
-from . import ssh_script
+from . import ssh_script, ssh_spool
 from .base import (
     AUTH_FAILED,
     CONNECTION_LOST,
     HOST_KEY_MISMATCH,
     HOST_KEY_UNKNOWN,
     REMOTE_SETUP_FAILED,
+    AttachTicket,
     DeviceSpec,
     DriverError,
     ExecRequest,
@@ -29,6 +32,7 @@ from .base import (
     StartCallback,
 )
 from .ssh_connect import HostKeyCallback, connect
+from .ssh_janitor import get_janitor
 from .ssh_pool import PooledTransport, TransportPool, get_pool
 from .ssh_run import SSHRun
 
@@ -48,12 +52,14 @@ class SSHDriver:
 
     def __init__(self, spec: DeviceSpec, on_host_key: HostKeyCallback | None = None, *,
                  pool: TransportPool | None = None, retry_delays: tuple[float, ...] = (0.2, 0.5, 1.0),
-                 kill_grace: float = 2.0, timeout_backstop: bool = True):
+                 kill_grace: float = 2.0, timeout_backstop: bool = True, device_lost_seconds: float = 300.0):
         self.spec = spec
         self.on_host_key = on_host_key
-        self.retry_delays = retry_delays
+        self.retry_delays = retry_delays  # also the pace of reconnects (the last one repeats)
         self.kill_grace = kill_grace  # for kill_group(); runs use req.kill_grace
         self.timeout_backstop = timeout_backstop
+        # A run whose device stays unreachable this long fails device_lost (its command may go on).
+        self.device_lost_seconds = device_lost_seconds
         self._pool = pool
         secret = f"{spec.private_key or ''}\0{spec.password or ''}".encode()
         # Secrets are part of the identity (a rotated key must not reuse the old connection) but
@@ -72,14 +78,39 @@ class SSHDriver:
         return self._pool if self._pool is not None else get_pool()
 
     def run(self, req: ExecRequest, *, on_output: OutputCallback | None = None,
-            on_start: StartCallback | None = None, cancel: threading.Event | None = None) -> ExecResult:
-        """Run req to completion, a timeout, or until `cancel` is set; kill the whole group on stop."""
+            on_start: StartCallback | None = None, cancel: threading.Event | None = None,
+            detach: threading.Event | None = None) -> ExecResult:
+        """Run req to completion, a timeout, or until `cancel` is set; kill the whole group on stop.
+
+        A dropped connection is re-attached; once `detach` is set the run returns at once and leaves
+        the command running for attach() (killed="detached").
+        """
         nonce = secrets.token_hex(8)
         backstop = req.timeout + req.kill_grace + _BACKSTOP_MARGIN if self.timeout_backstop else None
         command = ssh_script.build_command(req.argv, req.cwd, nonce, login_shell=self.spec.login_shell,
-                                           backstop=backstop, kill_grace=req.kill_grace)
-        head = ssh_script.stdin_payload(req.env, b"")
-        return SSHRun(self, req, command, head, ssh_script.tag(nonce).encode(), on_output, on_start).run(cancel)
+                                           backstop=backstop, kill_grace=req.kill_grace, spool_key=req.spool_key,
+                                           stdin_len=len(req.stdin), stdin_inline=ssh_script.inline_stdin(req.stdin),
+                                           spool_cap=ssh_spool.spool_cap(req.output_cap))
+        head = ssh_script.stdin_payload(req.env, req.stdin)
+        return SSHRun(self, req, command, head, nonce, on_output, on_start).run(cancel, detach)
+
+    def attach(self, req: ExecRequest, ticket: AttachTicket, *, on_output: OutputCallback | None = None,
+               cancel: threading.Event | None = None, detach: threading.Event | None = None) -> ExecResult:
+        """Follow req's command, started earlier under req.spool_key, to its end; never start it again.
+
+        req.timeout is what is left of the run's time. The result holds the whole output (read again
+        from the spool); on_output gets only what the ticket says was not streamed yet.
+        """
+        if not req.spool_key:
+            raise ValueError("attach needs the run's spool key")
+        run = SSHRun(self, req, "", b"", secrets.token_hex(8), on_output, None, ticket=ticket)
+        return run.run(cancel, detach)
+
+    def discard(self, spool_key: str, pgid: int | None = None) -> None:
+        """Remove a finished run's spool from the device, in the background and batched with others;
+        with pgid, kill the run's process group first if its spool says it still runs."""
+        get_janitor().discard(self._key, spool_key, lambda command: self._run_small(command, 10.0, retry=False),
+                              stop=pgid is not None)
 
     def kill_group(self, pgid: int, grace: float | None = None, *, retry: bool = True) -> bool:
         """Kill a process group on the device (TERM, then KILL after grace); True if it was found."""

@@ -4,19 +4,27 @@ Protocol between the wrapper and the driver (all on the run's one channel):
 - stdin: an env script (`export NAME='value'` lines, then a sentinel line), then the caller's stdin.
   Secrets therefore never appear on a command line (`ps` shows only the wrapper and the argv).
   The wrapper reads it with the shell's own `read`: a `$(dd ...)` cost a fork, an exec and two
-  syscalls per byte, the largest part of the wrapper's CPU.
-- stdout: one line "<tag> start <pgid>" once the env is set and the cwd entered, right before the
-  exec; the driver strips it (and anything a shell rc file printed before it). If the cwd is
-  missing the line is "<tag> cwd_not_found" and the wrapper exits. The tag carries a per-run nonce
-  so command output cannot forge it.
-Each command sshd starts is its own session, so the wrapper's `$$` is the process group id that
-timeout and cancel later kill (`kill -s TERM -- -PGID` from a second channel).
+  syscalls per byte, the largest part of the wrapper's CPU. The caller's stdin is then spooled
+  whole (one `dd`, whose byte count must match) before the command starts, so a connection that
+  drops while sending it can never start the command on half a prompt, and the command sees EOF.
+- stdout: one line "<tag> start <pgid>" once the command runs; the driver strips it (and anything a
+  shell rc file printed before it). If the cwd is missing the line is "<tag> cwd_not_found"; if the
+  run's spool cannot be made, "<tag> spool_failed" or "<tag> spool_exists" (a second start of the
+  same run: refused). The tag carries a per-run nonce so command output cannot forge it by accident.
+- then the command's stdout and stderr, passed on by the two tees that also write the spool
+  (ssh_spool.py), and at the end the waiter's exit status, which is the command's.
+The command runs detached from the SSH session: `setsid` (where the device has it) gives it its own
+session and process group, which timeout and cancel kill (`kill -s TERM -- -PGID` from a second
+channel) while the wrapper, left as the waiter, outlives the kill to record the status. Nothing it
+writes goes to the channel directly, so a dropped connection or a dead worker does not touch it.
+Without setsid the command stays in the wrapper's group (the sshd session's), as before.
 """
 from __future__ import annotations
 
 import math
 import shlex
 
+from . import ssh_spool
 from ._common import validate_env
 
 # Last line of every env script: a wrapper that got a truncated script (the connection died while
@@ -29,6 +37,11 @@ ENV_VAR = "AGENTRUNS_ENV_SCRIPT"  # carries the env script into the login shell,
 # which no env name may use (validate_env), so an evaluated env can never change them.
 _NL_VAR = "__agentruns_nl"
 _SET_NL = f"{_NL_VAR}='\n'"
+# A stdin this small (and without NUL, which a shell variable cannot hold) travels inside the env
+# script, as this variable, which the wrapper evaluates itself and writes to the spool with printf:
+# reading it a byte at a time costs less than the `dd` a larger stdin is spooled with (~1 ms each).
+_IN_VAR = "__agentruns_in"
+INLINE_STDIN_MAX = 2048
 # Shells known to take `-lc SCRIPT NAME ARGS...` with POSIX quoting; anything else (fish, csh,
 # nologin...) falls back to /bin/sh -l.
 _POSIX_SHELLS = "*/bash|*/zsh|*/ksh|*/mksh|*/dash|*/ash|*/sh"
@@ -40,17 +53,29 @@ def tag(nonce: str) -> str:
     return f"__agentruns_{nonce}"
 
 
-def env_script(env: dict[str, str]) -> bytes:
-    """`export NAME=<quoted value>` lines for the wrapper to eval, ending in the sentinel line."""
+def env_script(env: dict[str, str], stdin: bytes = b"") -> bytes:
+    """`export NAME=<quoted value>` lines for the wrapper to eval, ending in the sentinel line; a
+    small stdin goes first, as a line of its own (see inline_stdin)."""
     validate_env(env)
-    nl = f"'\"${_NL_VAR}\"'"  # shlex.quote keeps every newline inside single quotes
-    lines = "".join(f"export {name}={shlex.quote(value).replace(chr(10), nl)}\n" for name, value in env.items())
-    return (lines + ENV_END + "\n").encode()
+    lines = "".join(f"export {name}={_quote(value)}\n" for name, value in env.items())
+    # Bytes as latin-1 characters: quoting only adds quotes, so every byte comes back as it was.
+    first = f"{_IN_VAR}={_quote(stdin.decode('latin-1'))}\n".encode("latin-1") if stdin else b""
+    return first + (lines + ENV_END + "\n").encode()
+
+
+def _quote(value: str) -> str:
+    # shlex.quote keeps every newline inside single quotes: spell them as the newline variable.
+    return shlex.quote(value).replace("\n", f"'\"${_NL_VAR}\"'")
+
+
+def inline_stdin(stdin: bytes) -> bool:
+    """True when stdin travels inside the env script (small, no NUL) rather than after it."""
+    return 0 < len(stdin) <= INLINE_STDIN_MAX and b"\0" not in stdin
 
 
 def stdin_payload(env: dict[str, str], stdin: bytes) -> bytes:
-    """What the driver writes to the channel: the env script, then the caller's stdin."""
-    return env_script(env) + stdin
+    """What the driver writes to the channel: the env script, then the caller's stdin (or within it)."""
+    return env_script(env, stdin) if inline_stdin(stdin) else env_script(env) + stdin
 
 
 def remote_cwd(cwd: str) -> str:
@@ -75,25 +100,65 @@ def build_command(
     login_shell: bool,
     backstop: float | None,
     kill_grace: float,
+    spool_key: str | None = None,
+    stdin_len: int = 0,
+    stdin_inline: bool = False,
+    spool_cap: int = ssh_spool.spool_cap(1024 * 1024),
 ) -> str:
     """The exec request string: `exec /bin/sh -c '<wrapper>'`, every user part shlex-quoted.
 
     backstop: if set and `timeout` (GNU or busybox) exists on the device, the command is also wrapped in
     `timeout -s TERM -k <grace> <backstop>` so it dies even if this worker vanishes mid-run.
+    spool_key names the run's spool (default: the nonce); stdin_len is how many bytes of stdin come,
+    inside the env script (stdin_inline) or after it; spool_cap bounds each spooled stream (ssh_spool.py).
     """
     if not argv:
         raise ValueError("argv must not be empty")
+    if not isinstance(stdin_len, int) or stdin_len < 0:
+        raise ValueError(f"invalid stdin length {stdin_len!r}")
     t = tag(nonce)
+    key = shlex.quote(ssh_spool.check_key(spool_key or nonce))
+    d = '"$__agentruns_d"'
     lines = [
         _SET_NL,
         # `read` takes a pipe a byte at a time, so the caller's stdin after the sentinel is left
         # intact for the command. No sentinel (the connection died while sending): never run.
         "__agentruns_s= __agentruns_ok=",
         f"while IFS= read -r __agentruns_l; do case $__agentruns_l in {shlex.quote(ENV_END)}) "
-        f"__agentruns_ok=1; break ;; esac; __agentruns_s=$__agentruns_s$__agentruns_l${_NL_VAR}; done",
+        f"__agentruns_ok=1; break ;; {_IN_VAR}=*) eval \"$__agentruns_l\"; continue ;; esac; "
+        f"__agentruns_s=$__agentruns_s$__agentruns_l${_NL_VAR}; done",
         '[ -n "$__agentruns_ok" ] || exit 97',
-        f"cd {remote_cwd(cwd)} 2>/dev/null || {{ printf '%s\\n' {shlex.quote(t + ' cwd_not_found')}; exit 96; }}",
-        "__agentruns_t=",
+        f"cd {remote_cwd(cwd)} 2>/dev/null || {{ {ssh_spool.say(t, 'cwd_not_found')}; exit 96; }}",
+        # The run's directory: creating it is the start fence (a second start, or an attach that
+        # came first, makes this one refuse).
+        f"__agentruns_d={ssh_spool.SPOOL_ROOT}",
+        f'if ! mkdir -m 700 "$__agentruns_d"/{key} 2>/dev/null; then',
+        f'  [ -e "$__agentruns_d"/{key} ] && {{ {ssh_spool.say(t, "spool_exists")}; exit 95; }}',
+        '  mkdir -p -m 700 "$__agentruns_d" 2>/dev/null',
+        f'  mkdir -m 700 "$__agentruns_d"/{key} 2>/dev/null || {{ {ssh_spool.say(t, "spool_failed")}; exit 95; }}',
+        "fi",
+        f"__agentruns_d=$__agentruns_d/{key}",
+    ]
+    if stdin_len and stdin_inline:
+        lines.append(f"printf '%s' \"${_IN_VAR}\" > {d}/stdin; unset {_IN_VAR}")
+    elif stdin_len:
+        # dd's last line starts with the byte count ("N bytes ...", "1 byte ..."): a short count
+        # means the connection dropped while stdin came.
+        lines += [
+            f"__agentruns_r=$(LC_ALL=C dd of={d}/stdin bs=65536 2>&1)",
+            f"case $__agentruns_r in *\"${_NL_VAR}\"'{stdin_len} byte'*) ;; "
+            f"*) printf 'never\\n' > {d}/status; exit 97 ;; esac",
+        ]
+    else:
+        lines.append(f": > {d}/stdin")
+    blocks = max(1, spool_cap // 512)
+    lines += [
+        # Creating the pgid file exclusively claims the start against an attach that finds no start.
+        f"mkfifo {d}/o {d}/e 2>/dev/null && {{ set -C; {{ true > {d}/pgid; }} 2>/dev/null; }} || "
+        f"{{ set +C; {ssh_spool.say(t, 'spool_failed')}; exit 95; }}",
+        "set +C",
+        "__agentruns_t= __agentruns_x=",
+        "command -v setsid >/dev/null 2>&1 && __agentruns_x=setsid",
     ]
     if backstop is not None:
         secs, grace = max(1, math.ceil(backstop)), max(1, math.ceil(kill_grace))
@@ -102,20 +167,38 @@ def build_command(
             f'if command -v timeout >/dev/null 2>&1; then __agentruns_t="timeout -s TERM -k {grace} {secs}"; fi'
         )
     quoted_argv = " ".join(shlex.quote(a) for a in argv)
+    redirects = f"< {d}/stdin > {d}/o 2> {d}/e &"
     if login_shell:
         lines += [
-            f'{ENV_VAR}=$__agentruns_s; export {ENV_VAR}; unset __agentruns_s',
             f'case "${{SHELL:-}}" in {_POSIX_SHELLS}) __agentruns_sh=$SHELL ;; *) __agentruns_sh=/bin/sh ;; esac',
-            f"printf '%s %s\\n' {shlex.quote(t + ' start')} \"$$\"",
-            f'exec $__agentruns_t "$__agentruns_sh" -lc {shlex.quote(_LOGIN_INNER)} agentruns {quoted_argv}',
+            f'{ENV_VAR}=$__agentruns_s $__agentruns_x $__agentruns_t "$__agentruns_sh" -lc '
+            f"{shlex.quote(_LOGIN_INNER)} agentruns {quoted_argv} {redirects}",
         ]
     else:
-        lines += [
-            'eval "$__agentruns_s"',
-            "unset __agentruns_s",
-            f"printf '%s %s\\n' {shlex.quote(t + ' start')} \"$$\"",
-            f"exec $__agentruns_t {quoted_argv}",
-        ]
+        # The env is evaluated in the command's own subshell: it cannot change the wrapper's PATH.
+        lines.append(f'(eval "$__agentruns_s"; exec $__agentruns_x $__agentruns_t {quoted_argv}) {redirects}')
+    lines += [
+        # The command now waits to open its FIFOs until the tees read them, so nothing it prints can
+        # come before the start line.
+        "__agentruns_c=$! __agentruns_g=$$",
+        '[ -n "$__agentruns_x" ] && __agentruns_g=$__agentruns_c',
+        f"printf '%s %s\\n' \"$__agentruns_g\" \"$$\" > {d}/pgid",
+        # From here the wrapper only waits: a dropped channel must not end it (SIGPIPE on a write,
+        # HUP), so both are caught, and a wait they interrupt is resumed.
+        "trap '__agentruns_i=1' PIPE HUP",
+        f"printf '%s %s\\n' {shlex.quote(t + ' start')} \"$__agentruns_g\"",
+        f"{ssh_spool.say(t, 'stderr')} >&2",
+        # The tees: SIGPIPE ignored (a dropped channel only ends the live copy), the spool capped
+        # (past it, EFBIG ends only the file copy), /dev/null so they always drain the command.
+        f"(trap '' PIPE XFSZ; ulimit -f {blocks} 2>/dev/null; exec tee -a {d}/stdout /dev/null 2>/dev/null)"
+        f" < {d}/o & __agentruns_o=$!",
+        f"(trap '' PIPE XFSZ; ulimit -f {blocks} 2>/dev/null; exec tee -a {d}/stderr /dev/null >&2 2>/dev/null)"
+        f" < {d}/e & __agentruns_e=$!",
+        'while :; do __agentruns_i=; wait "$__agentruns_c"; __agentruns_rc=$?; [ -n "$__agentruns_i" ] || break; done',
+        'while :; do __agentruns_i=; wait "$__agentruns_o" "$__agentruns_e"; [ -n "$__agentruns_i" ] || break; done',
+        f"{{ printf '%s\\n' \"$__agentruns_rc\" > {d}/status.tmp && mv -f {d}/status.tmp {d}/status; }} 2>/dev/null",
+        'exit "$__agentruns_rc"',
+    ]
     return "exec /bin/sh -c " + shlex.quote("\n".join(lines))
 
 

@@ -155,7 +155,7 @@ def local_device(client, auth, tmp_path) -> dict:
 
 # --- end-to-end: real worker processes -------------------------------------------------------------
 E2E_OVERRIDES = dict(lease_seconds=3, heartbeat_seconds=0.5, reaper_interval_seconds=1, queued_stale_seconds=5,
-                     kill_grace_seconds=1, shutdown_grace_seconds=3)
+                     kill_grace_seconds=1, shutdown_grace_seconds=3, device_retry_seconds=3)
 
 
 @pytest.fixture(scope="session")

@@ -1,23 +1,28 @@
 """The ssh driver against a real OpenSSH sshd on loopback (fixtures in tests/conftest_sshd.py)."""
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import tempfile
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
-from drivers import get_driver, ssh_script
+from drivers import get_driver, ssh_script, ssh_spool
 from drivers.base import (
     AUTH_FAILED,
-    CONNECTION_LOST,
     CWD_NOT_FOUND,
+    DEVICE_LOST,
     DEVICE_UNREACHABLE,
     HOST_KEY_MISMATCH,
     HOST_KEY_UNKNOWN,
+    REMOTE_SETUP_FAILED,
+    AttachTicket,
     DriverError,
     ExecRequest,
 )
@@ -31,8 +36,17 @@ FAST_RETRY = (0.05,)
 
 
 def run(driver, argv, *, on_output=None, on_start=None, cancel=None, **kw):
+    """driver.run; the run's spool goes afterwards (as a worker removes it once the result is recorded)
+    unless the test names it to look at it."""
     kw.setdefault("cwd", "/tmp")
-    return driver.run(ExecRequest(argv=argv, **kw), on_output=on_output, on_start=on_start, cancel=cancel)
+    own_key = "spool_key" not in kw
+    kw.setdefault("spool_key", f"t-{uuid.uuid4().hex}")
+    try:
+        return driver.run(ExecRequest(argv=argv, **kw), on_output=on_output, on_start=on_start, cancel=cancel)
+    finally:
+        if own_key:
+            shutil.rmtree(Path(os.path.expanduser(f"~{driver.spec.username}")) / ".agentruns/spool" / kw["spool_key"],
+                          ignore_errors=True)
 
 
 def run_in_thread(driver, argv, **kw):
@@ -49,6 +63,19 @@ def run_in_thread(driver, argv, **kw):
     t = threading.Thread(target=go, daemon=True)
     t.start()
     return t, out, started
+
+
+# Prints "before", waits for the file $1 to appear, then prints "after" and "err", and exits 7.
+GATED = 'echo before; while [ ! -e "$1" ]; do sleep 0.05; done; echo after; echo err >&2; exit 7'
+
+
+def wait_until(check, seconds: float = 10):
+    """Poll check() until it returns something truthy; fail after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {check}"
+        time.sleep(0.05)
+    return value
 
 
 def fingerprint_of(pub_line: str) -> str:
@@ -76,10 +103,15 @@ def test_get_driver_picks_ssh(sshd):
     assert isinstance(get_driver(sshd.spec()), SSHDriver)
 
 
+# Small stdin without NUL travels inside the env script (ssh_script.inline_stdin); the rest after it.
+INLINE = TRICKY.replace(b"\0", b"") + f"\n{ssh_script.ENV_END}\nexport X=1\n'".encode() + bytes(range(1, 256)) + b"\n\n"
+
+
 @pytest.mark.parametrize("login_shell", [True, False], ids=["login", "plain"])
-@pytest.mark.parametrize("payload", [TRICKY, BIG, b""], ids=["tricky", "200KiB", "empty"])
+@pytest.mark.parametrize("payload", [TRICKY, INLINE, BIG, b""], ids=["tricky", "inline", "200KiB", "empty"])
 def test_stdin_round_trip_is_byte_exact(sshd, pool, payload, login_shell):
     # `cat` only exits on EOF: this also proves stdin is closed, and that the pgid line is stripped.
+    assert ssh_script.inline_stdin(payload) == (payload is INLINE)
     driver = SSHDriver(sshd.spec(login_shell=login_shell), pool=pool)
     res = run(driver, ["cat"], stdin=payload, timeout=20)
     assert (res.exit_code, res.killed, res.stderr) == (0, None, b"")
@@ -147,11 +179,28 @@ def test_a_truncated_env_script_never_runs_the_command(tmp_path):
     command = ssh_script.build_command(["sh", "-c", 'printf "%s|%s" "$A" "$B" > out'], str(tmp_path), "n0nce",
                                        login_shell=False, backstop=None, kill_grace=1)
     script = ssh_script.env_script(env)
+    home = {"HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}  # the spool goes to $HOME
     for cut in range(len(script)):
-        res = subprocess.run(["sh", "-c", command], input=script[:cut], capture_output=True, timeout=10)
+        res = subprocess.run(["sh", "-c", command], input=script[:cut], capture_output=True, timeout=10, env=home)
         assert res.returncode == 97 and res.stdout == b"" and not (tmp_path / "out").exists(), cut
-    res = subprocess.run(["sh", "-c", command], input=script, capture_output=True, timeout=10)
+    res = subprocess.run(["sh", "-c", command], input=script, capture_output=True, timeout=10, env=home)
     assert res.returncode == 0 and (tmp_path / "out").read_text() == f"{env['A']}|b"
+
+
+def test_a_truncated_stdin_never_runs_the_command(tmp_path):
+    """The caller's stdin is spooled whole before the command starts: one byte short, it never does."""
+    prompt = b"line one\nline two\n" * 50
+    command = ssh_script.build_command(["sh", "-c", "cat > out"], str(tmp_path), "n0nce", login_shell=False,
+                                       backstop=None, kill_grace=1, spool_key="stdin-cut", stdin_len=len(prompt))
+    home = {"HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
+    for cut in (0, 1, len(prompt) - 1):
+        payload = ssh_script.env_script({}) + prompt[:cut]
+        res = subprocess.run(["sh", "-c", command], input=payload, capture_output=True, timeout=10, env=home)
+        assert res.returncode == 97 and res.stdout == b"" and not (tmp_path / "out").exists(), cut
+        shutil.rmtree(tmp_path / "home")  # the refused start left its spool: a new attempt needs none
+    res = subprocess.run(["sh", "-c", command], input=ssh_script.env_script({}) + prompt, capture_output=True,
+                         timeout=10, env=home)
+    assert res.returncode == 0 and (tmp_path / "out").read_bytes() == prompt
 
 
 @pytest.mark.parametrize("login_shell", [True, False], ids=["login", "plain"])
@@ -254,17 +303,119 @@ def test_kill_group_from_another_connection(driver, sshd):
     assert sshd.pgrep(marker) == []
 
 
-def test_connection_lost_mid_run_is_reported_and_the_command_killed(driver, sshd):
-    marker = unique_marker()
-    t, out, started = run_in_thread(driver, ["sleep", marker], timeout=60)
+def test_a_dropped_connection_is_resumed_with_the_whole_output(driver, sshd):
+    """The command runs detached: closing every transport mid-run only makes the run re-attach."""
+    go, chunks = f"/tmp/agentruns-go-{uuid.uuid4().hex}", []
+    t, out, started = run_in_thread(driver, ["sh", "-c", GATED, "sh", go], timeout=60,
+                                    on_output=lambda s, c: chunks.append((s, c)))
     assert started.wait(10)
+    wait_until(lambda: b"before" in b"".join(c for s, c in chunks))
     for transport in driver.pool.transports(driver.pool_key):
         transport.close()
-    t.join(10)
-    err = out["err"]
-    assert isinstance(err, DriverError) and err.code == CONNECTION_LOST
-    assert err.before_start is False and err.pgid == out["pgid"]
-    assert sshd.pgrep(marker) == []  # the driver reconnected once and killed the group
+    time.sleep(0.3)  # the command goes on meanwhile (nothing to wait for: this only widens the gap)
+    sshd.run_as_user(f"touch {go}")
+    t.join(15)
+    res = out["res"]
+    assert (res.stdout, res.stderr, res.exit_code, res.killed) == (b"before\nafter\n", b"err\n", 7, None)
+    # Live output too: each byte once, in order.
+    assert b"".join(c for s, c in chunks if s == "stdout") == b"before\nafter\n"
+    assert res.pgid == out["pgid"]
+
+
+def spool_of(sshd, key: str) -> str:
+    return f"$HOME/.agentruns/spool/{key}"
+
+
+def test_a_detached_run_is_attached_again_by_another_driver_with_its_whole_output(driver, sshd):
+    """As after a worker's death: the run lets go (detach), the command ends alone, another process
+    attaches with a ticket. The result holds the whole output; live output resumes where the ticket
+    says it stopped. (Attaching while the command still runs: test_reattach.py, test_e2e_failures.py.)"""
+    key, go = f"t-{uuid.uuid4().hex}", f"/tmp/agentruns-go-{uuid.uuid4().hex}"
+    detach, first, out = threading.Event(), [], {}
+    req = ExecRequest(argv=["sh", "-c", GATED, "sh", go], cwd="/tmp", timeout=60, spool_key=key)
+    t = threading.Thread(target=lambda: out.setdefault("res", driver.run(
+        req, on_output=lambda s, c: first.append(c), on_start=lambda p: out.setdefault("pgid", p), detach=detach)))
+    t.start()
+    wait_until(lambda: b"".join(first) == b"before\n")
+    detach.set()
+    t.join(5)
+    assert out["res"].killed == "detached" and out["res"].stdout == b"before\n"
+    # The command ends while nobody follows it: the attach finds its result in the spool.
+    sshd.run_as_user(f"touch {go}")
+    wait_until(lambda: sshd.run_as_user(f"cat {spool_of(sshd, key)}/status").stdout == "7\n")
+    other = SSHDriver(sshd.spec(), pool=TransportPool(), retry_delays=FAST_RETRY)  # like another worker
+    try:
+        live: list[tuple[str, bytes]] = []
+        ticket = AttachTicket(out["pgid"], None, emitted_stdout=len(b"before\n"))
+        out["again"] = other.attach(ExecRequest(argv=["(attach)"], cwd="/tmp", timeout=60, spool_key=key), ticket,
+                                    on_output=lambda s, c: live.append((s, c)))
+        res = out["again"]
+        assert (res.stdout, res.stderr, res.exit_code, res.killed, res.pgid) == (
+            b"before\nafter\n", b"err\n", 7, None, out["pgid"])
+        assert b"".join(c for s, c in live if s == "stdout") == b"after\n"
+        assert b"".join(c for s, c in live if s == "stderr") == b"err\n"
+        # Once the result is recorded the spool goes (in the background).
+        other.discard(key)
+        wait_until(lambda: sshd.run_as_user(f"test -e {spool_of(sshd, key)} || echo gone").stdout == "gone\n")
+    finally:
+        other.pool.close()
+
+
+def test_a_run_is_never_started_twice_on_one_spool(driver, sshd):
+    key, counter = f"t-{uuid.uuid4().hex}", f"/tmp/agentruns-count-{uuid.uuid4().hex}"
+    argv = ["sh", "-c", f"echo ran >> {counter}"]
+    assert run(driver, argv, spool_key=key).exit_code == 0
+    with pytest.raises(DriverError) as err:
+        run(driver, argv, spool_key=key)
+    assert err.value.code == REMOTE_SETUP_FAILED and not err.value.before_start
+    assert sshd.run_as_user(f"cat {counter}").stdout == "ran\n"
+
+
+def test_the_spool_is_capped_but_the_live_output_is_not(driver, sshd):
+    """A command printing without end cannot fill the device's disk; a connected run still sees it all."""
+    key = f"t-{uuid.uuid4().hex}"
+    res = run(driver, ["sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' a; echo end"], output_cap=4096,
+              spool_key=key)
+    assert res.exit_code == 0 and res.stdout_truncated and res.stdout.endswith(b"a" * 100 + b"end\n")
+    size = sshd.run_as_user(f"wc -c < {spool_of(sshd, key)}/stdout").stdout
+    assert int(size) == ssh_spool.spool_cap(4096) == 1024 * 1024
+    driver.discard(key)  # 1 MiB of the device user's disk
+
+
+def test_an_unreachable_device_is_given_up_after_the_limit_and_stopped_once_back(sshd):
+    device = sshd.spawn()
+    pool = TransportPool()
+    driver = SSHDriver(device.spec(), pool=pool, retry_delays=(0.1,), device_lost_seconds=1.0)
+    key, go, chunks, out = f"t-{uuid.uuid4().hex}", f"/tmp/agentruns-go-{uuid.uuid4().hex}", [], {}
+    gated = 'echo before; while [ ! -e "$1" ]; do sleep 0.05; done; touch "$1.done"'
+    req = ExecRequest(argv=["sh", "-c", gated, "sh", go], cwd="/tmp", timeout=60, spool_key=key)
+
+    def go_run():
+        try:
+            driver.run(req, on_output=lambda s, c: chunks.append(c))
+        except DriverError as exc:
+            out["err"] = (exc, time.monotonic())
+
+    t = threading.Thread(target=go_run, daemon=True)
+    try:
+        t.start()
+        wait_until(lambda: b"before" in b"".join(chunks))
+        device.cut()  # the listener and every connection's sshd die; the command goes on
+        cut_at = time.monotonic()
+        t.join(10)
+        err, at = out["err"]
+        assert err.code == DEVICE_LOST and err.pgid and not err.before_start
+        assert 1.0 <= at - cut_at < 5
+        # The command goes on where it is; once the device is back, forgetting the spool stops it.
+        device.resume()
+        driver.discard(key, err.pgid)
+        wait_until(lambda: sshd.run_as_user(f"test -e {spool_of(sshd, key)} || echo gone").stdout == "gone\n")
+        sshd.run_as_user(f"touch {go}")
+        time.sleep(0.3)  # a command still alive would now write {go}.done
+        assert sshd.run_as_user(f"test -e {go}.done || echo stopped").stdout == "stopped\n"
+    finally:
+        pool.close()
+        device.stop()
 
 
 def test_unreachable_port(sshd, pool):

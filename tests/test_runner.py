@@ -18,6 +18,7 @@ from workers.supervisor import ActiveRun
 def worker_ctx(settings, monkeypatch):
     """This process as a worker: its own context, so a test can swap a part of it."""
     from workers import context
+    from workers.device_backoff import DeviceBackoff
     from workers.device_cache import DeviceCache
     from workers.leases import Leases
     from workers.supervisor import Supervisor
@@ -27,6 +28,7 @@ def worker_ctx(settings, monkeypatch):
         ctx = context.WorkerContext(settings, r, leases_cls(r), f"test:{os.getpid()}",
                                     DeviceCache(settings.secret_key))
         ctx.supervisor = Supervisor(ctx)
+        ctx.backoff = DeviceBackoff(r, settings.device_retry_seconds, lambda: None)  # sends nothing here
         monkeypatch.setattr(context, "_ctx", ctx)
         return ctx
 

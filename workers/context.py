@@ -5,14 +5,19 @@ import os
 import socket
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import redis
 
 from core import db
 from core.config import Settings
+from workers.device_backoff import DeviceBackoff
 from workers.device_cache import DeviceCache
 from workers.leases import Leases
 from workers.supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 
 @dataclass
@@ -23,6 +28,7 @@ class WorkerContext:
     worker_id: str
     devices: DeviceCache
     supervisor: Supervisor = field(init=False)  # set right after construction: it needs the context itself
+    backoff: DeviceBackoff = field(init=False)
 
 
 _ctx: WorkerContext | None = None
@@ -45,5 +51,20 @@ def get() -> WorkerContext:
             ctx = WorkerContext(settings, r, Leases(r), f"{socket.gethostname()}:{os.getpid()}",
                                 DeviceCache(settings.secret_key))
             ctx.supervisor = Supervisor(ctx)
+            ctx.backoff = DeviceBackoff(r, settings.device_retry_seconds, _sender(settings))
             _ctx = ctx
         return _ctx
+
+
+def _sender(settings: Settings):
+    """A function returning the Celery app this process sends delayed deliveries with (built on first use)."""
+    app: list[Celery] = []
+
+    def get():
+        if not app:
+            from core.messages import fail_fast, make_celery
+
+            app.append(fail_fast(make_celery(settings)))
+        return app[0]
+
+    return get

@@ -1,11 +1,12 @@
-"""Periodic housekeeping run by `agentruns beat`: reap lost runs, re-enqueue stranded ones, purge keys."""
+"""Periodic housekeeping run by `agentruns beat`: hand lost runs over (or reap them), re-enqueue
+stranded ones, purge keys."""
 from __future__ import annotations
 
 import logging
 
 from core import db, runstate
 from core.idempotency import purge_expired
-from core.messages import Queued, enqueue
+from core.messages import Queued, enqueue, enqueue_attach
 from core.models import FAILED, Device
 from core.notify import publish
 from core.services import device_config as devices
@@ -15,11 +16,23 @@ from workers import context, metrics
 log = logging.getLogger("agentruns.beat")
 
 
-def reap() -> int:
-    """Fail runs whose worker stopped renewing the lease, and kill their remote process groups."""
+# A run stays attachable this long past its timeout: its remote backstop ends it REMOTE_BACKSTOP
+# seconds (plus the kill grace) after the timeout, and its device may then still be unreachable.
+REMOTE_BACKSTOP = 30.0
+
+
+def reap(celery=None) -> int:
+    """Runs whose worker stopped renewing the lease: those whose command can be re-attached are taken
+    over and sent to runs.attach; the others fail worker_lost and their remote groups are killed."""
     ctx = context.get()
+    s = ctx.settings
+    slack = s.kill_grace_seconds + REMOTE_BACKSTOP + s.device_lost_seconds
     with db.transaction() as conn:
-        reaped = runstate.reap_expired(conn)
+        reaped, taken = runstate.reap_expired(conn, s.lease_seconds, slack)
+    if taken:
+        log.warning("run(s) %s: lease expired, taken over for re-attaching", ", ".join(str(r.id) for r in taken))
+        if celery is not None:
+            enqueue_attach(celery, [r.id for r in taken])
     for run in reaped:
         log.warning("run %s: lease expired, marked failed/worker_lost", run.id)
         metrics.REAPED.inc()
@@ -27,7 +40,7 @@ def reap() -> int:
         publish(ctx.redis, run.id, "finished")
         if run.pgid:
             _kill_remote(ctx, run)
-    return len(reaped)
+    return len(reaped) + len(taken)
 
 
 def _kill_remote(ctx, run) -> None:

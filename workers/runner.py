@@ -11,30 +11,46 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from functools import partial
+from typing import NamedTuple
 
 import redis
 from sqlalchemy import select
 
 from core import db, runstate
 from core.crypto import decrypt_json
+from core.messages import Queued
 from core.models import CANCELED, FAILED, SUCCEEDED
 from core.notify import channel, publish
 from core.services import device_config
-from drivers import get_driver
-from drivers.base import DriverError, ExecRequest
+from drivers import AttachTicket, Driver, detaches, get_driver
+from drivers.base import DETACHED, DEVICE_LOST, SPOOL_GONE, DriverError, ExecRequest, ExecResult
 from providers import get_provider
 from providers.base import RunSpec
 from workers import context, metrics
+from workers.device_backoff import retryable
 from workers.device_cache import CachedDevice
 from workers.leases import Slot, new_token, pending_key, run_lock_key, slots_key
 from workers.supervisor import ActiveRun
 
 log = logging.getLogger("agentruns.worker")
+# A run re-attached after its deadline still gets this long to report a result its spool already holds.
+REATTACH_GRACE = 5.0
+
+
+class Outcome(NamedTuple):
+    """What to record for a run, and what to do once it is recorded (forget its spool on the device)."""
+
+    status: str
+    fields: dict
+    recorded: Callable[[], None] | None = None
+    retry_in: float | None = None  # the device was away before the command started: back to the queue
 
 
 def execute(run_id: str, tenant_id: str | None = None, device_id: str | None = None) -> str:
-    """Task body of runs.execute; returns what happened ("executed:N", "busy", "nothing-queued", "missing")."""
+    """Task body of runs.execute; returns what happened ("executed:N", "busy", "nothing-queued", "missing",
+    "device-backoff")."""
     ctx = context.get()
     if tenant_id is None or device_id is None:  # a message from an older API names only the run
         with db.transaction() as conn:
@@ -50,6 +66,9 @@ def execute(run_id: str, tenant_id: str | None = None, device_id: str | None = N
         device = ctx.devices.get(tenant, device_id)
         if device is None:
             return "missing"
+        # A delayed retry may come a moment early: within a second it tries the device.
+        if (_quietly(ctx.backoff.waiting, tenant, device_id) or 0.0) > 1.0:
+            return "device-backoff"  # the delivery that set the backoff sent a delayed retry
         served = _serve(ctx, device)
         if served is None:
             break  # all slots taken: the pending mark makes a holder look again before it leaves
@@ -65,6 +84,55 @@ def execute(run_id: str, tenant_id: str | None = None, device_id: str | None = N
         return "busy"
     log.info("delivery of run %s: nothing queued on its device (a duplicate delivery, or already served)", run_id)
     return "nothing-queued"
+
+
+def attach(run_id: str) -> str:
+    """Task body of runs.attach: re-attach to a run taken over from a lost worker, follow it to its end
+    and record it, never starting it again; then serve the device's queue as runs.execute would.
+
+    Returns "attached", or "nothing-to-attach" (a duplicate message: another worker has it, or it ended).
+    """
+    ctx = context.get()
+    settings = ctx.settings
+    with db.transaction() as conn:
+        run = runstate.claim_attach(conn, uuid.UUID(run_id), ctx.worker_id, settings.lease_seconds)
+    if run is None:
+        return "nothing-to-attach"
+    device = ctx.devices.get(run.tenant_id, run.target_id)
+    device = ctx.devices.current(device, run.device_version) if device is not None else None
+    if device is None:  # the API refuses to delete a device with live runs; a race
+        _record(ctx, run, None, None, Outcome(FAILED, dict(
+            error={"code": "device_not_found", "message": "the device was deleted while the run was taken over"},
+            pgid=run.pgid, started_at=run.started_at)))
+        return "attached"
+    ttl_ms = settings.lease_seconds * 1000
+    # The command runs on the device whatever the slots say; a slot, when one is free, keeps the
+    # device's limit for runs starting meanwhile. The lost worker's lock may linger in Redis until
+    # it lapses: the epoch, not the lock, fences this run's writes.
+    slot = Slot(slots_key(run.tenant_id, run.target_id), new_token(), pending_key(run.tenant_id, run.target_id))
+    held = bool(_quietly(ctx.leases.acquire_slot, slot, device.max_concurrent_runs, ttl_ms))
+    lock_key, token = run_lock_key(run.id), new_token()
+    token = token if _quietly(ctx.leases.lock, lock_key, token, ttl_ms) else ""
+    active = ActiveRun(run.id, run.epoch, lock_key, token, slot.key if held else "", slot.token,
+                       pgid=run.pgid, started_at=run.started_at, start_recorded=True,
+                       stdout_offset=run.stdout_offset or 0, stderr_offset=run.stderr_offset or 0,
+                       events_written=run.output_events,
+                       events_dropped=run.output_events >= settings.max_events_per_run)
+    if run.cancel_requested:
+        active.request_stop("canceled")
+    ticket = AttachTicket(run.pgid, run.started_at, active.stdout_offset, active.stderr_offset)
+    ctx.supervisor.add(active)
+    try:
+        outcome = _execute(ctx, run, device, active, ticket)
+        if outcome is not None:
+            _record(ctx, run, active, None, outcome)
+    finally:
+        ctx.supervisor.remove(active)
+        _quietly(ctx.leases.unlock, lock_key, token, notify=channel(run.id))
+        pending = held and _quietly(ctx.leases.release_slot, slot)
+    if pending and not ctx.supervisor.draining:
+        execute(str(run.id), str(run.tenant_id), run.target_id)
+    return "attached"
 
 
 def _serve(ctx, device: CachedDevice) -> tuple[int, bool] | None:
@@ -88,8 +156,8 @@ def _serve(ctx, device: CachedDevice) -> tuple[int, bool] | None:
                 _give_back(run)
                 raise
             if current is None:  # deleted while its run was queued (the API refuses that; a race)
-                _record(ctx, run, None, None, FAILED, error={
-                    "code": "device_not_found", "message": "the device was deleted before the run started"})
+                _record(ctx, run, None, None, Outcome(FAILED, dict(error={
+                    "code": "device_not_found", "message": "the device was deleted before the run started"})))
                 publish(ctx.redis, run.id, "finished")
                 break
             # Keep serving only while nothing says to stop: a changed device (its limit may be lower
@@ -150,28 +218,92 @@ def _run_one(ctx, run, device: CachedDevice, slot: Slot, keep_serving: bool) -> 
     ctx.supervisor.add(active)
     try:
         outcome = _execute(ctx, run, device, active)
+        if outcome is not None and outcome.retry_in is not None:
+            _give_back(run)
+            _quietly(ctx.backoff.retry_later, Queued(run.id, device.tenant_id, device.id), outcome.retry_in)
+            return False, None, False
+        _quietly(ctx.backoff.reached, device.tenant_id, device.id)
         keep_serving = keep_serving and not active.slot_lost and not ctx.supervisor.draining
-        if outcome is None:  # the lease was lost: another epoch owns the run, write nothing
+        if outcome is None:  # the lease was lost (another epoch owns the run) or it was handed over
             if not keep_serving:
                 return True, None, False
             with db.transaction() as conn:
                 return True, _claim_next(ctx, conn, device), True
-        status, fields = outcome
-        return True, _record(ctx, run, active, device if keep_serving else None, status, **fields), keep_serving
+        return True, _record(ctx, run, active, device if keep_serving else None, outcome), keep_serving
     finally:
         ctx.supervisor.remove(active)
         # Releasing the lock also wakes the run's waiters (one round trip): the result is committed.
         _quietly(ctx.leases.unlock, lock_key, lock_token, notify=channel(run.id))
 
 
-def _execute(ctx, run, device: CachedDevice, active: ActiveRun) -> tuple[str, dict] | None:
-    """Run the provider's command on the device; returns (status, result fields), or None when the
-    lease was lost meanwhile."""
+def _execute(ctx, run, device: CachedDevice, active: ActiveRun, ticket: AttachTicket | None = None) -> Outcome | None:
+    """Run the provider's command on the device (or, with a ticket, re-attach to it); returns what to
+    record, or None when there is nothing to record: the lease was lost, or the run was handed over."""
     settings, cfg = ctx.settings, device.config
     if cfg.spec.driver == "local" and not settings.allow_local_devices:
         # A device made while the API allowed it, or by an API configured differently from us.
-        return FAILED, dict(error={"code": "local_driver_disabled", "message": device_config.LOCAL_DISABLED})
+        return Outcome(FAILED, dict(error={"code": "local_driver_disabled", "message": device_config.LOCAL_DISABLED}))
     provider = get_provider(run.provider)
+    driver = get_driver(cfg.spec, on_host_key=device_config.pin_host_key(device.tenant_id, device.id),
+                        device_lost_seconds=settings.device_lost_seconds)
+    active.detachable = detaches(driver)
+    key = str(run.id)
+    try:
+        result = _drive(ctx, run, device, active, driver, provider, ticket)
+    except DriverError as exc:
+        active.finishing = True
+        if active.stop_reason == "lease_lost":
+            return None
+        if ticket is None and active.pgid is None and retryable(exc):
+            wait = _quietly(ctx.backoff.failed, device.tenant_id, device.id)
+            if wait is not None:
+                log.info("run %s: device %s unreachable (%s); back to the queue, retried in %.0f s",
+                         run.id, device.id, exc.code, wait)
+                return Outcome(FAILED, {}, retry_in=wait)
+        # The spool goes once the failure is recorded (not one a refused second start found: that is
+        # an earlier start's); a run given up while its device was unreachable may still run there,
+        # so it is stopped first, once the device is back.
+        stop = exc.pgid if exc.code == DEVICE_LOST else None
+        forget = _forgetter(driver, key, stop) if exc.before_start or exc.pgid else None
+        if exc.pgid and forget is None:  # a driver without spools: the command may still be running
+            _kill_quietly(driver, exc.pgid, run.id)
+        return Outcome(FAILED, dict(error={"code": exc.code, "message": exc.message}, pgid=active.pgid,
+                                       started_at=active.started_at), forget)
+    active.finishing = True
+    if active.stop_reason == "lease_lost":
+        return None
+    if result.killed == DETACHED:  # a warm shutdown ran out of time: hand the run over, unharmed
+        with db.transaction() as conn:
+            runstate.take_over(conn, run.id, run.epoch, 0, "its worker shut down")
+        log.info("run %s handed over for re-attaching (worker shutdown)", run.id)
+        return None
+    stdout = result.stdout.decode("utf-8", "replace")
+    stderr = result.stderr.decode("utf-8", "replace")
+    parsed = provider.parse(result.exit_code, stdout, stderr)
+    status, error = _outcome(result.killed, active.stop_reason, parsed, run.timeout)
+    return Outcome(status, dict(output=parsed.output, stdout=stdout, stderr=stderr, exit_code=result.exit_code,
+                                stdout_truncated=result.stdout_truncated, stderr_truncated=result.stderr_truncated,
+                                usage=parsed.usage, cost_usd=parsed.cost_usd, session_id=parsed.session_id,
+                                pgid=result.pgid, started_at=result.started_at,
+                                finished_at=result.finished_at or runstate.utcnow(), error=error),
+                   # A stopped run whose stop could not reach its device is stopped with the spool.
+                   _forgetter(driver, key, result.pgid if result.killed else None))
+
+
+def _drive(ctx, run, device: CachedDevice, active: ActiveRun, driver: Driver, provider,
+           ticket: AttachTicket | None) -> ExecResult:
+    """Start the run's command through the driver, or re-attach to it, and follow it to its end."""
+    settings, cfg = ctx.settings, device.config
+    on_output = partial(ctx.supervisor.output, active)
+    if ticket is not None:
+        if not detaches(driver):  # the device was switched to another driver since the run started
+            raise DriverError(SPOOL_GONE, "the device's driver changed: the run's spool cannot be reached",
+                              before_start=False)
+        elapsed = (runstate.utcnow() - ticket.started_at).total_seconds() if ticket.started_at else 0.0
+        request = ExecRequest(argv=["(re-attach)"], cwd=run.cwd, timeout=max(run.timeout - elapsed, REATTACH_GRACE),
+                              kill_grace=settings.kill_grace_seconds, output_cap=settings.output_cap_bytes,
+                              spool_key=str(run.id))
+        return driver.attach(request, ticket, on_output=on_output, cancel=active.stop, detach=active.detach)
     invocation = provider.build(RunSpec(
         run_id=str(run.id), prompt=run.prompt, model=run.model, command=run.command,
         device_username=cfg.username, settings=cfg.provider_settings(run.provider)))
@@ -179,38 +311,25 @@ def _execute(ctx, run, device: CachedDevice, active: ActiveRun) -> tuple[str, di
     env = {**cfg.env, **invocation.env, **decrypt_json(settings.secret_key, run.env_enc)}
     request = ExecRequest(argv=invocation.argv, cwd=run.cwd, env=env, stdin=invocation.stdin,
                           timeout=float(run.timeout), kill_grace=settings.kill_grace_seconds,
-                          output_cap=settings.output_cap_bytes)
-    driver = get_driver(cfg.spec, on_host_key=device_config.pin_host_key(device.tenant_id, device.id))
-    try:
-        result = driver.run(request, on_output=partial(ctx.supervisor.output, active),
-                            on_start=partial(ctx.supervisor.started, active), cancel=active.stop)
-    except DriverError as exc:
-        active.finishing = True
-        if exc.pgid:  # the connection dropped mid-run: the command may still be running there
-            _kill_quietly(driver, exc.pgid, run.id)
-        if active.stop_reason == "lease_lost":
-            return None
-        return FAILED, dict(error={"code": exc.code, "message": exc.message}, pgid=active.pgid,
-                            started_at=active.started_at)
-    active.finishing = True
-    if active.stop_reason == "lease_lost":
+                          output_cap=settings.output_cap_bytes, spool_key=str(run.id))
+    on_start = partial(ctx.supervisor.started, active)
+    if detaches(driver):
+        return driver.run(request, on_output=on_output, on_start=on_start, cancel=active.stop, detach=active.detach)
+    return driver.run(request, on_output=on_output, on_start=on_start, cancel=active.stop)
+
+
+def _forgetter(driver: Driver, key: str, stop_pgid: int | None = None) -> Callable[[], None] | None:
+    """What removes the run's spool once its result is recorded (None: the driver keeps none)."""
+    if not detaches(driver):
         return None
-    stdout = result.stdout.decode("utf-8", "replace")
-    stderr = result.stderr.decode("utf-8", "replace")
-    parsed = provider.parse(result.exit_code, stdout, stderr)
-    status, error = _outcome(result.killed, active.stop_reason, parsed, run.timeout)
-    return status, dict(output=parsed.output, stdout=stdout, stderr=stderr, exit_code=result.exit_code,
-                        stdout_truncated=result.stdout_truncated, stderr_truncated=result.stderr_truncated,
-                        usage=parsed.usage, cost_usd=parsed.cost_usd, session_id=parsed.session_id,
-                        pgid=result.pgid, started_at=result.started_at,
-                        finished_at=result.finished_at or runstate.utcnow(), error=error)
+    return lambda: driver.discard(key, stop_pgid)
 
 
 def _kill_quietly(driver, pgid: int, run_id) -> None:
     try:
         driver.kill_group(pgid)
-    except Exception as exc:  # the device may be unreachable now; the record says connection_lost
-        log.warning("run %s: could not kill process group %s after a lost connection: %s", run_id, pgid, exc)
+    except Exception as exc:  # the device may be unreachable now; the record says why the run failed
+        log.warning("run %s: could not kill process group %s: %s", run_id, pgid, exc)
 
 
 def _outcome(killed: str | None, stop_reason: str | None, parsed, timeout: int) -> tuple[str, dict | None]:
@@ -227,22 +346,28 @@ def _outcome(killed: str | None, stop_reason: str | None, parsed, timeout: int) 
                     "message": parsed.error_message or "the command failed"}
 
 
-def _record(ctx, run, active: ActiveRun | None, next_of: CachedDevice | None, status: str, **fields):
+def _record(ctx, run, active: ActiveRun | None, next_of: CachedDevice | None, outcome: Outcome):
     """Record the outcome, fenced by the epoch we hold; with next_of, claim that device's next run in
     the same transaction and return it.
 
     The run's last output events go into the same transaction, before its terminal status event,
     and only while the run is still ours (the reaper may have ended it).
     """
+    fields = outcome.fields
     with ctx.supervisor.final_events(active) as events, db.transaction() as conn:
         ours = not events or runstate.hold(conn, run.id, run.epoch)
         if ours and events:
             runstate.append_events(conn, events)
-        row = runstate.finish(conn, run.id, run.epoch, status, **fields) if ours else None
+        row = runstate.finish(conn, run.id, run.epoch, outcome.status, **fields) if ours else None
         following = _claim_next(ctx, conn, next_of) if next_of is not None else None
     if row is None:
         log.warning("run %s epoch %s: result not recorded, the run moved on without us", run.id, run.epoch)
     else:
-        log.info("run %s %s", run.id, status)
-        metrics.finished(status, fields.get("error"), row.started_at, row.finished_at)
+        log.info("run %s %s", run.id, outcome.status)
+        metrics.finished(outcome.status, fields.get("error"), row.started_at, row.finished_at)
+        if outcome.recorded is not None:
+            try:
+                outcome.recorded()
+            except Exception:  # the spool is swept later; the result is what matters
+                log.exception("run %s: could not hand its spool over for removal", run.id)
     return following

@@ -1,10 +1,12 @@
 """One heartbeat thread per worker process for all of its in-flight runs.
 
 Every tick (and START_DELAY after a run started) it records the starts (process group and time,
-one statement for all runs) and flushes buffered output events (one INSERT); every heartbeat it
-renews the DB leases (one UPDATE), the Redis run locks and the device slots, and picks up cancel
-requests. A run whose lease was lost is stopped with reason `lease_lost`: its worker kills the
-remote process and writes nothing, because the epoch it holds is no longer the run's.
+one statement for all runs) and flushes buffered output events (one INSERT, with each run's output
+offsets, fenced by epoch); every heartbeat it renews the DB leases (one UPDATE), the Redis run locks
+and the device slots, and picks up cancel requests. A run whose lease was lost is stopped with
+reason `lease_lost` and writes nothing, because the epoch it holds is no longer the run's: a run
+whose command runs detached (ssh) is only let go (another worker re-attaches to it), any other run
+is killed.
 """
 from __future__ import annotations
 
@@ -34,22 +36,32 @@ class ActiveRun:
     epoch: int
     lock_key: str
     lock_token: str
-    slot_key: str
+    slot_key: str  # "" when the run holds no device slot (a re-attach that found them all taken)
     slot_token: str
-    stop: threading.Event = field(default_factory=threading.Event)
+    stop: threading.Event = field(default_factory=threading.Event)  # kill the command
+    detach: threading.Event = field(default_factory=threading.Event)  # let go of it, leave it running
+    detachable: bool = False  # its command outlives us (ssh): lease_lost and worker_shutdown let go
     stop_reason: str | None = None  # "canceled" | "lease_lost" | "worker_shutdown"
     finishing: bool = False  # the process ended; its result is being recorded (the lease may be gone)
     events: list = field(default_factory=list)
     events_written: int = 0
     events_dropped: bool = False
+    # Bytes of each stream taken into events so far (events dropped past the cap included): what
+    # a worker taking the run over need not stream again. Written with the events (record_output).
+    stdout_offset: int = 0
+    stderr_offset: int = 0
     pgid: int | None = None  # set once the command started on the device
     started_at: datetime | None = None
     start_recorded: bool = False
     slot_lost: bool = False  # the device slot lapsed in Redis: do not claim more runs under it
 
     def request_stop(self, reason: str) -> None:
-        if not self.stop.is_set():
-            self.stop_reason = reason
+        if self.stop.is_set() or self.detach.is_set():
+            return
+        self.stop_reason = reason
+        if self.detachable and reason in ("lease_lost", "worker_shutdown"):
+            self.detach.set()
+        else:
             self.stop.set()
 
 
@@ -105,6 +117,10 @@ class Supervisor:
         """Buffer a chunk of live output (called from driver threads)."""
         cap = self.ctx.settings.max_events_per_run
         with self._lock:
+            if stream == "stdout":
+                run.stdout_offset += len(chunk)
+            else:
+                run.stderr_offset += len(chunk)
             if run.events_written + len(run.events) < cap:
                 run.events.append((stream, chunk.decode("utf-8", "replace")))
             elif not run.events_dropped:
@@ -117,22 +133,25 @@ class Supervisor:
                 run.request_stop(reason)
 
     def flush_events(self, runs: list[ActiveRun] | None = None) -> None:
-        """Write buffered output in one INSERT. Flushes are serialised with final_events(), so no
-        batch the heartbeat took can commit after a run's terminal status."""
+        """Write buffered output in one INSERT, with the runs' output offsets, for the runs whose
+        epoch we still hold. Flushes are serialised with final_events(), so no batch the heartbeat
+        took can commit after a run's terminal status."""
         with self._flush_lock:
             with self._lock:
-                batch = []
+                batch, offsets = [], []
                 for run in runs if runs is not None else list(self.active.values()):
-                    batch.extend(self._take(run))
+                    if run.events:
+                        offsets.append((run.run_id, run.epoch, run.stdout_offset, run.stderr_offset))
+                        batch.extend(self._take(run))
             if not batch:
                 return
             try:
                 with db.transaction() as conn:
-                    runstate.append_events(conn, batch)
+                    written = runstate.record_output(conn, offsets, batch)
             except Exception:
                 log.exception("could not write %d output events", len(batch))
                 return
-        for run_id in {row["run_id"] for row in batch}:
+        for run_id in written:
             publish(self.ctx.redis, run_id, "output")
 
     @contextmanager
@@ -198,7 +217,10 @@ class Supervisor:
             pipe = self.ctx.redis.pipeline(transaction=False)
             for r in runs:
                 self.ctx.leases.extend(r.lock_key, r.lock_token, ttl * 1000, client=pipe)
-                self.ctx.leases.renew_slot(r.slot_key, r.slot_token, ttl * 1000, client=pipe)
+                if r.slot_key:
+                    self.ctx.leases.renew_slot(r.slot_key, r.slot_token, ttl * 1000, client=pipe)
+                else:
+                    pipe.echo(1)  # no slot to renew: keeps the replies in pairs
             renewed = pipe.execute()
             for r, slot_held in zip(runs, renewed[1::2], strict=True):
                 # Redis lost the slot (a restart, or renewals failed for a whole lease): the run goes
@@ -210,8 +232,9 @@ class Supervisor:
             if r.finishing:
                 continue  # finished while we renewed: its row is no longer `running`, which is fine
             if r.run_id not in held:
-                if not r.stop.is_set():
-                    log.warning("run %s lost its lease (epoch %s); stopping without writing", r.run_id, r.epoch)
+                if not r.stop.is_set() and not r.detach.is_set():
+                    log.warning("run %s lost its lease (epoch %s); %s without writing", r.run_id, r.epoch,
+                                "letting it go" if r.detachable else "stopping")
                 r.request_stop("lease_lost")
             elif held[r.run_id]:
                 r.request_stop("canceled")

@@ -10,7 +10,7 @@ import threading
 from celery.signals import worker_shutting_down
 
 from core.config import Settings
-from core.messages import EXECUTE, make_celery
+from core.messages import ATTACH, EXECUTE, make_celery
 from workers import broker, context, metrics, periodic, runner
 
 log = logging.getLogger("agentruns.worker")
@@ -34,9 +34,15 @@ def execute(run_id: str, tenant_id: str | None = None, device_id: str | None = N
     return outcome
 
 
+@celery.task(name=ATTACH)
+def attach(run_id: str) -> str:
+    # A run taken over from a lost worker: re-attach to its command (never start it again).
+    return runner.attach(run_id)
+
+
 @celery.task(name="runs.reap")
 def reap() -> int:
-    return periodic.reap()
+    return periodic.reap(celery)
 
 
 @celery.task(name="runs.sweep")
@@ -51,7 +57,8 @@ def purge_idempotency_keys() -> int:
 
 @worker_shutting_down.connect
 def _grace_then_stop(**_):
-    """Warm shutdown: in-flight runs get the grace period, then are killed and recorded worker_shutdown."""
+    """Warm shutdown: in-flight runs get the grace period; then ssh runs are handed over (another worker
+    re-attaches), others are killed and recorded worker_shutdown."""
     grace = Settings.from_env().shutdown_grace_seconds
     context.get().supervisor.draining = True  # serve loops finish their run and claim no more
 

@@ -1,0 +1,121 @@
+"""The run's spool on the device, and the small POSIX sh scripts that re-attach to it and remove it.
+
+A run's command runs detached from its SSH session (ssh_script.build_command): its stdout and stderr
+pass through one `tee` each into `$HOME/.agentruns/spool/<key>/stdout` and `stderr` (and to the
+channel while one is connected), and its exit status lands in `status` at the end. So a dropped
+connection or a dead worker costs nothing: another connection reads the spool on from its offsets.
+
+    $HOME/.agentruns/spool/          0700, created by the first run
+        <key>/                       0700, one per run; its creation is the run's start fence
+            stdin                    the caller's stdin, spooled whole before the command starts
+            o, e                     FIFOs the command writes and the tees read
+            stdout, stderr           everything the command printed, up to the spool cap each
+            pgid                     "<process group> <waiter pid>"; created exclusively (noclobber)
+            status                   the exit status ("never": refused before starting), written
+                                     to status.tmp and renamed once both tees have finished
+
+The cap: each tee runs under `ulimit -f` (the spool cap, SPOOL_CAP_FACTOR times the output cap), so
+a command printing without end cannot fill the device's disk. Past the cap the spool stops growing
+while the tee goes on feeding the live channel and /dev/null: the command keeps running as before,
+and a connected worker still sees (and keeps the head and tail of) everything. Only a re-attach after
+a drop reads the spool, so only then is output past the cap lost (the stream is marked truncated).
+"""
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Sequence
+
+SPOOL_ROOT = '"$HOME"/.agentruns/spool'
+SPOOL_CAP_FACTOR = 64  # the spool keeps this many times the output cap per stream
+_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
+# A spool whose run ended (or never came back) this long ago is swept; runs last at most a day.
+STALE_DAYS = 2
+
+
+def check_key(key: str) -> str:
+    """Return key if it can name a spool directory (it appears quoted in scripts all the same)."""
+    if not isinstance(key, str) or not _KEY.match(key):
+        raise ValueError(f"invalid spool key {key!r}")
+    return key
+
+
+def spool_cap(output_cap: int) -> int:
+    """Bytes each spooled stream may reach on the device: a multiple of 512 (ulimit -f counts blocks)."""
+    return max(1024 * 1024, SPOOL_CAP_FACTOR * output_cap + 511) // 512 * 512
+
+
+def say(tag: str, *words: str) -> str:
+    """A protocol line on stdout: `<tag> <word>...` (the driver looks for the tag)."""
+    return f"printf '%s\\n' {shlex.quote(' '.join((tag, *words)))}"
+
+
+def attach_command(key: str, tag: str, stdout_from: int, stderr_from: int) -> str:
+    """Re-attach to the spool of run `key`, printing its output from the given byte offsets.
+
+    stdout: "<tag> attached <pgid>" (or "<tag> gone" when the run never started or its spool is
+    gone), then stdout from the offset, then a last line "\\n<tag> end <status>" once the run is
+    over ("-" for a waiter that died without one), or "\\n<tag> more" when the caller should attach
+    again (the run ended while this attach followed it). stderr: the run's stderr from its offset.
+    A run that never started is fenced off here: its spool directory or pgid file is created by
+    whoever comes first, so a start still on its way refuses to run the command.
+    """
+    for offset in (stdout_from, stderr_from):
+        if not isinstance(offset, int) or offset < 0:
+            raise ValueError(f"invalid offset {offset!r}")
+    gone = say(tag, "gone")
+    script = "\n".join([
+        f"r={SPOOL_ROOT}; d=$r/{shlex.quote(check_key(key))}",
+        '[ -d "$r" ] || mkdir -p -m 700 "$r" 2>/dev/null',
+        # First to create the directory, or the pgid file, wins: the start then refuses to run.
+        f"if mkdir -m 700 \"$d\" 2>/dev/null; then printf 'never\\n' > \"$d/status\"; {gone}; exit 0; fi",
+        f"if (set -C; true > \"$d/pgid\") 2>/dev/null; then printf 'never\\n' > \"$d/status\"; {gone}; exit 0; fi",
+        # The start claimed it a moment ago and is about to write it.
+        'i=0; P=; read -r P W < "$d/pgid" 2>/dev/null',
+        'while [ -z "$P" ] && [ ! -e "$d/status" ] && [ "$i" -lt 5 ]; do',
+        '  sleep 1; read -r P W < "$d/pgid" 2>/dev/null; i=$((i+1))',
+        "done",
+        f'[ -n "$P" ] || {{ {gone}; exit 0; }}',
+        f"printf '%s %s\\n' {shlex.quote(tag + ' attached')} \"$P\"",
+        f"{say(tag, 'stderr')} >&2",
+        'if [ ! -e "$d/status" ] && kill -0 "$W" 2>/dev/null; then',
+        # Follow until the run ends (or our channel goes: then tail exits), then let the caller
+        # read the rest in one go: a follower stopped midway cannot say how much it passed on.
+        f'  tail -c +{stdout_from + 1} -f "$d/stdout" 2>/dev/null & F=$!',
+        f'  tail -c +{stderr_from + 1} -f "$d/stderr" >&2 2>/dev/null & G=$!',
+        '  while [ ! -e "$d/status" ] && kill -0 "$W" 2>/dev/null && kill -0 "$F" 2>/dev/null; do sleep 1; done',
+        '  kill "$F" "$G" 2>/dev/null; wait',
+        f"  printf '\\n%s\\n' {shlex.quote(tag + ' more')}; exit 0",
+        "fi",
+        f'tail -c +{stdout_from + 1} "$d/stdout" 2>/dev/null',
+        f'tail -c +{stderr_from + 1} "$d/stderr" >&2 2>/dev/null',
+        'c=-; [ -e "$d/status" ] && read -r c < "$d/status"',
+        f"printf '\\n%s %s\\n' {shlex.quote(tag + ' end')} \"$c\"",
+    ])
+    return "exec /bin/sh -c " + shlex.quote(script)
+
+
+def cleanup_command(keys: Sequence[str], stop: Sequence[str] = (), sweep: bool = False) -> str:
+    """Remove the spools of runs whose result is recorded (one `rm` for all of them).
+
+    stop: keys whose command may still run (a run given up while its device was unreachable): their
+    process group and waiter, as the spool names them, are killed first unless the run has ended.
+    sweep: also remove spools untouched for STALE_DAYS (their runs ended long ago, and nobody came
+    back for them).
+    """
+    names = " ".join(shlex.quote(check_key(k)) for k in keys)
+    lines = [f"cd {SPOOL_ROOT} 2>/dev/null || exit 0"]
+    for key in stop:
+        # The group and its waiter (which would otherwise write the status into the directory being
+        # removed), then wait for the waiter to be gone.
+        k = shlex.quote(check_key(key))
+        lines.append(f'P=; [ -e {k}/status ] || read -r P W < {k}/pgid 2>/dev/null; '
+                     f'if [ "${{P:-0}}" -gt 1 ] 2>/dev/null && [ "${{W:-0}}" -gt 1 ] 2>/dev/null; then '
+                     f'kill -s KILL -- "-$P" "$W" 2>/dev/null; i=0; '
+                     f'while kill -0 "$W" 2>/dev/null && [ $i -lt 20 ]; do sleep 0.1; i=$((i+1)); done; fi')
+    if names:
+        lines.append(f"rm -rf -- {names}")
+    if sweep:
+        lines.append(f"find . ! -name . -prune -type d -mtime +{STALE_DAYS - 1} -exec rm -rf {{}} + 2>/dev/null")
+    lines.append("exit 0")
+    return "exec /bin/sh -c " + shlex.quote("\n".join(lines))

@@ -1,0 +1,147 @@
+"""The pure parts of detached execution: the device scripts' text, the channel protocol, the offsets."""
+from __future__ import annotations
+
+import random
+import threading
+import time
+import types
+import uuid
+
+import pytest
+
+from drivers import ssh_protocol, ssh_script, ssh_spool
+from drivers._common import OutputSink
+from drivers.ssh_janitor import Janitor
+from drivers.ssh_protocol import ChannelStream
+from workers.supervisor import ActiveRun, Supervisor
+
+pytestmark = pytest.mark.unit
+
+TAG = b"__agentruns_0123456789abcdef"
+
+
+def feed_in_pieces(stream: ChannelStream, data: bytes, rng: random.Random) -> bytes:
+    out, i = b"", 0
+    while i < len(data):
+        n = rng.randint(1, 9)
+        out += stream.feed(data[i:i + n])
+        i += n
+    return out
+
+
+def test_rc_noise_before_the_protocol_line_is_dropped_and_kept_for_errors():
+    stream = ChannelStream(TAG, verdict=False)
+    assert stream.feed(b"Welcome!\n" + TAG[:7]) == b""
+    assert stream.feed(TAG[7:] + b" start 4242\nout") == b"out"
+    assert stream.line == [b"start", b"4242"] and stream.noise == b"Welcome!\n" and stream.offset == 3
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_an_attach_verdict_is_cut_from_the_output_however_the_stream_is_split(seed):
+    rng = random.Random(seed)
+    data = bytes(rng.choice(b"ab\n_" + TAG[:3]) for _ in range(rng.randint(0, 80)))
+    if rng.random() < 0.3:  # a line that looks like a verdict, with output after it, is output
+        data += b"\n" + TAG + b" end 0\n" + b"more output"
+    verdict = rng.choice([b"\n" + TAG + b" end 3\n", b"\n" + TAG + b" more\n", b""])
+    stream = ChannelStream(TAG, verdict=True)
+    out = feed_in_pieces(stream, b"noise\n" + TAG + b" attached 42\n" + data + verdict, rng)
+    rest, words = stream.finish()
+    assert out + rest == data and stream.offset == len(data)
+    assert words == (verdict.split()[1:] if verdict else None)
+
+
+def test_a_trailing_line_that_is_no_verdict_is_output():
+    stream = ChannelStream(TAG, verdict=True)
+    out = stream.feed(TAG + b" attached 1\nx\n" + TAG + b" bogus\n")
+    rest, words = stream.finish()
+    assert (out + rest, words) == (b"x\n" + TAG + b" bogus\n", None)
+
+
+def test_exit_codes_from_the_waiters_status():
+    assert [ssh_protocol.exit_code(s) for s in (0, 7, 128, 137, 143, 192, 193, 255, -1, None)] == \
+        [0, 7, 128, None, None, None, 193, 255, None, None]
+    assert [ssh_protocol.parse_status(w) for w in (b"3", b"-", None, b"x")] == [3, None, None, None]
+
+
+def test_a_sink_forwards_only_what_was_not_streamed_before():
+    seen: list[tuple[str, bytes]] = []
+    sink = OutputSink(1024, lambda s, c: seen.append((s, c)), {"stdout": 5, "stderr": 0})
+    for chunk in (b"abc", b"defg", b"hi"):
+        sink.feed("stdout", chunk)
+    sink.feed("stderr", b"e")
+    assert sink.stdout.getvalue() == b"abcdefghi" and sink.position("stdout") == 9
+    assert seen == [("stdout", b"fg"), ("stdout", b"hi"), ("stderr", b"e")]
+
+
+def test_offsets_count_every_byte_taken_even_past_the_event_cap():
+    ctx = types.SimpleNamespace(settings=types.SimpleNamespace(max_events_per_run=2))
+    sup = Supervisor(ctx)
+    run = ActiveRun(uuid.uuid4(), 1, "lock", "t", "", "")
+    for chunk in (b"ab", b"cde", b"fghi"):
+        sup.output(run, "stdout", chunk)
+    sup.output(run, "stderr", b"x")
+    assert (run.stdout_offset, run.stderr_offset) == (9, 1)
+    assert [t for t, _ in run.events] == ["stdout", "stdout", "note"]  # capped: the rest is dropped
+
+
+def test_lease_lost_lets_a_detachable_run_go_and_stops_any_other():
+    ssh, local = (ActiveRun(uuid.uuid4(), 1, "l", "t", "", "", detachable=d) for d in (True, False))
+    for run in (ssh, local):
+        run.request_stop("lease_lost")
+    assert ssh.detach.is_set() and not ssh.stop.is_set()
+    assert local.stop.is_set() and not local.detach.is_set()
+    canceled = ActiveRun(uuid.uuid4(), 1, "l", "t", "", "", detachable=True)
+    canceled.request_stop("canceled")
+    assert canceled.stop.is_set() and not canceled.detach.is_set()
+
+
+def test_the_start_wrapper_spools_and_detaches():
+    command = ssh_script.build_command(["claude", "-p"], "/w", "n0nce", login_shell=True, backstop=100,
+                                       kill_grace=2, spool_key="run-1", stdin_len=1234, spool_cap=2 * 1024 * 1024)
+    script = command.split(" ", 3)[3]
+    for piece in ("setsid", 'mkdir -m 700 "$__agentruns_d"/run-1', "'1234 byte'", "ulimit -f 4096",
+                  "set -C", "timeout -s TERM -k 2 100", "status.tmp"):
+        assert piece in script, piece
+    with pytest.raises(ValueError):
+        ssh_script.build_command(["true"], "/", "n0nce", login_shell=False, backstop=None, kill_grace=1,
+                                 spool_key="../escape")
+
+
+def test_the_spool_scripts_take_only_safe_keys_and_offsets():
+    assert "tail -c +101 -f" in ssh_spool.attach_command("run-1", "__agentruns_x", 100, 0)
+    for bad in ("", "../x", "a b", "-rf", "x" * 200):
+        with pytest.raises(ValueError):
+            ssh_spool.check_key(bad)
+    with pytest.raises(ValueError):
+        ssh_spool.attach_command("run-1", "__agentruns_x", -1, 0)
+    cleanup = ssh_spool.cleanup_command(["a", "b"], stop=["b"], sweep=True)
+    assert "rm -rf -- a b" in cleanup and '"-$P"' in cleanup and "-mtime +1" in cleanup
+    assert ssh_spool.spool_cap(1024 * 1024) == 64 * 1024 * 1024 and ssh_spool.spool_cap(10) == 1024 * 1024
+
+
+def test_the_janitor_removes_spools_in_batches_and_keeps_them_when_the_device_is_away():
+    janitor, calls, release, fail = Janitor(delay=0.0, retry_delays=(0.0,)), [], threading.Event(), []
+
+    def run(command: str):
+        calls.append(command)
+        release.wait(5)
+        if fail:
+            from drivers.base import DriverError
+            raise DriverError("device_unreachable", "away", before_start=True)
+
+    first = janitor.discard("dev", "k1", run)
+    assert first is not None
+    deadline = time.monotonic() + 5
+    while not calls:  # the first removal runs (and hangs until released)
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert janitor.discard("dev", "k2", run) is None and janitor.discard("dev", "k3", run) is None
+    release.set()
+    first.join(5)
+    assert len(calls) == 2 and "k1" in calls[0] and "k2 k3" in calls[1] and janitor.pending("dev") == set()
+    fail.append(True)
+    thread = janitor.discard("dev", "k4", run)
+    assert thread is not None
+    thread.join(5)
+    assert len(calls) == 4  # tried again once, then kept for the next run on that device
+    assert janitor.pending("dev") == {"k4"}
