@@ -354,12 +354,22 @@ def _record(ctx, run, active: ActiveRun | None, next_of: CachedDevice | None, ou
     and only while the run is still ours (the reaper may have ended it).
     """
     fields = outcome.fields
-    with ctx.supervisor.final_events(active) as events, db.transaction() as conn:
+    attempts = []
+
+    def write(conn):
+        attempts.append(1)
         ours = not events or runstate.hold(conn, run.id, run.epoch)
         if ours and events:
             runstate.append_events(conn, events)
         row = runstate.finish(conn, run.id, run.epoch, outcome.status, **fields) if ours else None
-        following = _claim_next(ctx, conn, next_of) if next_of is not None else None
+        # Claim the next run on the first try only: a try that failed in its COMMIT may have claimed one.
+        claim = next_of is not None and len(attempts) == 1
+        return row, _claim_next(ctx, conn, next_of) if claim else None
+
+    with ctx.supervisor.final_events(active) as events:
+        # A database restart must not cost a finished run its result: written again while the lease
+        # holds (fenced by epoch and, with events, by hold(): a second write of a committed result does nothing).
+        row, following = db.retrying(write, seconds=ctx.settings.lease_seconds, what=f"run {run.id} result")
     if row is None:
         log.warning("run %s epoch %s: result not recorded, the run moved on without us", run.id, run.epoch)
     else:
