@@ -13,7 +13,7 @@ never disagree.
     running -> running   take_over()      (beat, or the worker itself when it shuts down: the run is
                                            up for re-attaching; bumps epoch, clears worker_id)
     running -> running   claim_attach()   (worker; takes a run up for re-attaching: bumps epoch)
-    running -> failed    reap_expired()   (beat; lease expired and nothing to re-attach -> worker_lost)
+    running -> canceled  reap_expired()   (beat; lease expired and nothing to re-attach -> worker_lost)
 
 A run's command never starts twice: a take-over only ever re-attaches to the command still running
 (or finished) on the device, and every write after it is fenced by the new epoch.
@@ -28,7 +28,7 @@ from sqlalchemy import bindparam, insert, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection
 
-from core.models import CANCELED, FAILED, QUEUED, RUNNING, TERMINAL, Device, Run, RunEvent
+from core.models import CANCELED, QUEUED, RUNNING, TERMINAL, Device, Run, RunEvent
 
 runs, run_events, devices = Run.__table__, RunEvent.__table__, Device.__table__
 
@@ -290,7 +290,8 @@ def reap_expired(conn: Connection, lease_seconds: int = 30, slack_seconds: float
             if row is not None:
                 taken.append(row)
             continue
-        row = finish(conn, run_id, epoch, FAILED, error=WORKER_LOST)
+        # Interrupted, not failed: the seed's `canceled` means "canceled or interrupted"; the cause is the code.
+        row = finish(conn, run_id, epoch, CANCELED, error=WORKER_LOST)
         if row is not None:
             failed.append(row)
     return failed, taken

@@ -22,6 +22,7 @@ log = logging.getLogger("agentruns.metrics")
 
 DELIVERIES = Counter("agentruns_deliveries", "runs.execute messages handled, by outcome: executed, busy "
                      "(every slot of the device taken), nothing_queued (a duplicate, or served already), missing, "
+                     "device_backoff (the device is unreachable and waits for its retry), "
                      "error (the task raised)",
                      ["outcome"])
 FINISHED = Counter("agentruns_runs_finished", "Runs this process recorded as terminal, by status and error code "
@@ -29,7 +30,7 @@ FINISHED = Counter("agentruns_runs_finished", "Runs this process recorded as ter
 DURATION = Histogram("agentruns_run_duration_seconds", "started_at to finished_at of the runs this process "
                      "recorded that had started", ["status"],
                      buckets=(0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 1800, 3600, 4 * 3600))
-REAPED = Counter("agentruns_runs_reaped", "Runs the reaper failed as worker_lost")
+REAPED = Counter("agentruns_runs_reaped", "Runs the reaper ended as canceled/worker_lost")
 REENQUEUED = Counter("agentruns_runs_reenqueued", "Stale queued runs the sweeper sent again")
 IN_FLIGHT = Gauge("agentruns_runs_in_flight", "Runs executing in this process now")
 

@@ -7,7 +7,7 @@ import logging
 from core import db, runstate
 from core.idempotency import purge_expired
 from core.messages import Queued, enqueue, enqueue_attach
-from core.models import FAILED, Device
+from core.models import CANCELED, Device
 from core.notify import publish
 from core.services import device_config as devices
 from drivers import get_driver
@@ -34,9 +34,9 @@ def reap(celery=None) -> int:
         if celery is not None:
             enqueue_attach(celery, [r.id for r in taken])
     for run in reaped:
-        log.warning("run %s: lease expired, marked failed/worker_lost", run.id)
+        log.warning("run %s: lease expired, marked canceled/worker_lost", run.id)
         metrics.REAPED.inc()
-        metrics.finished(FAILED, runstate.WORKER_LOST, run.started_at, run.finished_at)
+        metrics.finished(CANCELED, runstate.WORKER_LOST, run.started_at, run.finished_at)
         publish(ctx.redis, run.id, "finished")
         if run.pgid:
             _kill_remote(ctx, run)

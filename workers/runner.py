@@ -334,8 +334,8 @@ def _kill_quietly(driver, pgid: int, run_id) -> None:
 
 def _outcome(killed: str | None, stop_reason: str | None, parsed, timeout: int) -> tuple[str, dict | None]:
     """Map how the process ended and what the provider parsed to a status and an error."""
-    if stop_reason == "worker_shutdown":
-        return FAILED, {"code": "worker_shutdown", "message": "the worker shut down before the run finished"}
+    if stop_reason == "worker_shutdown":  # interrupted: canceled, with the cause in the code
+        return CANCELED, {"code": "worker_shutdown", "message": "the worker shut down before the run finished"}
     if killed == "canceled" or stop_reason == "canceled":
         return CANCELED, {"code": "canceled", "message": "canceled by request"}
     if killed == "timeout":
