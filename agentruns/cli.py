@@ -126,7 +126,9 @@ def worker(concurrency: int, loglevel: str, hostname: str | None, metrics_port: 
     argv = ["worker", "--pool", "threads", "--concurrency", str(concurrency), "--loglevel", loglevel,
             "-Q", "agentruns", "--without-gossip", "--without-mingle",
             "--hostname", hostname or f"agentruns@%h:{os.getpid()}"]
-    celery.worker_main(argv)
+    # Not celery.worker_main: it drops the worker's exit code, so a worker that stopped on an
+    # unrecoverable error exited 0 and a supervisor restarting only on failure left it dead.
+    sys.exit(celery.start(argv) or 0)
 
 
 @main.command()
@@ -140,7 +142,7 @@ def beat(loglevel: str, schedule: str | None) -> None:
 
     _logging(loglevel)
     schedule = schedule or os.path.join(tempfile.mkdtemp(prefix="agentruns-beat-"), "schedule")
-    celery.start(["beat", "--loglevel", loglevel, "--schedule", schedule])
+    sys.exit(celery.start(["beat", "--loglevel", loglevel, "--schedule", schedule]) or 0)
 
 
 @main.group()
