@@ -50,3 +50,18 @@ def test_unlock_releases_only_our_own_lock_and_always_notifies(redis_client):
         if message:
             got.append(message["data"])
     assert got == [b"finished", b"finished"]
+
+
+def test_a_slot_lost_in_redis_is_taken_again_by_its_running_run(redis_client):
+    """Redis restarted empty: the run is still on the device, so its renewal puts its slot back (and
+    says it had been lost, so its delivery claims no more), and the device stays within its limit."""
+    leases = Leases(redis_client)
+    tenant, device = uuid.uuid4(), "d"
+    slot = Slot(slots_key(tenant, device), new_token(), pending_key(tenant, device))
+    assert leases.acquire_slot(slot, 1, 5000)
+    assert leases.renew_slot(slot.key, slot.token, 5000)
+    redis_client.delete(slot.key)  # what a restart without persistence does
+    assert not leases.renew_slot(slot.key, slot.token, 5000)  # lost ...
+    assert redis_client.zscore(slot.key, slot.token) is not None  # ... and taken again
+    other = Slot(slot.key, new_token(), slot.pending_key)
+    assert not leases.acquire_slot(other, 1, 5000)  # the device's one slot is the running run's

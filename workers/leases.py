@@ -37,12 +37,16 @@ redis.call('zrem', KEYS[1], ARGV[1])
 local pending = redis.call('get', KEYS[2])
 if pending then redis.call('del', KEYS[2]) return 1 end
 return 0"""
+# A renewal puts a lost slot back (Redis restarted empty, or renewals failed for a whole lease): the
+# run still occupies the device, so the device's count must include it. It returns whether the slot
+# was still held, so the run's delivery claims no more runs under a slot it had lost.
 _SLOT_RENEW = """
 local t = redis.call('time')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ok = redis.call('zadd', KEYS[1], 'XX', 'CH', now + tonumber(ARGV[1]), ARGV[2])
+local held = redis.call('zscore', KEYS[1], ARGV[2])
+redis.call('zadd', KEYS[1], now + tonumber(ARGV[1]), ARGV[2])
 redis.call('pexpire', KEYS[1], tonumber(ARGV[1]) * 2)
-return redis.call('zscore', KEYS[1], ARGV[2]) and 1 or 0"""
+return held and 1 or 0"""
 
 
 class Slot(NamedTuple):
