@@ -55,17 +55,24 @@ def pg_server_url(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def database_url(pg_server_url):
-    """A fresh database with the schema migrated, dropped at the end of the session."""
+def new_database(server_url: str, prefix: str = "agentruns_test") -> tuple[str, str, str]:
+    """An empty database on the server: (its SQLAlchemy URL, its plain libpq URL, the admin URL)."""
     from sqlalchemy.engine import make_url
 
-    base = make_url(pg_server_url)
-    name = f"agentruns_test_{uuid.uuid4().hex[:8]}"
+    base = make_url(server_url)
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     admin = base.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = base.set(database=name).render_as_string(hide_password=False)
+    return (base.set(database=name).render_as_string(hide_password=False),
+            base.set(drivername="postgresql", database=name).render_as_string(hide_password=False), admin)
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_server_url):
+    """A fresh database with the schema migrated, dropped at the end of the session."""
+    url, _, admin = new_database(pg_server_url)
+    name = url.rpartition("/")[2]
     from core.migrate import upgrade
 
     upgrade(url)

@@ -3,11 +3,9 @@ in error.code; `failed` stays for a runtime's non-zero exit or a backend error (
 from __future__ import annotations
 
 import json
-import uuid
 
 import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 
 from providers import ParsedResult
 
@@ -27,14 +25,9 @@ def test_the_outcome_of_a_stopped_run(killed, stop_reason, expected):
 
 def test_migration_0005_turns_interrupted_failures_into_cancellations(pg_server_url):
     from core.migrate import upgrade
+    from tests.conftest import new_database
 
-    base = make_url(pg_server_url)
-    name = f"agentruns_m5_{uuid.uuid4().hex[:8]}"
-    admin = base.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = base.set(database=name).render_as_string(hide_password=False)
-    plain = base.set(drivername="postgresql", database=name).render_as_string(hide_password=False)
+    url, plain, _ = new_database(pg_server_url, "agentruns_m5")
     upgrade(url, "0004")
     codes = {"lost": "worker_lost", "shutdown": "worker_shutdown", "exit": "nonzero_exit"}
     with psycopg.connect(plain, autocommit=True) as conn:
