@@ -67,7 +67,7 @@ def execute(run_id: str, tenant_id: str | None = None, device_id: str | None = N
         if device is None:
             return "missing"
         # A delayed retry may come a moment early: within a second it tries the device.
-        if (_quietly(ctx.backoff.waiting, tenant, device_id) or 0.0) > 1.0:
+        if (quietly(ctx.backoff.waiting, tenant, device_id) or 0.0) > 1.0:
             return "device-backoff"  # the delivery that set the backoff sent a delayed retry
         served = _serve(ctx, device)
         if served is None:
@@ -84,55 +84,6 @@ def execute(run_id: str, tenant_id: str | None = None, device_id: str | None = N
         return "busy"
     log.info("delivery of run %s: nothing queued on its device (a duplicate delivery, or already served)", run_id)
     return "nothing-queued"
-
-
-def attach(run_id: str) -> str:
-    """Task body of runs.attach: re-attach to a run taken over from a lost worker, follow it to its end
-    and record it, never starting it again; then serve the device's queue as runs.execute would.
-
-    Returns "attached", or "nothing-to-attach" (a duplicate message: another worker has it, or it ended).
-    """
-    ctx = context.get()
-    settings = ctx.settings
-    with db.transaction() as conn:
-        run = runstate.claim_attach(conn, uuid.UUID(run_id), ctx.worker_id, settings.lease_seconds)
-    if run is None:
-        return "nothing-to-attach"
-    device = ctx.devices.get(run.tenant_id, run.target_id)
-    device = ctx.devices.current(device, run.device_version) if device is not None else None
-    if device is None:  # the API refuses to delete a device with live runs; a race
-        _record(ctx, run, None, None, Outcome(FAILED, dict(
-            error={"code": "device_not_found", "message": "the device was deleted while the run was taken over"},
-            pgid=run.pgid, started_at=run.started_at)))
-        return "attached"
-    ttl_ms = settings.lease_seconds * 1000
-    # The command runs on the device whatever the slots say; a slot, when one is free, keeps the
-    # device's limit for runs starting meanwhile. The lost worker's lock may linger in Redis until
-    # it lapses: the epoch, not the lock, fences this run's writes.
-    slot = Slot(slots_key(run.tenant_id, run.target_id), new_token(), pending_key(run.tenant_id, run.target_id))
-    held = bool(_quietly(ctx.leases.acquire_slot, slot, device.max_concurrent_runs, ttl_ms))
-    lock_key, token = run_lock_key(run.id), new_token()
-    token = token if _quietly(ctx.leases.lock, lock_key, token, ttl_ms) else ""
-    active = ActiveRun(run.id, run.epoch, lock_key, token, slot.key if held else "", slot.token,
-                       pgid=run.pgid, started_at=run.started_at, start_recorded=True,
-                       stdout_offset=run.stdout_offset or 0, stderr_offset=run.stderr_offset or 0,
-                       events_written=run.output_events,
-                       events_dropped=run.output_events >= settings.max_events_per_run)
-    if run.cancel_requested:
-        active.request_stop("canceled")
-    ticket = AttachTicket(run.pgid, run.started_at, active.stdout_offset, active.stderr_offset)
-    ctx.supervisor.add(active)
-    try:
-        outcome = _execute(ctx, run, device, active, ticket)
-        if outcome is not None:
-            _record(ctx, run, active, None, outcome)
-    finally:
-        ctx.supervisor.remove(active)
-        _quietly(ctx.leases.unlock, lock_key, token, notify=channel(run.id))
-        pending = held and _quietly(ctx.leases.release_slot, slot)
-    if pending and not ctx.supervisor.draining:
-        execute(str(run.id), str(run.tenant_id), run.target_id)
-    return "attached"
 
 
 def _serve(ctx, device: CachedDevice) -> tuple[int, bool] | None:
@@ -156,7 +107,7 @@ def _serve(ctx, device: CachedDevice) -> tuple[int, bool] | None:
                 _give_back(run)
                 raise
             if current is None:  # deleted while its run was queued (the API refuses that; a race)
-                _record(ctx, run, None, None, Outcome(FAILED, dict(error={
+                record(ctx, run, None, None, Outcome(FAILED, dict(error={
                     "code": "device_not_found", "message": "the device was deleted before the run started"})))
                 publish(ctx.redis, run.id, "finished")
                 break
@@ -168,7 +119,7 @@ def _serve(ctx, device: CachedDevice) -> tuple[int, bool] | None:
             executed += ran
             stopped_early = not kept_serving
     finally:
-        pending = _quietly(ctx.leases.release_slot, slot)
+        pending = quietly(ctx.leases.release_slot, slot)
     # After an early stop, runs may still be queued: take a slot again under the current limit.
     return executed, bool(pending) or (stopped_early and not ctx.supervisor.draining)
 
@@ -187,7 +138,7 @@ def _give_back(run) -> None:
         log.exception("run %s: could not give the claimed run back to the queue", run.id)
 
 
-def _quietly(fn, *args, **kwargs):
+def quietly(fn, *args, **kwargs):
     """Redis calls whose failure must not lose what PostgreSQL already committed (leases lapse anyway)."""
     try:
         return fn(*args, **kwargs)
@@ -217,26 +168,27 @@ def _run_one(ctx, run, device: CachedDevice, slot: Slot, keep_serving: bool) -> 
     active = ActiveRun(run.id, run.epoch, lock_key, lock_token, slot.key, slot.token)
     ctx.supervisor.add(active)
     try:
-        outcome = _execute(ctx, run, device, active)
+        outcome = run_on_device(ctx, run, device, active)
         if outcome is not None and outcome.retry_in is not None:
             _give_back(run)
-            _quietly(ctx.backoff.retry_later, Queued(run.id, device.tenant_id, device.id), outcome.retry_in)
+            quietly(ctx.backoff.retry_later, Queued(run.id, device.tenant_id, device.id), outcome.retry_in)
             return False, None, False
-        _quietly(ctx.backoff.reached, device.tenant_id, device.id)
+        quietly(ctx.backoff.reached, device.tenant_id, device.id)
         keep_serving = keep_serving and not active.slot_lost and not ctx.supervisor.draining
         if outcome is None:  # the lease was lost (another epoch owns the run) or it was handed over
             if not keep_serving:
                 return True, None, False
             with db.transaction() as conn:
                 return True, _claim_next(ctx, conn, device), True
-        return True, _record(ctx, run, active, device if keep_serving else None, outcome), keep_serving
+        return True, record(ctx, run, active, device if keep_serving else None, outcome), keep_serving
     finally:
         ctx.supervisor.remove(active)
         # Releasing the lock also wakes the run's waiters (one round trip): the result is committed.
-        _quietly(ctx.leases.unlock, lock_key, lock_token, notify=channel(run.id))
+        quietly(ctx.leases.unlock, lock_key, lock_token, notify=channel(run.id))
 
 
-def _execute(ctx, run, device: CachedDevice, active: ActiveRun, ticket: AttachTicket | None = None) -> Outcome | None:
+def run_on_device(ctx, run, device: CachedDevice, active: ActiveRun,
+                  ticket: AttachTicket | None = None) -> Outcome | None:
     """Run the provider's command on the device (or, with a ticket, re-attach to it); returns what to
     record, or None when there is nothing to record: the lease was lost, or the run was handed over."""
     settings, cfg = ctx.settings, device.config
@@ -255,7 +207,7 @@ def _execute(ctx, run, device: CachedDevice, active: ActiveRun, ticket: AttachTi
         if active.stop_reason == "lease_lost":
             return None
         if ticket is None and active.pgid is None and retryable(exc):
-            wait = _quietly(ctx.backoff.failed, device.tenant_id, device.id)
+            wait = quietly(ctx.backoff.failed, device.tenant_id, device.id)
             if wait is not None:
                 log.info("run %s: device %s unreachable (%s); back to the queue, retried in %.0f s",
                          run.id, device.id, exc.code, wait)
@@ -346,7 +298,7 @@ def _outcome(killed: str | None, stop_reason: str | None, parsed, timeout: int) 
                     "message": parsed.error_message or "the command failed"}
 
 
-def _record(ctx, run, active: ActiveRun | None, next_of: CachedDevice | None, outcome: Outcome):
+def record(ctx, run, active: ActiveRun | None, next_of: CachedDevice | None, outcome: Outcome):
     """Record the outcome, fenced by the epoch we hold; with next_of, claim that device's next run in
     the same transaction and return it.
 

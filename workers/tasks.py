@@ -11,7 +11,7 @@ from celery.signals import worker_shutting_down
 
 from core.config import Settings
 from core.messages import ATTACH, EXECUTE, make_celery
-from workers import broker, context, metrics, periodic, runner
+from workers import broker, context, metrics, periodic, reattach, runner
 
 log = logging.getLogger("agentruns.worker")
 
@@ -37,7 +37,7 @@ def execute(run_id: str, tenant_id: str | None = None, device_id: str | None = N
 @celery.task(name=ATTACH)
 def attach(run_id: str) -> str:
     # A run taken over from a lost worker: re-attach to its command (never start it again).
-    return runner.attach(run_id)
+    return reattach.attach(run_id)
 
 
 @celery.task(name="runs.reap")
