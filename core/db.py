@@ -89,4 +89,4 @@ def retrying(work: Callable[[Connection], T], *, seconds: float, what: str,
             log.warning("%s: database unreachable (%s), attempt %d; retrying in %.1f s",
                         what, type(exc).__name__, attempt, delay)
         sleep(delay)
-        delay, attempt = min(delay * 2, 2.0), attempt + 1
+        delay, attempt = min(delay * 2, 1.0), attempt + 1  # at most a second late once it is back

@@ -17,7 +17,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
 
 def test_a_result_written_during_a_database_restart_is_recorded_by_its_worker(tmp_path, sshd):
-    stack = FaultStack(tmp_path, OVERRIDES)
+    # A lease well above the outage (about 5 s here): this test is about the worker's own retries, not
+    # the reaper's take-over, which a lease shorter than the outage would let win the race.
+    stack = FaultStack(tmp_path, {**OVERRIDES, "lease_seconds": 15})
     device = sshd.spawn()
     workdir = f"/tmp/agentruns-dbrestart-{uuid.uuid4().hex[:6]}"
     sshd.run_as_user(f"mkdir -p {workdir}")
