@@ -2,7 +2,9 @@
 with the service's own samples (a noisy machine then slows all of them alike).
 
 - BareExec: paramiko, one already-open Transport with TCP_NODELAY, a new channel per `true`
-  (what the ssh driver does per run, minus everything else).
+  (what the ssh driver does per run, minus everything else). With LOGIN_EXEC, the same exec of
+  `bash -lc 'cat >/dev/null; true'` with a prompt on stdin: what any implementation must start on
+  the device for the user's PATH (issue #16's baseline).
 - DriverNoop: the ssh driver itself running the custom provider's invocation of `true` (the remote
   wrapper, login shell, prompt file): no API, queue or database. Not a target, it shows how much of
   a run's time is spent on the device side.
@@ -32,8 +34,13 @@ class Baseline(Protocol):
     def close(self) -> None: ...
 
 
+# The command and stdin of the login-shell baseline.
+LOGIN_EXEC = ("bash -lc 'cat >/dev/null; true'", b"benchmark prompt\n")
+
+
 class BareExec:
-    def __init__(self, server):
+    def __init__(self, server, command: str = "true", stdin: bytes = b""):
+        self.command, self.stdin = command, stdin
         sock = socket.create_connection((server.host, server.port), timeout=10)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.transport = paramiko.Transport(sock)
@@ -44,12 +51,15 @@ class BareExec:
     def sample(self) -> float:
         t0 = time.perf_counter()
         chan = self.transport.open_session(timeout=10)
-        chan.exec_command("true")
+        chan.exec_command(self.command)
+        if self.stdin:  # only then: the `true` baseline stays exactly what it was
+            chan.sendall(self.stdin)
+            chan.shutdown_write()
         status = chan.recv_exit_status()
         chan.close()
         elapsed = time.perf_counter() - t0
         if status != 0:
-            raise RuntimeError(f"bare exec of `true` exited with {status}")
+            raise RuntimeError(f"bare exec of `{self.command}` exited with {status}")
         return elapsed
 
     def close(self) -> None:

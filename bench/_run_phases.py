@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import psycopg
 
-from bench._baselines import BareExec, Baseline, CeleryNoop, DriverNoop
+from bench._baselines import LOGIN_EXEC, BareExec, Baseline, CeleryNoop, DriverNoop
 from bench._stack import CLK_TCK, Api, Bench, cpu_delta, cpu_snapshot, other_top, summary_ms
 from workers.leases import slots_key
 
@@ -67,11 +67,12 @@ STAGES = [
 def latency(bench: Bench, s: dict, samples: int) -> dict:
     api, sshd = s["api"], s["sshd"]
     bare, drv = BareExec(sshd), DriverNoop(sshd, s["workdir"], s["login_shell"])
+    login = BareExec(sshd, *LOGIN_EXEC)
     celery = CeleryNoop(bench, s["settings"].redis_url)
-    for baseline in (bare, drv, celery):
+    for baseline in (bare, login, drv, celery):
         bench.on_exit(baseline.close)
     body = {**NOOP, "computer_id": "tp-0", "wait": 30, "metadata": {"phase": "latency"}}
-    lat: dict[str, list[float]] = {"run": [], "bare_exec": [], "driver": [], "celery": []}
+    lat: dict[str, list[float]] = {"run": [], "bare_exec": [], "login_exec": [], "driver": [], "celery": []}
     times: dict[str, dict] = {}
     try:
         # Interleaved, one sample of each per round: a burst of load elsewhere hits all four alike.
@@ -82,14 +83,14 @@ def latency(bench: Bench, s: dict, samples: int) -> dict:
             e2e, received = time.perf_counter() - t0, time.time()
             if run["status"] != "succeeded":
                 raise RuntimeError(f"no-op run ended {run['status']}: {run.get('error')}")
-            b, d, c = bare.sample(), drv.sample(), celery.sample()
+            b, lg, d, c = bare.sample(), login.sample(), drv.sample(), celery.sample()
             if i < WARMUP:
                 continue
-            for k, v in zip(lat, (e2e, b, d, c), strict=True):
+            for k, v in zip(lat, (e2e, b, lg, d, c), strict=True):
                 lat[k].append(v)
             times[run["id"]] = {"sent": sent, "received": received}
     finally:
-        for baseline in (bare, drv, celery):
+        for baseline in (bare, login, drv, celery):
             baseline.close()
     with psycopg.connect(s["dsn"]) as conn:
         rows = conn.execute(
@@ -105,6 +106,11 @@ def latency(bench: Bench, s: dict, samples: int) -> dict:
     out["stages"] = {name: summary_ms([t[b] - t[a] for t in times.values() if t.get(a) and t.get(b)])
                      for name, a, b in STAGES}
     out["overhead_ms"] = round(out["run"]["median_ms"] - out["bare_exec"]["median_ms"], 3)
+    # Issue #16's figure: what the service adds to the device's unavoidable login-shell exec, counted
+    # in bare Celery round trips measured in the same run.
+    added = out["run"]["median_ms"] - out["login_exec"]["median_ms"]
+    out["added_over_login_exec_ms"] = round(added, 3)
+    out["added_in_celery_round_trips"] = round(added / out["celery"]["median_ms"], 2)
     return out
 
 
