@@ -277,7 +277,7 @@ WORKER_LOST = {"code": "worker_lost", "message": "the worker running this run st
 def reap_expired(conn: Connection, lease_seconds: int = 30, slack_seconds: float = 0.0,
                  limit: int = 100) -> tuple[list, list]:
     """Runs whose lease expired: taken over for re-attaching where their command can be re-attached
-    (take_over), failed worker_lost otherwise. Never started again: agents change files.
+    (take_over), canceled/worker_lost otherwise. Never started again: agents change files.
 
     slack_seconds: how long after its timeout a run may still be re-attached. Returns (the rows
     finish() returned for the runs failed, the rows take_over() returned for the runs taken over).

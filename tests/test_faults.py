@@ -111,6 +111,8 @@ def test_runs_ride_through_faults(stack, devices, sshd):
     print(report)
     assert set(load.accepted) <= set(rows), report  # every accepted run is in the database ...
     assert not live, f"runs never ended: {live}\n{report}"  # ... and ended
+    # Without the device's record of starts, "none ran twice" below would prove nothing.
+    assert len(starts) >= succeeded, f"the device recorded fewer starts than successes\n{report}"
     assert not twice, f"executed twice on the device: {twice}\n{report}"
     assert leftover == [], f"left running on the device: {leftover}\n{report}"
     assert 500 not in load.statuses, report
