@@ -21,7 +21,7 @@ log = logging.getLogger("agentruns.beat")
 REMOTE_BACKSTOP = 30.0
 
 
-def reap(celery=None) -> int:
+def reap(celery) -> int:
     """Runs whose worker stopped renewing the lease: those whose command can be re-attached are taken
     over and sent to runs.attach; the others fail worker_lost and their remote groups are killed."""
     ctx = context.get()
@@ -31,8 +31,7 @@ def reap(celery=None) -> int:
         reaped, taken = runstate.reap_expired(conn, s.lease_seconds, slack)
     if taken:
         log.warning("run(s) %s: lease expired, taken over for re-attaching", ", ".join(str(r.id) for r in taken))
-        if celery is not None:
-            enqueue_attach(celery, [r.id for r in taken])
+        enqueue_attach(celery, [r.id for r in taken])
     for run in reaped:
         log.warning("run %s: lease expired, marked canceled/worker_lost", run.id)
         metrics.REAPED.inc()

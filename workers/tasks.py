@@ -10,7 +10,7 @@ import threading
 from celery.signals import worker_shutting_down
 
 from core.config import Settings
-from core.messages import ATTACH, EXECUTE, make_celery
+from core.messages import ATTACH, EXECUTE, PURGE_IDEMPOTENCY_KEYS, REAP, SWEEP, make_celery
 from workers import broker, context, metrics, periodic, reattach, runner
 
 log = logging.getLogger("agentruns.worker")
@@ -40,17 +40,17 @@ def attach(run_id: str) -> str:
     return reattach.attach(run_id)
 
 
-@celery.task(name="runs.reap")
+@celery.task(name=REAP)
 def reap() -> int:
     return periodic.reap(celery)
 
 
-@celery.task(name="runs.sweep")
+@celery.task(name=SWEEP)
 def sweep() -> int:
     return periodic.sweep(celery)
 
 
-@celery.task(name="runs.purge_idempotency_keys")
+@celery.task(name=PURGE_IDEMPOTENCY_KEYS)
 def purge_idempotency_keys() -> int:
     return periodic.purge_keys()
 

@@ -12,6 +12,7 @@ from flask_smorest import Api
 from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
+from core import db
 from core.errors import Conflict, DomainError, Invalid, NotFound
 
 log = logging.getLogger("agentruns.api")
@@ -28,6 +29,11 @@ _FRIENDLY = {"Missing data for required field.": "required", "Unknown field.": "
 
 # Each domain error class answers with one status; the code and message are the error's own.
 _DOMAIN_STATUS: dict[type[DomainError], int] = {NotFound: 404, Conflict: 409, Invalid: 422}
+
+
+def domain_status(err: DomainError) -> int:
+    """The HTTP status of a domain error (500 for a class not mapped: a bug)."""
+    return next((code for cls, code in _DOMAIN_STATUS.items() if isinstance(err, cls)), 500)
 
 
 class APIError(Exception):
@@ -97,8 +103,7 @@ class ErrorBody(ma.Schema):
 
 def _unavailable(err: Exception) -> str | None:
     """Which dependency an exception says is down ("the database", "Redis"), or None."""
-    if isinstance(err, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)) or (
-            isinstance(err, sa_exc.DBAPIError) and err.connection_invalidated):
+    if db.unreachable(err) or isinstance(err, sa_exc.TimeoutError):  # TimeoutError: the pool is exhausted
         return "the database"
     if isinstance(err, (redis.ConnectionError, redis.TimeoutError)):
         return "Redis"
@@ -235,7 +240,7 @@ def register(app) -> None:
 
     @app.errorhandler(DomainError)
     def _domain_error(err: DomainError):
-        status = next((code for cls, code in _DOMAIN_STATUS.items() if isinstance(err, cls)), 500)
+        status = domain_status(err)
         if status == 500:
             return _unexpected(err)
         headers = {"Retry-After": str(err.retry_after)} if err.retry_after is not None else None

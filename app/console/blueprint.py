@@ -10,9 +10,9 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, g, jsonify, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
-from app.api.errors import request_id
+from app.api.errors import domain_status, request_id
 from app.console import csrf, session
-from core.errors import Conflict, DomainError, Invalid, NotFound
+from core.errors import DomainError
 
 log = logging.getLogger("agentruns.console")
 
@@ -110,12 +110,9 @@ def _shell_join(words: list[str]) -> str:
     return shlex.join(words)
 
 
-_STATUS = {NotFound: 404, Conflict: 409, Invalid: 422}
-
-
 @blp.errorhandler(DomainError)
 def _domain_error(err: DomainError):
-    status = next((code for cls, code in _STATUS.items() if isinstance(err, cls)), 500)
+    status = domain_status(err)
     title = {404: "Not found", 409: "Conflict", 422: "Not accepted"}.get(status, "Error")
     return render_template("console/error.html", title=title, code=status, message=err.message), status
 
