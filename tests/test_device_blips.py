@@ -10,7 +10,7 @@ import pytest
 from drivers.base import AUTH_FAILED, CONNECTION_LOST, DEVICE_UNREACHABLE, DriverError
 from tests.conftest import wait_run
 from tests.test_e2e_runs import create
-from workers.device_backoff import MAX_DELAY, delay, retryable
+from workers.device_backoff import MAX_DELAY, DeviceBackoff, key, retryable
 
 
 def _statuses(client, auth, run_id: str) -> list[str]:
@@ -18,9 +18,29 @@ def _statuses(client, auth, run_id: str) -> list[str]:
     return [e["data"]["status"] for e in events if e["type"] == "status"]
 
 
-@pytest.mark.unit
-def test_the_backoff_doubles_up_to_its_cap():
-    assert [delay(n) for n in range(1, 7)] == [1, 2, 4, 8, MAX_DELAY, MAX_DELAY]
+def test_the_backoff_doubles_up_to_its_cap_and_ends_with_its_window(redis_client):
+    tenant = uuid.uuid4()
+    long = DeviceBackoff(redis_client, window_seconds=100, sender=None)
+    assert [long.failed(tenant, "d") for _ in range(6)] == [1, 2, 4, 8, MAX_DELAY, MAX_DELAY]
+    short = DeviceBackoff(redis_client, window_seconds=0.3, sender=None)
+    assert short.failed(tenant, "e") == pytest.approx(0.3, abs=0.05)  # never past the window
+    time.sleep(0.35)
+    assert short.failed(tenant, "e") is None  # away for the whole window: the run fails
+
+
+def test_a_delivery_leaves_a_device_alone_until_its_retry_is_due(redis_client):
+    from workers.leases import BACKING_OFF, TAKEN_AFTER_BACKOFF, Leases, Slot, new_token, pending_key, slots_key
+
+    tenant, leases = uuid.uuid4(), Leases(redis_client)
+    slot = Slot(slots_key(tenant, "d"), new_token(), pending_key(tenant, "d"))
+    assert leases.acquire_serving_slot(slot, 1, 5000, key(tenant, "d")) == 1  # no backoff record
+    leases.release_slot(slot)
+    backoff = DeviceBackoff(redis_client, window_seconds=100, sender=None)
+    for _ in range(3):
+        backoff.failed(tenant, "d")  # next try in 4 s
+    assert leases.acquire_serving_slot(slot, 1, 5000, key(tenant, "d")) == BACKING_OFF
+    redis_client.hset(key(tenant, "d"), "retry_at", 0)  # the retry is due
+    assert leases.acquire_serving_slot(slot, 1, 5000, key(tenant, "d")) == TAKEN_AFTER_BACKOFF
 
 
 @pytest.mark.unit

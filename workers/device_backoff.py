@@ -3,14 +3,14 @@ to the queue, and the device is tried again with backoff, for up to `device_retr
 minutes) before its runs fail `device_unreachable`.
 
 Nothing had started on the device, so waiting is safe. The state is one small Redis hash per device
-(when it first failed, how many tries), shared by every worker and gone by itself once failures stop;
-no worker thread waits: the retry is a delayed runs.execute message, and a delivery that finds the
-device in its backoff returns at once.
+(when it first failed, how many tries, when to try next), shared by every worker and gone by itself
+once failures stop; no worker thread waits: the retry is a delayed runs.execute message, and a
+delivery that finds the device in its backoff returns at once (checked by the slot script, in the
+round trip that takes the slot: workers.leases).
 """
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 
 from core.messages import Queued, enqueue
@@ -18,28 +18,31 @@ from drivers.base import CONNECTION_LOST, DEVICE_UNREACHABLE, DriverError
 
 log = logging.getLogger("agentruns.worker")
 
-MAX_DELAY = 15.0  # seconds between tries at most
+MAX_DELAY = 15.0  # seconds between tries at most: 1, 2, 4, 8, then 15
 # Errors a later try may not have: the device (or the way to it) is away. Refused keys and host keys
 # are not among them.
 TRANSIENT = (DEVICE_UNREACHABLE, CONNECTION_LOST)
 
-# KEYS[1]: the device's hash. ARGV: now (s), window (s). Returns {since, tries} after counting this try.
+# KEYS[1]: the device's hash. ARGV: window (s), max delay (s). Counts this try on the Redis clock (the
+# one the deliveries' slot script reads retry_at with) and returns the seconds until the next try as a
+# string, or "" once the device has been away for the whole window.
 _FAILED = """
-local since = redis.call('hget', KEYS[1], 'since')
-if not since then since = ARGV[1] end
+local t = redis.call('time')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local since = tonumber(redis.call('hget', KEYS[1], 'since') or now)
 local tries = redis.call('hincrby', KEYS[1], 'tries', 1)
-redis.call('hset', KEYS[1], 'since', since)
-redis.call('expire', KEYS[1], math.ceil(tonumber(ARGV[2]) + 60))
-return {since, tries}"""
+local window = tonumber(ARGV[1])
+redis.call('hset', KEYS[1], 'since', tostring(since))
+redis.call('expire', KEYS[1], math.ceil(window + 60))
+local away = now - since
+if away >= window then return "" end
+local wait = math.min(math.min(tonumber(ARGV[2]), 2 ^ (tries - 1)), window - away)
+redis.call('hset', KEYS[1], 'retry_at', tostring(now + wait))
+return tostring(wait)"""
 
 
 def key(tenant_id: uuid.UUID, device_id: str) -> str:
     return f"agentruns:device-down:{tenant_id}:{device_id}"
-
-
-def delay(tries: int) -> float:
-    """Seconds before try number `tries + 1`: 1, 2, 4, 8, then 15."""
-    return min(MAX_DELAY, 2.0 ** (tries - 1))
 
 
 def retryable(exc: DriverError) -> bool:
@@ -57,24 +60,15 @@ class DeviceBackoff:
         self._suspects: set[tuple[uuid.UUID, str]] = set()
 
     def failed(self, tenant_id: uuid.UUID, device_id: str) -> float | None:
-        """Count a failed try; seconds until the next one, or None once the device was away too long."""
-        now = time.time()
-        since, tries = self._failed(keys=[key(tenant_id, device_id)], args=[now, self.window])
+        """Count a failed try; seconds until the next one (doubling from 1 up to MAX_DELAY, within the window), or None
+        once the device was away too long. One round trip."""
+        wait = self._failed(keys=[key(tenant_id, device_id)], args=[self.window, MAX_DELAY])
         self._suspects.add((tenant_id, device_id))
-        away = now - float(since)
-        if away >= self.window:
-            return None
-        wait = min(delay(int(tries)), self.window - away)
-        self.r.hset(key(tenant_id, device_id), "retry_at", now + wait)
-        return wait
+        return float(wait) if wait else None
 
-    def waiting(self, tenant_id: uuid.UUID, device_id: str) -> float:
-        """Seconds a delivery should leave the device alone (0: try it)."""
-        retry_at = self.r.hget(key(tenant_id, device_id), "retry_at")
-        if retry_at is None:
-            return 0.0
+    def suspect(self, tenant_id: uuid.UUID, device_id: str) -> None:
+        """A delivery took a slot on a device with a backoff record (leases.TAKEN_AFTER_BACKOFF)."""
         self._suspects.add((tenant_id, device_id))
-        return max(0.0, float(retry_at) - time.time())
 
     def reached(self, tenant_id: uuid.UUID, device_id: str) -> None:
         """A run reached the device: a backoff this process saw ends, so its next failure starts anew."""

@@ -24,14 +24,26 @@ return released"""
 _SLOT_ACQUIRE = """
 local t = redis.call('time')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local acquired = 1
+{backoff}
 redis.call('zremrangebyscore', KEYS[1], '-inf', now)
 if redis.call('zcard', KEYS[1]) < tonumber(ARGV[1]) then
   redis.call('zadd', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
   redis.call('pexpire', KEYS[1], tonumber(ARGV[2]) * 2)
-  return 1
+  return acquired
 end
 redis.call('set', KEYS[2], '1', 'PX', tonumber(ARGV[2]))
 return 0"""
+# A delivery also checks the device's backoff (workers.device_backoff; KEYS[3], retry_at on this
+# Redis clock) in the same round trip: -1 while its retry is more than a second away, 2 for a slot
+# taken while the device has a backoff record (its first run that reaches the device ends it).
+_BACKOFF_CHECK = """
+local retry = redis.call('hget', KEYS[3], 'retry_at')
+if retry then
+  if tonumber(retry) * 1000 - now > 1000 then return -1 end
+  acquired = 2
+end"""
+BACKING_OFF, TAKEN_AFTER_BACKOFF = -1, 2
 _SLOT_RELEASE = """
 redis.call('zrem', KEYS[1], ARGV[1])
 local pending = redis.call('get', KEYS[2])
@@ -80,7 +92,8 @@ class Leases:
         self.r = r
         self._extend = r.register_script(_LOCK_EXTEND)
         self._release_notify = r.register_script(_LOCK_RELEASE_NOTIFY)
-        self._slot_acquire = r.register_script(_SLOT_ACQUIRE)
+        self._slot_acquire = r.register_script(_SLOT_ACQUIRE.replace("{backoff}", ""))
+        self._slot_acquire_serving = r.register_script(_SLOT_ACQUIRE.replace("{backoff}", _BACKOFF_CHECK))
         self._slot_release = r.register_script(_SLOT_RELEASE)
         self._slot_renew = r.register_script(_SLOT_RENEW)
 
@@ -97,6 +110,12 @@ class Leases:
     def acquire_slot(self, slot: Slot, limit: int, ttl_ms: int) -> bool:
         """Take a slot if fewer than `limit` are held; otherwise set the device's pending mark."""
         return bool(self._slot_acquire(keys=[slot.key, slot.pending_key], args=[limit, ttl_ms, slot.token]))
+
+    def acquire_serving_slot(self, slot: Slot, limit: int, ttl_ms: int, backoff_key: str) -> int:
+        """acquire_slot for a delivery, with the device's backoff checked in the same round trip:
+        1 or TAKEN_AFTER_BACKOFF (taken), 0 (full: pending mark set) or BACKING_OFF (not tried)."""
+        return int(self._slot_acquire_serving(keys=[slot.key, slot.pending_key, backoff_key],
+                                              args=[limit, ttl_ms, slot.token]))
 
     def renew_slot(self, key: str, token: str, ttl_ms: int, client=None) -> bool:
         return bool(self._slot_renew(keys=[key], args=[ttl_ms, token], client=client))

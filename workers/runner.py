@@ -29,9 +29,10 @@ from drivers.base import DETACHED, DEVICE_LOST, SPOOL_GONE, DriverError, ExecReq
 from providers import get_provider
 from providers.base import RunSpec
 from workers import context, metrics
+from workers.device_backoff import key as backoff_key
 from workers.device_backoff import retryable
 from workers.device_cache import CachedDevice
-from workers.leases import Slot, new_token, pending_key, run_lock_key, slots_key
+from workers.leases import BACKING_OFF, TAKEN_AFTER_BACKOFF, Slot, new_token, pending_key, run_lock_key, slots_key
 from workers.supervisor import ActiveRun
 
 log = logging.getLogger("agentruns.worker")
@@ -66,10 +67,9 @@ def execute(run_id: str, tenant_id: str | None = None, device_id: str | None = N
         device = ctx.devices.get(tenant, device_id)
         if device is None:
             return "missing"
-        # A delayed retry may come a moment early: within a second it tries the device.
-        if (quietly(ctx.backoff.waiting, tenant, device_id) or 0.0) > 1.0:
-            return "device-backoff"  # the delivery that set the backoff sent a delayed retry
         served = _serve(ctx, device)
+        if isinstance(served, int):  # BACKING_OFF
+            return "device-backoff"  # the delivery that set the backoff sent a delayed retry
         if served is None:
             break  # all slots taken: the pending mark makes a holder look again before it leaves
         count, again = served
@@ -86,16 +86,23 @@ def execute(run_id: str, tenant_id: str | None = None, device_id: str | None = N
     return "nothing-queued"
 
 
-def _serve(ctx, device: CachedDevice) -> tuple[int, bool] | None:
+def _serve(ctx, device: CachedDevice) -> tuple[int, bool] | int | None:
     """Hold one of the device's slots and run its queued runs, oldest first, until none is left.
 
     Returns (how many ran, whether to look again: a delivery found the device full meanwhile, or
-    serving stopped early), or None when all of the device's slots were taken.
+    serving stopped early), None when all of the device's slots were taken, or BACKING_OFF when the
+    device waits for its retry (workers.device_backoff).
     """
     ttl_ms = ctx.settings.lease_seconds * 1000
     slot = Slot(slots_key(device.tenant_id, device.id), new_token(), pending_key(device.tenant_id, device.id))
-    if not ctx.leases.acquire_slot(slot, device.max_concurrent_runs, ttl_ms):
+    taken = ctx.leases.acquire_serving_slot(slot, device.max_concurrent_runs, ttl_ms,
+                                            backoff_key(device.tenant_id, device.id))
+    if taken == BACKING_OFF:
+        return BACKING_OFF
+    if not taken:
         return None
+    if taken == TAKEN_AFTER_BACKOFF:
+        ctx.backoff.suspect(device.tenant_id, device.id)
     executed, stopped_early = 0, False
     try:
         with db.transaction() as conn:
