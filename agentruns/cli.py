@@ -110,9 +110,13 @@ def api(bind: str, workers: int, worker_class: str, connections: int) -> None:
               show_envvar=True, help="Serve Prometheus metrics on this port (default: off).")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True, envvar="AGENTRUNS_METRICS_HOST",
               show_envvar=True, help="Address of the metrics endpoint (it has no authentication).")
+@click.option("--queue", "-Q", "queues", multiple=True, default=("agentruns", "agentruns.webhooks"),
+              show_default=True, type=click.Choice(["agentruns", "agentruns.webhooks"]),
+              help="Queues to consume (repeatable): agentruns executes runs, agentruns.webhooks sends webhook "
+                   "deliveries; name one to give each its own workers.")
 def worker(concurrency: int, loglevel: str, hostname: str | None, metrics_port: int | None,
-           metrics_host: str) -> None:
-    """Start a Celery worker that executes runs."""
+           metrics_host: str, queues: tuple[str, ...]) -> None:
+    """Start a Celery worker that executes runs and sends webhooks."""
     from workers.tasks import celery
 
     _logging(loglevel)
@@ -124,7 +128,7 @@ def worker(concurrency: int, loglevel: str, hostname: str | None, metrics_port: 
         except OSError as exc:  # the port is taken, or the address is not ours
             raise click.ClickException(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}") from None
     argv = ["worker", "--pool", "threads", "--concurrency", str(concurrency), "--loglevel", loglevel,
-            "-Q", "agentruns", "--without-gossip", "--without-mingle",
+            "-Q", ",".join(dict.fromkeys(queues)), "--without-gossip", "--without-mingle",
             "--hostname", hostname or f"agentruns@%h:{os.getpid()}"]
     # Not celery.worker_main: it drops the worker's exit code, so a worker that stopped on an
     # unrecoverable error exited 0 and a supervisor restarting only on failure left it dead.
@@ -135,7 +139,7 @@ def worker(concurrency: int, loglevel: str, hostname: str | None, metrics_port: 
 @click.option("--loglevel", default="INFO", show_default=True, help="DEBUG, INFO, WARNING or ERROR.")
 @click.option("--schedule", default=None, help="Beat schedule file (default: a temporary file).")
 def beat(loglevel: str, schedule: str | None) -> None:
-    """Run the periodic tasks: reaper, sweeper, idempotency-key purge."""
+    """Run the periodic tasks (reaper, sweeper, purges, webhook retries) and wake the webhook dispatcher."""
     import tempfile
 
     from workers.tasks import celery

@@ -38,3 +38,10 @@ PROVIDERS = ("claude-code", "claude", "codex", "osa", "pi", "hermes", "custom")
 DEFAULT_PROVIDER = "claude-code"
 
 KINDS = ("sandbox", "computer")
+
+# Webhook events, one per run status a receiver can subscribe to ("run.*": all of them); the outbox
+# trigger (migration 0006) writes them.
+WEBHOOK_EVENT_TYPES = ("run.queued", "run.started", "run.succeeded", "run.failed", "run.canceled")
+WEBHOOK_ALL_EVENTS = "run.*"
+# A delivery is pending until its receiver answers 2xx (delivered) or it is given up (failed).
+DELIVERY_STATES = ("pending", "delivered", "failed")

@@ -44,6 +44,17 @@ class Settings:
     # The local driver runs commands as the service's own user on its own hosts (the worker's, and
     # the API's for /test): only for a single-user setup (`agentruns dev`) or tests, never multi-tenant.
     allow_local_devices: bool = False
+    # Webhooks (core.outbound, workers.webhook_dispatch). Receivers must be https on public addresses
+    # unless the operator allows http or private addresses (a receiver on the operator's network).
+    webhook_allow_http: bool = False
+    webhook_allow_private: bool = False
+    webhook_timeout_seconds: float = 10.0  # connect, and then the response
+    webhook_max_attempts: int = 12  # about a day of retries with the default base
+    webhook_retry_base_seconds: float = 10.0  # the first retry's delay; each next one is 3x, capped at 6 h
+    webhook_concurrency: int = 16  # requests in flight per worker process
+    webhook_disable_after_seconds: float = 3 * 86400  # an endpoint failing this long is disabled
+    webhook_secret_grace_seconds: int = 86400  # a rotated secret keeps signing this long
+    webhook_retention_days: int = 30  # events and their delivery log are kept this long
 
     @classmethod
     def from_env(cls) -> Settings:

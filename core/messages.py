@@ -24,6 +24,13 @@ REAP = "runs.reap"
 SWEEP = "runs.sweep"
 PURGE_IDEMPOTENCY_KEYS = "runs.purge_idempotency_keys"
 QUEUE = "agentruns"
+# webhooks.dispatch(): send the webhook deliveries that are due (workers.webhook_dispatch). Kicked when
+# the outbox trigger NOTIFYs WEBHOOK_CHANNEL (workers.webhook_kick, in beat), and every few seconds by
+# beat for retries. On its own queue, so that a worker pool can be given to webhooks alone.
+WEBHOOKS_DISPATCH = "webhooks.dispatch"
+WEBHOOKS_PURGE = "webhooks.purge"
+WEBHOOK_QUEUE = "agentruns.webhooks"
+WEBHOOK_CHANNEL = "agentruns_webhooks"  # the NOTIFY channel of migration 0006's trigger
 
 
 class Queued(NamedTuple):
@@ -61,10 +68,13 @@ def make_celery(settings: Settings) -> Celery:
         worker_soft_shutdown_timeout=settings.shutdown_grace_seconds,
         worker_enable_soft_shutdown_on_idle=False,
         task_default_queue=QUEUE,
+        task_routes={WEBHOOKS_DISPATCH: {"queue": WEBHOOK_QUEUE}, WEBHOOKS_PURGE: {"queue": WEBHOOK_QUEUE}},
         beat_schedule={
             "reap": {"task": REAP, "schedule": settings.reaper_interval_seconds},
             "sweep": {"task": SWEEP, "schedule": settings.reaper_interval_seconds},
             "purge-idempotency-keys": {"task": PURGE_IDEMPOTENCY_KEYS, "schedule": 3600.0},
+            "webhooks-dispatch": {"task": WEBHOOKS_DISPATCH, "schedule": 5.0},
+            "webhooks-purge": {"task": WEBHOOKS_PURGE, "schedule": 3600.0},
         },
     )
     return app

@@ -11,6 +11,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     LargeBinary,
@@ -19,12 +20,22 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Run statuses (queued -> running -> succeeded | failed | canceled; queued -> canceled) are defined
 # once, in agentruns.vocabulary; CHECK constraints (migration 0003) hold the table to them.
-from agentruns.vocabulary import CANCELED, EVENT_TYPES, FAILED, QUEUED, RUNNING, STATUSES, SUCCEEDED, TERMINAL
+from agentruns.vocabulary import (
+    CANCELED,
+    DELIVERY_STATES,
+    EVENT_TYPES,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    STATUSES,
+    SUCCEEDED,
+    TERMINAL,
+)
 
 
 def _sql_list(values) -> str:
@@ -107,6 +118,8 @@ class Run(Base):
     cost_usd: Mapped[float | None] = mapped_column(Float)
     session_id: Mapped[str | None] = mapped_column(String(255))
     request_id: Mapped[str | None] = mapped_column(String(128))
+    # Where this run's webhook events also go (signed with the tenant's per-run secret).
+    webhook_url: Mapped[str | None] = mapped_column(Text)
     # Fencing: every claim bumps epoch; every later write names the epoch it holds.
     epoch: Mapped[int] = mapped_column(Integer, default=0)
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -164,5 +177,79 @@ class RunEvent(Base):
     )
 
 
+class WebhookEndpoint(Base):
+    """A tenant's subscription to run events at a URL; or (per_run, no url) the tenant's secret for
+    the runs that name their own webhook_url. Rows are matched by the outbox trigger (migration 0006)."""
+    __tablename__ = "webhook_endpoints"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    per_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    url: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(String(500))
+    events: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    filter_target: Mapped[str | None] = mapped_column(String(200))
+    filter_provider: Mapped[str | None] = mapped_column(String(32))
+    filter_metadata: Mapped[dict] = mapped_column(JSONB, default=dict)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    failing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Fernet blobs of {"secret": "whsec_..."}; during a rotation's grace period both sign.
+    secret_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    previous_secret_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False)
+
+
+class WebhookEvent(Base):
+    """One run event, written by the outbox trigger with the run's row as it was then (`run`)."""
+    __tablename__ = "webhook_events"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(), unique=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(32))
+    run: Mapped[dict] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = _now()
+
+
+class WebhookDelivery(Base):
+    """One event on its way to one receiver; per (endpoint, run) they go out in event_seq order."""
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    event_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("webhook_events.id", ondelete="CASCADE"))
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    run_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    event_seq: Mapped[int] = mapped_column(BigInteger)
+    url: Mapped[str | None] = mapped_column(Text)  # the run's webhook_url; NULL: the endpoint's url
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = _now()
+    # A dispatcher holds a delivery while sending it; an expired hold is taken again (at least once).
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lock_token: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_latency_ms: Mapped[int | None] = mapped_column(Integer)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
+
+    __table_args__ = (
+        CheckConstraint(f"state IN ({_sql_list(DELIVERY_STATES)})", name="ck_webhook_deliveries_state"),
+    )
+
+
+class WebhookAttempt(Base):
+    __tablename__ = "webhook_attempts"
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    delivery_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("webhook_deliveries.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = _now()
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    latency_ms: Mapped[int] = mapped_column(Integer)
+
+
 __all__ = ["Base", "Tenant", "ApiKey", "Device", "Run", "IdempotencyKey", "RunEvent", "STATUSES", "TERMINAL",
-           "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELED"]
+           "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELED", "WebhookEndpoint", "WebhookEvent",
+           "WebhookDelivery", "WebhookAttempt"]

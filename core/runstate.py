@@ -15,6 +15,9 @@ never disagree.
     running -> running   claim_attach()   (worker; takes a run up for re-attaching: bumps epoch)
     running -> canceled  reap_expired()   (beat; lease expired and nothing to re-attach -> worker_lost)
 
+Webhook events are written by a trigger on `runs` in the same transactions (migration 0006): every
+transition here that a receiver can subscribe to reaches the outbox without code of its own.
+
 A run's command never starts twice: a take-over only ever re-attaches to the command still running
 (or finished) on the device, and every write after it is fenced by the new epoch.
 """
@@ -39,9 +42,10 @@ runs, run_events, devices = Run.__table__, RunEvent.__table__, Device.__table__
 _CREATE_QUEUED = text("""
 WITH created AS (
     INSERT INTO runs (id, tenant_id, target_kind, target_id, provider, prompt, model, command, cwd, timeout,
-                      metadata, env_enc, request_id, status, epoch, stdout_truncated, stderr_truncated)
+                      metadata, env_enc, request_id, webhook_url, status, epoch, stdout_truncated,
+                      stderr_truncated)
     VALUES (:id, :tenant_id, :target_kind, :target_id, :provider, :prompt, :model, :command, :cwd, :timeout,
-            :metadata, :env_enc, :request_id, 'queued', 0, false, false)
+            :metadata, :env_enc, :request_id, :webhook_url, 'queued', 0, false, false)
     RETURNING id, created_at, updated_at),
 logged AS (
     INSERT INTO run_events (run_id, type, data) SELECT id, 'status', :event FROM created)
@@ -184,7 +188,7 @@ def create_queued(s: Connection, values: dict):
     """Insert a queued run and its `queued` status event in one statement; returns (created_at, updated_at).
 
     values: id, tenant_id, target_kind, target_id, provider, prompt, model, command, cwd, timeout,
-    metadata, env_enc, request_id.
+    metadata, env_enc, request_id, webhook_url.
     """
     return s.execute(_CREATE_QUEUED, {**values, "event": _event_data(QUEUED)}).one()
 

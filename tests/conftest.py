@@ -106,7 +106,8 @@ def redis_url(tmp_path_factory):
 def settings(database_url, redis_url) -> Settings:
     return Settings(database_url=database_url, redis_url=redis_url, secret_key=new_secret_key(),
                     idempotency_wait_seconds=3.0, lease_seconds=5, reaper_interval_seconds=1.0,
-                    queued_stale_seconds=5, allow_local_devices=True)
+                    queued_stale_seconds=5, allow_local_devices=True, webhook_allow_http=True,
+                    webhook_allow_private=True)
 
 
 @pytest.fixture(scope="session")
@@ -162,7 +163,9 @@ def local_device(client, auth, tmp_path) -> dict:
 
 # --- end-to-end: real worker processes -------------------------------------------------------------
 E2E_OVERRIDES = dict(lease_seconds=3, heartbeat_seconds=0.5, reaper_interval_seconds=1, queued_stale_seconds=5,
-                     kill_grace_seconds=1, shutdown_grace_seconds=3, device_retry_seconds=3)
+                     kill_grace_seconds=1, shutdown_grace_seconds=3, device_retry_seconds=3,
+                     # Webhooks: receivers on loopback over http (the operator's opt-in), fast retries.
+                     webhook_allow_http=1, webhook_allow_private=1, webhook_retry_base_seconds=0.3)
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,11 @@ EVENTS = "/api/v1/agent-runs/{run_id}/events"
 DEVICES = "/api/v1/devices"
 DEVICE = "/api/v1/devices/{device_id}"
 DEVICE_TEST = "/api/v1/devices/{device_id}/test"
+WEBHOOKS = "/api/v1/webhooks"
+WEBHOOK = "/api/v1/webhooks/{endpoint_id}"
+ROTATE = "/api/v1/webhooks/{endpoint_id}/rotate-secret"
+DELIVERIES = "/api/v1/webhooks/{endpoint_id}/deliveries"
+REDELIVER = "/api/v1/webhooks/{endpoint_id}/deliveries/{delivery_id}/redeliver"
 
 # Each operation's error statuses, besides `default` (an unexpected 500). 401, 429 and 503 can answer
 # any request (the key check, the rate limit, an outage); 413 and 415 any POST or PATCH (the size
@@ -41,8 +46,17 @@ ERRORS = {
     ("patch", DEVICE): {400, 401, 404, 413, 415, 422, 429, 503},
     ("delete", DEVICE): {401, 404, 409, 429, 503},
     ("post", DEVICE_TEST): {401, 404, 413, 415, 429, 503},
+    ("post", WEBHOOKS): {400, 401, 413, 415, 422, 429, 503},
+    ("get", WEBHOOKS): {401, 429, 503},
+    ("get", WEBHOOK): {401, 404, 429, 503},
+    ("patch", WEBHOOK): {400, 401, 404, 413, 415, 422, 429, 503},
+    ("delete", WEBHOOK): {401, 404, 429, 503},
+    ("post", ROTATE): {401, 404, 413, 415, 429, 503},
+    ("get", DELIVERIES): {401, 404, 422, 429, 503},
+    ("post", REDELIVER): {401, 404, 413, 415, 429, 503},
 }
-SUCCESS = {("post", RUNS): {"200", "201"}, ("post", DEVICES): {"201"}, ("delete", DEVICE): {"204"}}
+SUCCESS = {("post", RUNS): {"200", "201"}, ("post", DEVICES): {"201"}, ("delete", DEVICE): {"204"},
+           ("post", WEBHOOKS): {"201"}, ("delete", WEBHOOK): {"204"}, ("post", REDELIVER): {"202"}}
 
 # Response schemas: every field always sent. The ones below are null until (or unless) set.
 RESPONSE_SCHEMAS = ("RunError", "RunSummary", "RunOut", "RunEnvelope", "RunListEnvelope", "EventOut",
@@ -51,7 +65,7 @@ RESPONSE_SCHEMAS = ("RunError", "RunSummary", "RunOut", "RunEnvelope", "RunListE
 NULLABLE = {
     "RunSummary": {"finished_at"},
     "RunOut": {"finished_at", "started_at", "model", "command", "output", "stdout", "stderr", "exit_code", "error",
-               "usage", "cost_usd", "session_id", "request_id"},
+               "usage", "cost_usd", "session_id", "request_id", "webhook_url"},
     "RunListEnvelope": {"next_cursor"},
     "DeviceOut": {"name", "host", "username", "host_key", "default_cwd"},
     "DeviceTest": {"latency_ms", "host_key", "error"},

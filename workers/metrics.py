@@ -33,8 +33,17 @@ DURATION = Histogram("agentruns_run_duration_seconds", "started_at to finished_a
 REAPED = Counter("agentruns_runs_reaped", "Runs the reaper ended as canceled/worker_lost")
 REENQUEUED = Counter("agentruns_runs_reenqueued", "Stale queued runs the sweeper sent again")
 IN_FLIGHT = Gauge("agentruns_runs_in_flight", "Runs executing in this process now")
+WEBHOOK_ATTEMPTS = Counter("agentruns_webhook_attempts", "Webhook delivery attempts this process made, by outcome: "
+                           "delivered (a 2xx), retry (to be tried again), failed (given up)", ["outcome"])
+WEBHOOK_LATENCY = Histogram("agentruns_webhook_request_seconds", "Duration of webhook requests (connect to answer)",
+                            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+WEBHOOK_DELIVERY_AGE = Histogram("agentruns_webhook_delivery_delay_seconds", "From an event's delivery being "
+                                 "written (with the status change) to its receiver's 2xx",
+                                 buckets=(0.05, 0.1, 0.25, 0.5, 1, 5, 30, 300, 3600, 6 * 3600, 86400))
 
 _COUNT_BY_STATUS = text("SELECT status, count(*) FROM runs WHERE status IN ('queued', 'running') GROUP BY status")
+_OUTBOX = text("SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0) FROM webhook_deliveries "
+               "WHERE state = 'pending'")
 _counts_engine: Engine | None = None
 _counts_lock = threading.Lock()
 
@@ -47,7 +56,8 @@ def finished(status: str, error: dict | None, started_at, finished_at) -> None:
 
 
 class _RunsByStatus(Collector):
-    """agentruns_runs{status}: how many runs are queued and running now, read at scrape time."""
+    """agentruns_runs{status}: how many runs are queued and running now, and the webhook outbox's
+    backlog, read at scrape time."""
 
     def describe(self):
         return []  # nothing to read when registering: the database may not be up yet
@@ -56,6 +66,7 @@ class _RunsByStatus(Collector):
         try:
             with _engine().connect() as conn:
                 counts = dict(conn.execute(_COUNT_BY_STATUS).all())
+                pending, oldest = conn.execute(_OUTBOX).one()
         except Exception as exc:  # a scrape must not fail because PostgreSQL is away: the gauge is left out
             log.warning("metrics: could not count runs by status: %s", exc)
             return
@@ -64,6 +75,10 @@ class _RunsByStatus(Collector):
         for status in ("queued", "running"):
             family.add_metric([status], counts.get(status, 0))
         yield family
+        yield GaugeMetricFamily("agentruns_webhook_pending", "Webhook deliveries not yet delivered or given up",
+                                value=pending)
+        yield GaugeMetricFamily("agentruns_webhook_oldest_pending_seconds", "Age of the oldest pending webhook "
+                                "delivery: the outbox's lag (0 when none)", value=float(oldest))
 
 
 def _engine() -> Engine:

@@ -7,11 +7,20 @@ from __future__ import annotations
 import logging
 import threading
 
-from celery.signals import worker_shutting_down
+from celery.signals import beat_init, worker_shutting_down
 
 from core.config import Settings
-from core.messages import ATTACH, EXECUTE, PURGE_IDEMPOTENCY_KEYS, REAP, SWEEP, make_celery
-from workers import broker, context, metrics, periodic, reattach, runner
+from core.messages import (
+    ATTACH,
+    EXECUTE,
+    PURGE_IDEMPOTENCY_KEYS,
+    REAP,
+    SWEEP,
+    WEBHOOKS_DISPATCH,
+    WEBHOOKS_PURGE,
+    make_celery,
+)
+from workers import broker, context, metrics, periodic, reattach, runner, webhook_dispatch, webhook_kick
 
 log = logging.getLogger("agentruns.worker")
 
@@ -53,6 +62,23 @@ def sweep() -> int:
 @celery.task(name=PURGE_IDEMPOTENCY_KEYS)
 def purge_idempotency_keys() -> int:
     return periodic.purge_keys()
+
+
+@celery.task(name=WEBHOOKS_DISPATCH)
+def dispatch_webhooks() -> int | None:
+    # Sends what is due for a while; a call while this process's loop runs only wakes that loop.
+    return webhook_dispatch.dispatcher().run()
+
+
+@celery.task(name=WEBHOOKS_PURGE)
+def purge_webhook_events() -> int:
+    return webhook_dispatch.purge(webhook_dispatch.dispatcher().settings.webhook_retention_days)
+
+
+@beat_init.connect
+def _listen_for_webhook_events(**_):
+    """Beat also wakes the dispatcher at once when the outbox gets events (workers.webhook_kick)."""
+    webhook_kick.start(celery, Settings.from_env())
 
 
 @worker_shutting_down.connect

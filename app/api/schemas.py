@@ -4,12 +4,14 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import UTC
 
 from flask import current_app, has_app_context
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates, validates_schema
 
 from agentruns.vocabulary import DEFAULT_PROVIDER, EVENT_TYPES, KINDS, PROVIDERS, STATUSES
+
+# The run's shape is the core's (webhook events carry it too); re-exported for the views and the spec.
+from core.run_shape import RunError, RunOut, RunSummary, UTCDateTime, nullable_nested, one_of  # noqa: F401
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MODEL = re.compile(r"^[A-Za-z0-9._:/@-]{1,200}$")
@@ -112,16 +114,10 @@ def check_env(value: dict) -> None:
             raise ValidationError(f"value of {name} {problem}")
 
 
-class UTCDateTime(fields.DateTime):
-    """RFC 3339 in UTC with a `Z`, whatever the database session's time zone was.
-
-    A DateTime for apispec (`type: string, format: date-time`); it only ever dumps.
-    """
-
-    def _serialize(self, value, attr, obj, **kwargs):
-        if value is None:
-            return None
-        return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+def webhook_url_field(**kwargs) -> fields.Url:
+    """An absolute http(s) URL of at most 2,048 characters; where it may point is checked with DNS,
+    in the service (core.outbound)."""
+    return fields.Url(schemes={"http", "https"}, require_tld=False, validate=validate.Length(max=2048), **kwargs)
 
 
 class Wait(fields.Field):
@@ -158,6 +154,9 @@ class RunCreate(Schema):
     metadata = fields.Dict(keys=fields.String(), load_default=dict)
     wait = Wait(load_default=0)
     env = fields.Dict(keys=fields.String(), values=env_values(), load_default=dict, validate=check_env)
+    webhook_url = webhook_url_field(metadata={
+        "description": "also send this run's webhook events here, signed with the tenant's per-run secret "
+                       "(see /api/v1/webhooks/per-run)"})
 
     @validates("prompt")
     def _prompt(self, value, **_):
@@ -236,61 +235,6 @@ class WaitQuery(Schema):
 class EventsQuery(Schema):
     after_seq = fields.Integer(load_default=0, validate=validate.Range(0, MAX_SEQ))
     limit = fields.Integer(load_default=500, validate=validate.Range(1, 1000))
-
-
-# Response schemas: dump only, so `required=True` is documentation: the field is always sent (null when
-# unset, which `nullable` documents). `enum` metadata documents the vocabulary without validating.
-def one_of(values) -> dict:
-    return {"enum": list(values)}
-
-
-def nullable_nested(schema, **kwargs) -> fields.Nested:
-    """A nested object or null, documented as `nullable` + `allOf: [$ref]` (OpenAPI 3.0's form).
-
-    Not `allow_none`: apispec renders that as `anyOf: [{type: object, nullable: true}, $ref]`, which
-    admits any object. Dumping a None gives null either way.
-    """
-    return fields.Nested(schema, metadata={"nullable": True}, **kwargs)
-
-
-class RunError(Schema):
-    code = fields.String(required=True, metadata={"description": "machine-readable, e.g. timeout, canceled"})
-    message = fields.String(required=True)
-
-
-class RunSummary(Schema):
-    id = fields.UUID(required=True)
-    target_kind = fields.String(required=True, metadata=one_of(KINDS))
-    target_id = fields.String(required=True)
-    provider = fields.String(required=True, metadata=one_of(PROVIDERS))
-    status = fields.String(required=True, metadata=one_of(STATUSES))
-    prompt = fields.String(required=True)
-    metadata = fields.Dict(required=True, attribute="metadata_")
-    created_at = UTCDateTime(required=True)
-    finished_at = UTCDateTime(required=True, allow_none=True)
-
-
-class RunOut(RunSummary):
-    # allow_none documents `nullable` in the spec: these are null until (or unless) a run sets them.
-    model = fields.String(required=True, allow_none=True)
-    cwd = fields.String(required=True)
-    timeout = fields.Integer(required=True)
-    command = fields.String(required=True, allow_none=True)
-    output = fields.String(required=True, allow_none=True)
-    stdout = fields.String(required=True, allow_none=True)
-    stderr = fields.String(required=True, allow_none=True)
-    stdout_truncated = fields.Boolean(required=True)
-    stderr_truncated = fields.Boolean(required=True)
-    exit_code = fields.Integer(required=True, allow_none=True)
-    error = nullable_nested(RunError, required=True)
-    usage = fields.Dict(required=True, allow_none=True)
-    cost_usd = fields.Float(required=True, allow_none=True)
-    session_id = fields.String(required=True, allow_none=True)
-    cancel_requested = fields.Function(lambda r: r.cancel_requested_at is not None, required=True,
-                                       metadata={"type": "boolean"})
-    request_id = fields.String(required=True, allow_none=True)
-    started_at = UTCDateTime(required=True, allow_none=True)
-    updated_at = UTCDateTime(required=True)
 
 
 class RunEnvelope(Schema):

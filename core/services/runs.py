@@ -1,11 +1,9 @@
 """Run services shared by the API views: create, read, list, cancel, events."""
 from __future__ import annotations
 
-import base64
 import json
 import math
 import uuid
-from datetime import datetime
 
 from sqlalchemy import and_, bindparam, inspect, or_, select, tuple_
 from sqlalchemy.engine import Connection
@@ -16,6 +14,8 @@ from core.config import Settings
 from core.crypto import encrypt_json
 from core.errors import Conflict, Invalid, NotFound
 from core.models import Device, Run, RunEvent
+from core.services import webhooks
+from core.services.cursor import decode_cursor, encode_cursor
 from providers import get_provider
 
 
@@ -38,6 +38,10 @@ def create(conn: Connection, tenant_id: uuid.UUID, data: dict, request_id: str, 
     Core statements on the caller's transaction, not the ORM unit of work (the API's hot path); the
     returned Run is transient, holding what was inserted.
     """
+    webhook_url = data.get("webhook_url")
+    if webhook_url:
+        webhooks.check_url(webhook_url, settings, field="webhook_url")
+        webhooks.ensure_per_run(conn, tenant_id, settings)
     device = conn.execute(_DEVICE, {"tenant_id": tenant_id, "device_id": data["target_id"]}).first()
     if device is None:
         raise Invalid.field("target_id", f"no device {data['target_id']!r} in this tenant")
@@ -52,6 +56,7 @@ def create(conn: Connection, tenant_id: uuid.UUID, data: dict, request_id: str, 
         cwd=data.get("cwd") or device.default_cwd or settings.default_cwd,
         timeout=data.get("timeout") or settings.default_timeout, metadata=data.get("metadata") or {},
         env_enc=encrypt_json(settings.secret_key, data.get("env") or {}), request_id=request_id,
+        webhook_url=webhook_url,
     )
     created = runstate.create_queued(conn, values)
     values["metadata_"] = values.pop("metadata")
@@ -77,20 +82,6 @@ def get(s: Session | Connection, tenant_id: uuid.UUID, run_id: str) -> Run:
     if row is None:
         raise NotFound(f"run {run_id!r} not found")
     return Run(**row._mapping)
-
-
-def _encode_cursor(run: Run) -> str:
-    raw = json.dumps([run.created_at.isoformat(), str(run.id)])
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, rid = json.loads(raw)
-        return datetime.fromisoformat(created), uuid.UUID(rid)
-    except (ValueError, TypeError, RecursionError):  # RecursionError: "[[[[..." nested past the limit
-        raise Invalid.field("cursor", "not a cursor this API returned") from None
 
 
 def _metadata_filter(key: str, value: str):
@@ -132,11 +123,11 @@ def list_runs(s: Session, tenant_id: uuid.UUID, q: dict, metadata: dict[str, str
         cond.append(Run.created_at < q["created_before"])
     cond.extend(_metadata_filter(k, v) for k, v in metadata.items())
     if "cursor" in q:
-        cond.append(tuple_(Run.created_at, Run.id) < tuple_(*_decode_cursor(q["cursor"])))
+        cond.append(tuple_(Run.created_at, Run.id) < tuple_(*decode_cursor(q["cursor"])))
     limit = q["limit"]
     rows = [Run(**row._mapping) for row in s.execute(
         select(*_SUMMARY).where(and_(*cond)).order_by(Run.created_at.desc(), Run.id.desc()).limit(limit + 1))]
-    next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    next_cursor = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
     return rows[:limit], next_cursor
 
 

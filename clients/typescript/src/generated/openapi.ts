@@ -701,6 +701,449 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/webhooks": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The tenant's endpoints, oldest first (the per-run endpoint is at /webhooks/per-run). */
+        get: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description Your id for this request (1 to 128 characters of [A-Za-z0-9._:-]), echoed in the X-Request-Id response header and stored as a created run's request_id; any other value is replaced by one the server makes up (never refused). */
+                    "X-Request-Id"?: components["parameters"]["X-Request-Id"];
+                };
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["WebhookListEnvelope"];
+                    };
+                };
+                401: components["responses"]["Unauthorized"];
+                429: components["responses"]["RateLimited"];
+                503: components["responses"]["Unavailable"];
+                default: components["responses"]["UnexpectedError"];
+            };
+        };
+        put?: never;
+        /** Subscribe a URL to run events; the answer holds the signing secret, shown only here. */
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description Your id for this request (1 to 128 characters of [A-Za-z0-9._:-]), echoed in the X-Request-Id response header and stored as a created run's request_id; any other value is replaced by one the server makes up (never refused). */
+                    "X-Request-Id"?: components["parameters"]["X-Request-Id"];
+                };
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["WebhookCreate"];
+                };
+            };
+            responses: {
+                /** @description Created */
+                201: {
+                    headers: {
+                        /** @description The endpoint's path, /api/v1/webhooks/{id}. */
+                        Location: string;
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["WebhookSecretEnvelope"];
+                    };
+                };
+                400: components["responses"]["InvalidJson"];
+                401: components["responses"]["Unauthorized"];
+                413: components["responses"]["PayloadTooLarge"];
+                415: components["responses"]["UnsupportedMediaType"];
+                /** @description validation_error: the body failed validation (error.details.fields names the fields); webhook_url_refused: the URL is not https, does not resolve, or resolves to an internal address. */
+                422: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                429: components["responses"]["RateLimited"];
+                503: components["responses"]["Unavailable"];
+                default: components["responses"]["UnexpectedError"];
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/webhooks/{endpoint_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                endpoint_id: string;
+            };
+            cookie?: never;
+        };
+        /** One endpoint; `per-run` is the one whose secret signs the events sent to runs' own webhook_url. */
+        get: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description Your id for this request (1 to 128 characters of [A-Za-z0-9._:-]), echoed in the X-Request-Id response header and stored as a created run's request_id; any other value is replaced by one the server makes up (never refused). */
+                    "X-Request-Id"?: components["parameters"]["X-Request-Id"];
+                };
+                path: {
+                    endpoint_id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["WebhookEnvelope"];
+                    };
+                };
+                401: components["responses"]["Unauthorized"];
+                /** @description not_found: no such webhook endpoint in this tenant (`per-run`: none yet). */
+                404: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                429: components["responses"]["RateLimited"];
+                503: components["responses"]["Unavailable"];
+                default: components["responses"]["UnexpectedError"];
+            };
+        };
+        put?: never;
+        post?: never;
+        /** Delete an endpoint; its pending deliveries are dropped. */
+        delete: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description Your id for this request (1 to 128 characters of [A-Za-z0-9._:-]), echoed in the X-Request-Id response header and stored as a created run's request_id; any other value is replaced by one the server makes up (never refused). */
+                    "X-Request-Id"?: components["parameters"]["X-Request-Id"];
+                };
+                path: {
+                    endpoint_id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description No Content */
+                204: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                401: components["responses"]["Unauthorized"];
+                /** @description not_found: no such webhook endpoint in this tenant (`per-run`: none yet). */
+                404: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                429: components["responses"]["RateLimited"];
+                503: components["responses"]["Unavailable"];
+                default: components["responses"]["UnexpectedError"];
+            };
+        };
+        options?: never;
+        head?: never;
+        /** Change some fields; `enabled: true` re-enables an endpoint the server disabled. */
+        patch: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description Your id for this request (1 to 128 characters of [A-Za-z0-9._:-]), echoed in the X-Request-Id response header and stored as a created run's request_id; any other value is replaced by one the server makes up (never refused). */
+                    "X-Request-Id"?: components["parameters"]["X-Request-Id"];
+                };
+                path: {
+                    endpoint_id: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["WebhookPatch"];
+                };
+            };
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["WebhookEnvelope"];
+                    };
+                };
+                400: components["responses"]["InvalidJson"];
+                401: components["responses"]["Unauthorized"];
+                /** @description not_found: no such webhook endpoint in this tenant (`per-run`: none yet). */
+                404: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                413: components["responses"]["PayloadTooLarge"];
+                415: components["responses"]["UnsupportedMediaType"];
+                /** @description validation_error: the body failed validation (error.details.fields names the fields); webhook_url_refused: the URL is not https, does not resolve, or resolves to an internal address. per_run_endpoint: the per-run endpoint has no settings. */
+                422: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                429: components["responses"]["RateLimited"];
+                503: components["responses"]["Unavailable"];
+                default: components["responses"]["UnexpectedError"];
+            };
+        };
+        trace?: never;
+    };
+    "/api/v1/webhooks/{endpoint_id}/rotate-secret": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                endpoint_id: string;
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * A new signing secret, shown only here; the old one keeps signing beside it for a grace period
+         *     (AGENTRUNS_WEBHOOK_SECRET_GRACE_SECONDS, a day by default). `per-run` creates that endpoint if needed.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description Your id for this request (1 to 128 characters of [A-Za-z0-9._:-]), echoed in the X-Request-Id response header and stored as a created run's request_id; any other value is replaced by one the server makes up (never refused). */
+                    "X-Request-Id"?: components["parameters"]["X-Request-Id"];
+                };
+                path: {
+                    endpoint_id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["WebhookSecretEnvelope"];
+                    };
+                };
+                401: components["responses"]["Unauthorized"];
+                /** @description not_found: no such webhook endpoint in this tenant (`per-run`: none yet). */
+                404: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                413: components["responses"]["PayloadTooLarge"];
+                415: components["responses"]["UnsupportedMediaType"];
+                429: components["responses"]["RateLimited"];
+                503: components["responses"]["Unavailable"];
+                default: components["responses"]["UnexpectedError"];
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/webhooks/{endpoint_id}/deliveries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                endpoint_id: string;
+            };
+            cookie?: never;
+        };
+        /** The endpoint's deliveries, newest first, each with its attempts; follow next_cursor for more. */
+        get: {
+            parameters: {
+                query?: {
+                    state?: "pending" | "delivered" | "failed";
+                    run_id?: string;
+                    event_id?: string;
+                    limit?: number;
+                    cursor?: string;
+                };
+                header?: {
+                    /** @description Your id for this request (1 to 128 characters of [A-Za-z0-9._:-]), echoed in the X-Request-Id response header and stored as a created run's request_id; any other value is replaced by one the server makes up (never refused). */
+                    "X-Request-Id"?: components["parameters"]["X-Request-Id"];
+                };
+                path: {
+                    endpoint_id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["DeliveryListEnvelope"];
+                    };
+                };
+                401: components["responses"]["Unauthorized"];
+                /** @description not_found: no such webhook endpoint in this tenant (`per-run`: none yet). */
+                404: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description validation_error: a filter failed validation or the cursor is not one this API returned. */
+                422: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                429: components["responses"]["RateLimited"];
+                503: components["responses"]["Unavailable"];
+                default: components["responses"]["UnexpectedError"];
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/webhooks/{endpoint_id}/deliveries/{delivery_id}/redeliver": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                endpoint_id: string;
+                delivery_id: string;
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Send a delivery's event again: a new delivery with the same event id. */
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description Your id for this request (1 to 128 characters of [A-Za-z0-9._:-]), echoed in the X-Request-Id response header and stored as a created run's request_id; any other value is replaced by one the server makes up (never refused). */
+                    "X-Request-Id"?: components["parameters"]["X-Request-Id"];
+                };
+                path: {
+                    endpoint_id: string;
+                    delivery_id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Accepted */
+                202: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["DeliveryEnvelope"];
+                    };
+                };
+                401: components["responses"]["Unauthorized"];
+                /** @description not_found: no such webhook endpoint or delivery in this tenant. */
+                404: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                413: components["responses"]["PayloadTooLarge"];
+                415: components["responses"]["UnsupportedMediaType"];
+                429: components["responses"]["RateLimited"];
+                503: components["responses"]["Unavailable"];
+                default: components["responses"]["UnexpectedError"];
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -743,6 +1186,11 @@ export interface components {
             env?: {
                 [key: string]: string;
             };
+            /**
+             * Format: url
+             * @description also send this run's webhook events here, signed with the tenant's per-run secret (see /api/v1/webhooks/per-run)
+             */
+            webhook_url?: string;
         };
         RunError: {
             /** @description machine-readable, e.g. timeout, canceled */
@@ -789,6 +1237,8 @@ export interface components {
             started_at: string | null;
             /** Format: date-time */
             updated_at: string;
+            /** @description where this run's webhook events also go */
+            webhook_url: string | null;
         };
         RunEnvelope: {
             data: components["schemas"]["RunOut"];
@@ -953,6 +1403,158 @@ export interface components {
         };
         DeviceTestEnvelope: {
             data: components["schemas"]["DeviceTest"];
+        };
+        WebhookFilters: {
+            /** @description only runs on this device */
+            target_id?: string | null;
+            /** @enum {string|null} */
+            provider?: "claude-code" | "claude" | "codex" | "osa" | "pi" | "hermes" | "custom" | null;
+            /** @description only runs whose metadata has each of these top-level keys with this value */
+            metadata?: {
+                [key: string]: string | number | boolean;
+            };
+        };
+        WebhookCreate: {
+            /**
+             * Format: url
+             * @description https (http only where the server allows it); internal addresses are refused unless the server allows them
+             */
+            url: string;
+            /**
+             * @description event types to receive (default: run.*, all)
+             * @default [
+             *       "run.*"
+             *     ]
+             */
+            events?: ("run.queued" | "run.started" | "run.succeeded" | "run.failed" | "run.canceled" | "run.*")[];
+            filters?: components["schemas"]["WebhookFilters"];
+            enabled?: boolean;
+            description?: string | null;
+        };
+        WebhookFiltersOut: {
+            target_id: string | null;
+            provider: string | null;
+            metadata: {
+                [key: string]: unknown;
+            };
+        };
+        WebhookWithSecret: {
+            /** @description a UUID, or `per-run` for the per-run endpoint */
+            id: string;
+            /** @description null for the per-run endpoint */
+            url: string | null;
+            /** @description the endpoint whose secret signs the events sent to runs' own webhook_url */
+            per_run: boolean;
+            events: ("run.queued" | "run.started" | "run.succeeded" | "run.failed" | "run.canceled" | "run.*")[];
+            filters: components["schemas"]["WebhookFiltersOut"];
+            enabled: boolean;
+            /** @description why the server disabled it (an endpoint failing for days is disabled) */
+            disabled_reason: string | null;
+            /** Format: date-time */
+            failing_since: string | null;
+            description: string | null;
+            /**
+             * Format: date-time
+             * @description until then the secret before the last rotation signs too
+             */
+            previous_secret_expires_at: string | null;
+            /** Format: date-time */
+            created_at: string;
+            /** Format: date-time */
+            updated_at: string;
+            /** @description the signing secret: shown only in this answer (store it now) */
+            secret: string;
+        };
+        WebhookSecretEnvelope: {
+            data: components["schemas"]["WebhookWithSecret"];
+        };
+        WebhookOut: {
+            /** @description a UUID, or `per-run` for the per-run endpoint */
+            id: string;
+            /** @description null for the per-run endpoint */
+            url: string | null;
+            /** @description the endpoint whose secret signs the events sent to runs' own webhook_url */
+            per_run: boolean;
+            events: ("run.queued" | "run.started" | "run.succeeded" | "run.failed" | "run.canceled" | "run.*")[];
+            filters: components["schemas"]["WebhookFiltersOut"];
+            enabled: boolean;
+            /** @description why the server disabled it (an endpoint failing for days is disabled) */
+            disabled_reason: string | null;
+            /** Format: date-time */
+            failing_since: string | null;
+            description: string | null;
+            /**
+             * Format: date-time
+             * @description until then the secret before the last rotation signs too
+             */
+            previous_secret_expires_at: string | null;
+            /** Format: date-time */
+            created_at: string;
+            /** Format: date-time */
+            updated_at: string;
+        };
+        WebhookListEnvelope: {
+            data: components["schemas"]["WebhookOut"][];
+        };
+        WebhookEnvelope: {
+            data: components["schemas"]["WebhookOut"];
+        };
+        WebhookPatch: {
+            /**
+             * Format: url
+             * @description https (http only where the server allows it); internal addresses are refused unless the server allows them
+             */
+            url?: string;
+            /** @description event types to receive; run.* is all of them */
+            events?: ("run.queued" | "run.started" | "run.succeeded" | "run.failed" | "run.canceled" | "run.*")[];
+            filters?: components["schemas"]["WebhookFilters"];
+            enabled?: boolean;
+            description?: string | null;
+        };
+        AttemptOut: {
+            /** Format: date-time */
+            at: string;
+            /** @description null: no answer */
+            status_code: number | null;
+            error: string | null;
+            latency_ms: number;
+        };
+        DeliveryOut: {
+            /** Format: uuid */
+            id: string;
+            /** @description evt_...; the same for every delivery of one event (receivers de-duplicate on it) */
+            event_id: string;
+            /** @enum {string} */
+            event_type: "run.queued" | "run.started" | "run.succeeded" | "run.failed" | "run.canceled";
+            /** Format: uuid */
+            run_id: string;
+            url: string;
+            /**
+             * @description pending until delivered (a 2xx) or failed (given up)
+             * @enum {string}
+             */
+            state: "pending" | "delivered" | "failed";
+            attempts: number;
+            last_status_code: number | null;
+            last_error: string | null;
+            last_latency_ms: number | null;
+            /**
+             * Format: date-time
+             * @description when a pending delivery is tried next; null once it is not pending
+             */
+            next_attempt_at: string | null;
+            /** Format: date-time */
+            delivered_at: string | null;
+            /** Format: date-time */
+            created_at: string;
+            attempt_log: components["schemas"]["AttemptOut"][];
+        };
+        DeliveryListEnvelope: {
+            data: components["schemas"]["DeliveryOut"][];
+            next_cursor: string | null;
+        };
+        DeliveryEnvelope: {
+            data: components["schemas"]["DeliveryOut"];
         };
     };
     responses: {

@@ -1,0 +1,190 @@
+"""/api/v1/webhooks: endpoints, secrets, validation and the request-forgery rules (a real PostgreSQL)."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from core.outbound import Refused, forbidden_reason, resolve
+
+HOOK = "https://hooks.example.test/agentruns"
+
+
+@pytest.fixture()
+def example_resolves(monkeypatch):
+    """hooks.example.test resolves to a public address (TEST-NET is refused as reserved; 93.184.215.14 is not)."""
+    import socket
+
+    real = socket.getaddrinfo
+
+    def fake(host, *args, **kwargs):
+        if host == "hooks.example.test":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", 443))]
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+
+
+def create(client, auth, **body):
+    resp = client.post("/api/v1/webhooks", json={"url": HOOK, **body}, headers=auth)
+    assert resp.status_code == 201, resp.get_json()
+    return resp
+
+
+def test_create_shows_the_secret_once(client, auth, example_resolves):
+    resp = create(client, auth, events=["run.succeeded", "run.failed"], description="ci results",
+                  filters={"provider": "codex", "metadata": {"team": "infra", "n": 2}})
+    data = resp.get_json()["data"]
+    assert resp.headers["Location"] == f"/api/v1/webhooks/{data['id']}"
+    assert data["secret"].startswith("whsec_") and len(data["secret"]) > 40
+    assert data["events"] == ["run.failed", "run.succeeded"] and data["enabled"] is True
+    assert data["filters"] == {"target_id": None, "provider": "codex", "metadata": {"team": "infra", "n": 2}}
+    shown = client.get(f"/api/v1/webhooks/{data['id']}", headers=auth).get_json()["data"]
+    assert "secret" not in shown and shown["description"] == "ci results" and shown["per_run"] is False
+    assert [w["id"] for w in client.get("/api/v1/webhooks", headers=auth).get_json()["data"]] == [data["id"]]
+
+
+def test_events_default_to_all(client, auth, example_resolves):
+    assert create(client, auth).get_json()["data"]["events"] == ["run.*"]
+
+
+def test_update_and_delete(client, auth, example_resolves):
+    wid = create(client, auth).get_json()["data"]["id"]
+    resp = client.patch(f"/api/v1/webhooks/{wid}", json={"events": ["run.canceled"], "enabled": False,
+                                                         "filters": {"target_id": "box-1"}}, headers=auth)
+    assert resp.status_code == 200, resp.get_json()
+    data = resp.get_json()["data"]
+    assert (data["events"], data["enabled"], data["filters"]["target_id"]) == (["run.canceled"], False, "box-1")
+    assert client.delete(f"/api/v1/webhooks/{wid}", headers=auth).status_code == 204
+    assert client.get(f"/api/v1/webhooks/{wid}", headers=auth).status_code == 404
+    assert client.delete(f"/api/v1/webhooks/{wid}", headers=auth).status_code == 404
+
+
+def test_rotation_returns_a_new_secret_and_keeps_the_old_for_a_while(client, auth, example_resolves):
+    created = create(client, auth).get_json()["data"]
+    resp = client.post(f"/api/v1/webhooks/{created['id']}/rotate-secret", headers=auth)
+    assert resp.status_code == 200, resp.get_json()
+    rotated = resp.get_json()["data"]
+    assert rotated["secret"] != created["secret"] and rotated["previous_secret_expires_at"] is not None
+
+
+def test_per_run_endpoint_is_created_by_rotation_or_first_use(client, auth, local_device, example_resolves):
+    assert client.get("/api/v1/webhooks/per-run", headers=auth).status_code == 404
+    resp = client.post("/api/v1/agent-runs", json={"target_id": local_device["id"], "provider": "custom",
+                                                   "command": "true", "prompt": "p", "webhook_url": HOOK},
+                       headers=auth)
+    assert resp.status_code == 201, resp.get_json()
+    assert resp.get_json()["data"]["webhook_url"] == HOOK
+    per_run = client.get("/api/v1/webhooks/per-run", headers=auth).get_json()["data"]
+    assert (per_run["id"], per_run["per_run"], per_run["url"]) == ("per-run", True, None)
+    rotated = client.post("/api/v1/webhooks/per-run/rotate-secret", headers=auth).get_json()["data"]
+    assert rotated["secret"].startswith("whsec_")
+    assert client.patch("/api/v1/webhooks/per-run", json={"enabled": False}, headers=auth).status_code == 422
+    assert all(w["id"] != "per-run" for w in client.get("/api/v1/webhooks", headers=auth).get_json()["data"])
+
+
+def test_rotating_the_per_run_secret_creates_it(client, auth):
+    resp = client.post("/api/v1/webhooks/per-run/rotate-secret", headers=auth)
+    assert resp.status_code == 200 and resp.get_json()["data"]["secret"].startswith("whsec_")
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"url": "ftp://hooks.example.test/x"}, "url"),
+    ({"url": "not a url"}, "url"),
+    ({}, "url"),
+    ({"url": HOOK, "events": ["run.exploded"]}, "events"),
+    ({"url": HOOK, "events": []}, "events"),
+    ({"url": HOOK, "filters": {"metadata": {"k": {"nested": 1}}}}, "filters"),
+    ({"url": HOOK, "filters": {"provider": "gpt"}}, "filters"),
+    ({"url": HOOK, "description": "x" * 501}, "description"),
+    ({"url": "https://user:pw@hooks.example.test/x"}, "url"),
+])
+def test_invalid_bodies_are_422_naming_the_field(client, auth, example_resolves, body, field):
+    resp = client.post("/api/v1/webhooks", json=body, headers=auth)
+    assert resp.status_code == 422, resp.get_json()
+    fields = resp.get_json()["error"]["details"]["fields"]
+    assert [f for f in fields if f.split(".")[0] == field], fields
+
+
+def test_another_tenants_webhook_is_not_found(client, auth, example_resolves):
+    from tests.conftest import make_key
+
+    wid = create(client, auth).get_json()["data"]["id"]
+    other = {"Authorization": f"Bearer {make_key()[1]}"}
+    for method, path in [("get", ""), ("patch", ""), ("delete", ""), ("post", "/rotate-secret"),
+                         ("get", "/deliveries")]:
+        kwargs = {"json": {"enabled": False}} if method == "patch" else {}
+        resp = getattr(client, method)(f"/api/v1/webhooks/{wid}{path}", headers=other, **kwargs)
+        assert resp.status_code == 404, (method, path)
+    assert client.get("/api/v1/webhooks", headers=other).get_json()["data"] == []
+    assert client.get(f"/api/v1/webhooks/{wid}", headers=auth).status_code == 200
+
+
+def test_unknown_and_malformed_ids_are_404(client, auth):
+    for wid in ("00000000-0000-0000-0000-000000000000", "nope"):
+        assert client.get(f"/api/v1/webhooks/{wid}", headers=auth).status_code == 404
+    resp = client.post("/api/v1/webhooks/per-run/deliveries/nope/redeliver", headers=auth)
+    assert resp.status_code == 404
+
+
+# --- server-side request forgery ------------------------------------------------------------------------
+@pytest.fixture()
+def strict_client(app):
+    """The API as an operator runs it by default: https only, no internal addresses."""
+    from app import create_app
+
+    strict = create_app(replace(app.extensions["settings"], webhook_allow_http=False, webhook_allow_private=False))
+    return strict.test_client()
+
+
+@pytest.mark.parametrize("url", [
+    "https://127.0.0.1/hook", "https://10.0.0.1/hook", "https://169.254.169.254/latest/meta-data",
+    "https://[::1]/hook", "https://0.0.0.0/hook", "https://localhost/hook",
+    "https://192.168.1.10/hook", "https://100.64.0.1/hook", "https://224.0.0.1/hook",
+])
+def test_internal_addresses_are_refused_without_the_opt_in(strict_client, auth, local_device, url):
+    resp = strict_client.post("/api/v1/webhooks", json={"url": url}, headers=auth)
+    assert resp.status_code == 422, resp.get_json()
+    error = resp.get_json()["error"]
+    assert error["code"] == "webhook_url_refused" and "AGENTRUNS_WEBHOOK_ALLOW_PRIVATE" in error["message"]
+    run = strict_client.post("/api/v1/agent-runs", json={"target_id": local_device["id"], "provider": "custom",
+                                                         "command": "true", "prompt": "p", "webhook_url": url},
+                             headers=auth)
+    assert run.status_code == 422 and "webhook_url" in run.get_json()["error"]["details"]["fields"]
+
+
+def test_http_is_refused_without_the_opt_in(strict_client, auth, example_resolves):
+    resp = strict_client.post("/api/v1/webhooks", json={"url": "http://hooks.example.test/x"}, headers=auth)
+    assert resp.status_code == 422 and "https" in resp.get_json()["error"]["message"]
+    assert strict_client.post("/api/v1/webhooks", json={"url": HOOK}, headers=auth).status_code == 201
+
+
+def test_a_name_that_does_not_resolve_is_refused(client, auth):
+    resp = client.post("/api/v1/webhooks", json={"url": "https://no-such-host.invalid/x"}, headers=auth)
+    assert resp.status_code == 422 and "does not resolve" in resp.get_json()["error"]["message"]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("address, refused", [
+    ("127.0.0.1", True), ("10.0.0.1", True), ("172.16.5.4", True), ("192.168.0.1", True),
+    ("169.254.169.254", True), ("100.64.0.1", True), ("0.0.0.0", True), ("224.0.0.251", True),
+    ("::1", True), ("fe80::1", True), ("fc00::1", True), ("::ffff:10.0.0.1", True), ("ff02::1", True),
+    ("::", True), ("192.0.2.1", True),  # TEST-NET: documentation only
+    ("93.184.215.14", False), ("8.8.8.8", False), ("2606:4700:4700::1111", False),
+])
+def test_address_rules(address, refused):
+    import ipaddress
+
+    assert (forbidden_reason(ipaddress.ip_address(address)) is not None) is refused
+
+
+@pytest.mark.unit
+def test_a_name_with_any_internal_address_is_refused(monkeypatch):
+    import socket
+
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: [
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", 443)),
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("169.254.169.254", 443))])
+    with pytest.raises(Refused, match="169.254.169.254"):
+        resolve("rebinding.example.test", 443, allow_private=False)
+    assert resolve("rebinding.example.test", 443, allow_private=True) == ["93.184.215.14", "169.254.169.254"]
