@@ -55,3 +55,14 @@ export {
 } from "./vocabulary.js";
 export type { components as OpenApiComponents, paths as OpenApiPaths } from "./generated/openapi.js";
 export { VERSION } from "./version.js";
+export {
+  DEFAULT_WEBHOOK_TOLERANCE,
+  WEBHOOK_EVENT_ID_HEADER,
+  WEBHOOK_SIGNATURE_HEADER,
+  WebhookVerificationError,
+  signWebhook,
+  verifyWebhook,
+  type VerifyWebhookOptions,
+  type WebhookEvent,
+  type WebhookVerificationErrorCode,
+} from "./webhooks.js";
