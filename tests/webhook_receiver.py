@@ -23,6 +23,9 @@ class Receiver:
     # path -> statuses still to answer (then 200); a tuple (status, {header: value}) adds headers
     script: dict[str, list] = field(default_factory=dict)
     delay: float = 0.0  # seconds to wait before answering
+    # HTTP/1.1 keep-alive (a benchmark's receiver); off by default, so that stop() also ends the
+    # connections a sender keeps open and a stopped receiver answers nobody.
+    keep_alive: bool = False
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -30,6 +33,8 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if self.keep_alive else "HTTP/1.0"
+
             def do_POST(self):  # noqa: N802 - http.server's name
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with receiver._lock:

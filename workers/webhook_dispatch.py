@@ -44,7 +44,7 @@ WITH due AS (
       AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p
                       WHERE p.endpoint_id = d.endpoint_id AND p.run_id = d.run_id AND p.state = 'pending'
                         AND p.event_seq < d.event_seq)
-    ORDER BY d.next_attempt_at, d.event_seq LIMIT :limit FOR UPDATE OF d SKIP LOCKED)
+    ORDER BY d.next_attempt_at LIMIT :limit FOR UPDATE OF d SKIP LOCKED)
 UPDATE webhook_deliveries d SET locked_until = now() + make_interval(secs => :hold_seconds), lock_token = :token
 FROM due, webhook_events e, webhook_endpoints w
 WHERE d.id = due.id AND e.id = d.event_id AND w.id = d.endpoint_id
@@ -67,12 +67,14 @@ WITH done AS (
            last_latency_ms = CAST(:latency_ms AS integer),
            delivered_at = CASE WHEN CAST(:state AS varchar) = 'delivered' THEN now() END
     WHERE id = :id AND lock_token = :token
-    RETURNING id),
+    RETURNING id, endpoint_id),
 logged AS (
     INSERT INTO webhook_attempts (delivery_id, status_code, error, latency_ms)
-    SELECT id, CAST(:status_code AS integer), CAST(:error AS text), CAST(:latency_ms AS integer) FROM done)
+    SELECT id, CAST(:status_code AS integer), CAST(:error AS text), CAST(:latency_ms AS integer) FROM done),
+healthy AS (  -- a success ends the endpoint's failing spell
+    UPDATE webhook_endpoints SET failing_since = NULL
+    WHERE id IN (SELECT endpoint_id FROM done) AND CAST(:state AS varchar) = 'delivered' AND failing_since IS NOT NULL)
 SELECT count(*) FROM done""")
-_HEALTHY = text("UPDATE webhook_endpoints SET failing_since = NULL WHERE id = :id AND failing_since IS NOT NULL")
 # An endpoint failing for longer than the limit is disabled, with the reason its owner sees.
 _FAILING = text("""
 UPDATE webhook_endpoints SET failing_since = coalesce(failing_since, now()),
@@ -104,11 +106,14 @@ def decide(outcome: Outcome, attempts_before: int, settings: Settings) -> tuple[
     return "pending", delay
 
 
+_RUN_OUT = RunOut()  # built once: a marshmallow schema costs more to build than to dump a run
+
+
 def render(event_uuid: uuid.UUID, event_type: str, created_at: datetime, run: dict) -> bytes:
     """The body every attempt of an event sends: the same bytes each time (built from stored data)."""
     body = {"id": event_id(event_uuid), "type": event_type,
             "created_at": UTCDateTime()._serialize(created_at, None, None),
-            "data": RunOut().dump(run_from_snapshot(run))}
+            "data": _RUN_OUT.dump(run_from_snapshot(run))}
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -141,7 +146,8 @@ class Dispatcher:
         in_flight: set[Future] = set()
         while True:
             free = self.settings.webhook_concurrency - len(in_flight)
-            if free > 0 and time.monotonic() < deadline:
+            # Claim in batches (half the slots or more): a claim is a query over the pending deliveries.
+            if (free * 2 >= self.settings.webhook_concurrency or not in_flight) and time.monotonic() < deadline:
                 token, claimed = self._claim(free)
                 in_flight.update(self.pool.submit(self._deliver, row, token) for row in claimed)
             if in_flight:
@@ -191,9 +197,7 @@ class Dispatcher:
             if not written:  # held too long: another dispatcher took it over and its attempt counts
                 log.warning("webhook delivery %s: hold lapsed before its result was recorded", claimed.id)
                 return
-            if state == "delivered":
-                conn.execute(_HEALTHY, dict(id=claimed.endpoint_id))
-            else:
+            if state != "delivered":
                 conn.execute(_FAILING, dict(id=claimed.endpoint_id, error=_describe(outcome),
                                             disable_after=self.settings.webhook_disable_after_seconds))
         metrics.WEBHOOK_ATTEMPTS.labels("delivered" if state == "delivered" else
