@@ -81,7 +81,14 @@ def delivery(bench: Bench, s: dict, events: int) -> dict:
         conn.execute(SEED, {"n": events, "tenant": "seeded"})
         conn.commit()
         committed = time.time()
-    got = receiver.wait_for("/seeded", events, timeout=bench.left() - 60)
+    try:
+        got = receiver.wait_for("/seeded", events, timeout=bench.left() - 60)
+    except AssertionError:
+        with psycopg.connect(pg_dsn(s["settings"])) as conn:
+            for row in conn.execute("SELECT state, attempts, last_status_code, last_error, count(*) "
+                                    "FROM webhook_deliveries GROUP BY 1, 2, 3, 4 ORDER BY 5 DESC LIMIT 10"):
+                print("deliveries:", row)
+        raise
     last = max(r.at for r in got)
     cpu = cpu_delta(cpu_before, cpu_snapshot(s["pids"]), per=events)
     ids = {webhooks.verify(r.body, r.headers[webhooks.SIGNATURE_HEADER], s["secrets"]["seeded"])["id"] for r in got}

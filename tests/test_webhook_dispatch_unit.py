@@ -3,6 +3,8 @@ and the request-forgery check made on the address actually connected to."""
 from __future__ import annotations
 
 import socket
+import threading
+import time
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -11,7 +13,7 @@ import pytest
 
 from core.config import Settings
 from tests.webhook_receiver import Receiver
-from workers.webhook_dispatch import MAX_DELAY_SECONDS, decide, render
+from workers.webhook_dispatch import MAX_DELAY_SECONDS, Dispatcher, decide, render
 from workers.webhook_http import Outcome, Sender, retry_after_seconds
 
 pytestmark = pytest.mark.unit
@@ -129,3 +131,53 @@ def test_a_slow_receiver_times_out(receiver):
         receiver.url("/slow"), b"{}", [])
     assert outcome.status_code is None and outcome.error.startswith("timeout") and not outcome.final
     assert outcome.latency_ms < 2500
+
+
+class FakeQueue(Dispatcher):
+    """The dispatch loop over an in-memory outbox of `due` deliveries that each take `seconds` to send."""
+
+    def __init__(self, due: int, seconds: float):
+        super().__init__(replace(SETTINGS, webhook_concurrency=4))
+        self.due, self.seconds, self.sent = due, seconds, 0
+        self._lock = threading.Lock()
+
+    def _claim(self, limit):
+        with self._lock:
+            n = min(limit, self.due)
+            self.due -= n
+        return uuid.uuid4(), list(range(n))
+
+    def _next_due_in(self):
+        return -5.0 if self.due else None  # overdue for 5 s, as a backlog is
+
+    def _deliver(self, claimed, token):
+        time.sleep(self.seconds)
+        with self._lock:
+            self.sent += 1
+
+
+def test_a_loop_with_a_backlog_stops_claiming_at_its_deadline_and_says_so():
+    queue = FakeQueue(due=300, seconds=0.02)  # 4 slots: about 200 a second
+    started = time.monotonic()
+    attempts, backlog = queue.run(seconds=0.5)
+    assert time.monotonic() - started < 0.5 + 0.02 + 0.5  # the deadline, the requests in flight, slack
+    assert backlog and attempts == queue.sent and 10 < attempts < 300 and queue.due > 0
+    while queue.run(seconds=0.5)[1]:
+        pass
+    assert queue.due == 0 and queue.sent == 300
+
+
+def test_a_loop_that_runs_dry_returns_at_once_without_a_backlog():
+    queue = FakeQueue(due=10, seconds=0.01)
+    started = time.monotonic()
+    assert queue.run(seconds=5.0) == (10, False)
+    assert time.monotonic() - started < 1.0
+
+
+def test_a_second_call_wakes_the_running_loop_instead_of_starting_another():
+    queue = FakeQueue(due=0, seconds=0.0)
+    queue._running.acquire()  # as if a loop ran in this process
+    try:
+        assert queue.run() is None and queue._wake.is_set()
+    finally:
+        queue._running.release()

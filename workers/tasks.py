@@ -67,7 +67,13 @@ def purge_idempotency_keys() -> int:
 @celery.task(name=WEBHOOKS_DISPATCH)
 def dispatch_webhooks() -> int | None:
     # Sends what is due for a while; a call while this process's loop runs only wakes that loop.
-    return webhook_dispatch.dispatcher().run()
+    result = webhook_dispatch.dispatcher().run()
+    if result is None:
+        return None
+    attempts, backlog = result
+    if backlog:  # the loop's time was up with deliveries due: the next loop starts now, not at beat's next tick
+        celery.send_task(WEBHOOKS_DISPATCH, retry=False)
+    return attempts
 
 
 @celery.task(name=WEBHOOKS_PURGE)

@@ -130,9 +130,12 @@ class Dispatcher:
         self._running = threading.Lock()
         self._wake = threading.Event()
 
-    def run(self, seconds: float = LOOP_SECONDS) -> int | None:
-        """Send what is due for up to `seconds`; returns how many attempts were made, or None when
-        this process's loop was already running (it has been woken instead)."""
+    def run(self, seconds: float = LOOP_SECONDS) -> tuple[int, bool] | None:
+        """Send what is due for up to `seconds` (and finish the requests in flight then).
+
+        Returns (attempts made, whether deliveries were still due when the time was up), or None
+        when this process's loop was already running (it has been woken instead).
+        """
         if not self._running.acquire(blocking=False):
             self._wake.set()
             return None
@@ -141,7 +144,7 @@ class Dispatcher:
         finally:
             self._running.release()
 
-    def _loop(self, deadline: float) -> int:
+    def _loop(self, deadline: float) -> tuple[int, bool]:
         attempts = 0
         in_flight: set[Future] = set()
         while True:
@@ -155,9 +158,10 @@ class Dispatcher:
                 attempts += len(done)
                 continue
             due_in = self._next_due_in()
-            if due_in is None or time.monotonic() + due_in >= deadline:
-                return attempts
-            self._wake.wait(min(max(due_in, 0.05), deadline - time.monotonic()))
+            left = deadline - time.monotonic()
+            if due_in is None or left <= 0 or due_in >= left:
+                return attempts, due_in is not None and due_in <= 0
+            self._wake.wait(max(due_in, 0.05))
             self._wake.clear()
 
     def _claim(self, limit: int) -> tuple[uuid.UUID, list]:

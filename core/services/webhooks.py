@@ -19,9 +19,11 @@ from core import outbound
 from core.config import Settings
 from core.crypto import decrypt_json, encrypt_json
 from core.errors import Invalid, NotFound
+from core.messages import WEBHOOK_CHANNEL
 from core.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from core.services.cursor import decode_cursor, encode_cursor
 
+_WAKE_DISPATCHER = text(f"SELECT pg_notify('{WEBHOOK_CHANNEL}', '')")
 # The API's name for the tenant's per-run endpoint (the secret that signs runs' own webhook_url).
 PER_RUN = "per-run"
 
@@ -222,6 +224,7 @@ def redeliver(s: Session, tenant_id: uuid.UUID, endpoint_id: str, delivery_id: s
     new_id = uuid.uuid4()
     s.execute(insert(WebhookDelivery).values(id=new_id, event_id=old.event_id, endpoint_id=old.endpoint_id,
                                              run_id=old.run_id, event_seq=old.event_seq, url=old.url))
+    s.execute(_WAKE_DISPATCHER)  # at commit, as the outbox trigger does
     s.flush()
     rows, _ = list_deliveries(s, tenant_id, endpoint_id, {"limit": 1, "id": new_id})
     return rows[0]
