@@ -233,7 +233,9 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     last_latency_ms: Mapped[int | None] = mapped_column(Integer)
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = _now()
+    # clock_timestamp(): a run's events written in one statement get distinct, ordered times.
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("clock_timestamp()"),
+                                                 nullable=False)
 
     __table_args__ = (
         CheckConstraint(f"state IN ({_sql_list(DELIVERY_STATES)})", name="ck_webhook_deliveries_state"),

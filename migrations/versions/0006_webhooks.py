@@ -139,7 +139,10 @@ def upgrade() -> None:
         sa.Column('last_error', sa.Text(), nullable=True),
         sa.Column('last_latency_ms', sa.Integer(), nullable=True),
         sa.Column('delivered_at', sa.DateTime(timezone=True), nullable=True),
-        sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        # The clock, not the transaction's start: a run's started and succeeded events can be written in
+        # one statement, and the delivery log lists newest first by this.
+        sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('clock_timestamp()'),
+                  nullable=False),
         sa.CheckConstraint("state IN ('pending', 'delivered', 'failed')", name='ck_webhook_deliveries_state'),
     )
     op.create_index('ix_webhook_deliveries_due', 'webhook_deliveries', ['next_attempt_at'],
