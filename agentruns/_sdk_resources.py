@@ -1,4 +1,4 @@
-"""The SDK's resources as I/O-free flows: what each method of `agent_runs` and `devices` sends, how it
+"""The SDK's resources as I/O-free flows: what each method of `agent_runs`, `devices` and `webhooks` sends, how it
 decodes the answers, and the loops (long-poll wait, pagination) around them. The shells in
 agentruns.client and agentruns.client_async only perform the flows' instructions."""
 from __future__ import annotations
@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from agentruns._sdk_protocol import Call, Config, Emit, Flow
 from agentruns._sdk_retry import decode_body, send, send_for_data
@@ -17,6 +18,7 @@ from agentruns.vocabulary import TERMINAL
 
 RUNS = "/api/v1/agent-runs"
 DEVICES = "/api/v1/devices"
+WEBHOOKS = "/api/v1/webhooks"
 # A create with `wait=True` lets the server hold the request this long before answering.
 SERVER_WAIT_DEFAULT = 60
 DEVICE_TEST_SECONDS = 30
@@ -49,11 +51,13 @@ def run_body(*, prompt: str, target_id: str | None = None, sandbox_id: str | Non
              computer_id: str | None = None, target_kind: str | None = None, provider: str | None = None,
              command: str | None = None, runtime_command: str | None = None, model: str | None = None,
              cwd: str | None = None, timeout: int | None = None, metadata: dict | None = None,
-             env: dict[str, str] | None = None, wait: bool | int | None = None) -> dict:
+             env: dict[str, str] | None = None, wait: bool | int | None = None,
+             webhook_url: str | None = None) -> dict:
     """The JSON body of POST /agent-runs (`runtime_command` is the CLI's name for `command`)."""
     return drop_none(dict(prompt=prompt, target_id=target_id, sandbox_id=sandbox_id, computer_id=computer_id,
                           target_kind=target_kind, provider=provider, command=command or runtime_command,
-                          model=model, cwd=cwd, timeout=timeout, metadata=metadata, env=env, wait=wait))
+                          model=model, cwd=cwd, timeout=timeout, metadata=metadata, env=env, wait=wait,
+                          webhook_url=webhook_url))
 
 
 class RunFlows:
@@ -172,3 +176,79 @@ class DeviceFlows:
     def test(self, device_id: str) -> Flow[dict]:
         """POST a connection test (it may take a while: the server connects to the device)."""
         return self._call("POST", f"/{device_id}/test", timeout=self.cfg.timeout + DEVICE_TEST_SECONDS)
+
+
+def webhook_body(*, url: str | None = None, events: list[str] | tuple[str, ...] | None = None,
+                 filters: dict | None = None, description: str | None = None, enabled: bool | None = None) -> dict:
+    """The JSON body of POST /webhooks (absent fields take the server's defaults: all events, no filters)."""
+    return drop_none(dict(url=url, events=None if events is None else list(events), filters=filters,
+                          description=description, enabled=enabled))
+
+
+class WebhookFlows:
+    """Flows behind `client.webhooks` (both shells).
+
+    Reads are resent after any transient failure. The writes carry no Idempotency-Key, so they are resent
+    only when the request surely never reached the server (or after a 429): a resent create would
+    subscribe twice, a resent rotate-secret would replace the secret the first answer showed, and a resent
+    redeliver would send the event once more.
+    """
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+
+    def _call(self, method: str, path: str = "", **kwargs: Any) -> Flow[Any]:
+        kwargs.setdefault("timeout", self.cfg.timeout)
+        return send_for_data(self.cfg, Call(method, WEBHOOKS + path, **kwargs))
+
+    @staticmethod
+    def _path(endpoint_id: str, *rest: str) -> str:
+        # Ids are UUIDs or `per-run`; quoted so that no user input can reach another route.
+        return "".join(f"/{quote(str(part), safe='')}" for part in (endpoint_id, *rest))
+
+    def create(self, body: dict) -> Flow[dict]:
+        """POST an endpoint; the answer carries its secret (the only time it is shown)."""
+        return self._call("POST", json=body)
+
+    def list(self) -> Flow[Rows]:
+        """GET all endpoints (the per-run endpoint is not among them: get("per-run"))."""
+        return self._call("GET", retry="always")
+
+    def get(self, endpoint_id: str) -> Flow[dict]:
+        """GET one endpoint."""
+        return self._call("GET", self._path(endpoint_id), retry="always")
+
+    def update(self, endpoint_id: str, fields: dict) -> Flow[dict]:
+        """PATCH some fields (sent as given: None clears a description)."""
+        return self._call("PATCH", self._path(endpoint_id), json=fields)
+
+    def delete(self, endpoint_id: str) -> Flow[None]:
+        """DELETE an endpoint."""
+        return self._call("DELETE", self._path(endpoint_id))
+
+    def rotate_secret(self, endpoint_id: str) -> Flow[dict]:
+        """POST rotate-secret; the answer carries the new secret."""
+        return self._call("POST", self._path(endpoint_id, "rotate-secret"))
+
+    def deliveries_page(self, endpoint_id: str, cursor: str | None, limit: int | None, filters: dict) -> Flow[dict]:
+        """One page of the endpoint's deliveries, newest first: {"data": [...], "next_cursor": str | None}."""
+        call = Call("GET", WEBHOOKS + self._path(endpoint_id, "deliveries"),
+                    params=list_params({**filters, "cursor": cursor, "limit": limit}),
+                    timeout=self.cfg.timeout, retry="always")
+        return decode_body((yield from send(self.cfg, call)), call)
+
+    def deliveries(self, endpoint_id: str, limit: int | None, filters: dict) -> Flow[None]:
+        """Emit every matching delivery, following next_cursor."""
+        filters = dict(filters)
+        cursor = filters.pop("cursor", None)
+        while True:
+            page = yield from self.deliveries_page(endpoint_id, cursor, limit, filters)
+            for row in page["data"]:
+                yield Emit(row)
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def redeliver(self, endpoint_id: str, delivery_id: str) -> Flow[dict]:
+        """POST redeliver: a new delivery of the same event (same event id)."""
+        return self._call("POST", self._path(endpoint_id, "deliveries", delivery_id, "redeliver"))

@@ -1,4 +1,4 @@
-"""`agentruns`: one console script to use the service (sandbox, computer, runs, devices, mcp) and to run it
+"""`agentruns`: one console script to use the service (sandbox, computer, runs, devices, webhooks, mcp) and to run it
 (dev, api, worker, beat, db, keys).
 
 Client commands must start fast and work where only the client is installed, so the modules behind
@@ -15,10 +15,11 @@ import click
 from agentruns.cli_client import kind_groups, mcp
 from agentruns.cli_common import own_sigint
 from agentruns.cli_resources import devices, runs
+from agentruns.cli_webhooks import webhooks
 from agentruns.dev import dev
 
 # `agentruns --help` lists the commands by what the reader wants to do, not alphabetically.
-SECTIONS = (("Use the service", ("sandbox", "computer", "runs", "devices", "mcp")),
+SECTIONS = (("Use the service", ("sandbox", "computer", "runs", "devices", "webhooks", "mcp")),
             ("Run the service", ("dev", "api", "worker", "beat", "db", "keys")))
 # Third-party packages of the `server` and `embedded` extras: the base install is the client only.
 SERVER_DEPENDENCIES = frozenset({
@@ -214,5 +215,5 @@ def keys_gen_secret() -> None:
     click.echo(new_secret_key())
 
 
-for command in (*kind_groups(), runs, devices, mcp, dev):
+for command in (*kind_groups(), runs, devices, webhooks, mcp, dev):
     main.add_command(command)

@@ -63,20 +63,24 @@ def _prompt_command(kind: str) -> click.Command:
                   help="Metadata to store with the run (repeatable).")
     @click.option("--env", "-e", multiple=True, callback=parse_pairs, metavar="NAME=VALUE",
                   help="Extra environment variable for the run (repeatable; stored encrypted).")
+    @click.option("--webhook-url", metavar="URL",
+                  help="Also POST this run's events (queued, started, and how it ended) to URL, signed with the "
+                       "per-run secret: see `agentruns webhooks rotate-secret per-run`.")
     @click.option("--idempotency-key", help="Reuse to make a retried command return the same run "
                                             "(a new key is generated when absent).")
     @click.option("--no-wait", is_flag=True, help="Print the run id and return at once.")
     @click.option("--json", "as_json", is_flag=True, help="Print only the final run record as JSON.")
     @click.option("--cancel-on-interrupt", is_flag=True, help="Cancel the run on Ctrl-C without asking.")
     @api_options
-    def prompt(device_id, prompt, provider, command, model, cwd, timeout, metadata, env, idempotency_key,
-               no_wait, as_json, cancel_on_interrupt):
+    def prompt(device_id, prompt, provider, command, model, cwd, timeout, metadata, env, webhook_url,
+               idempotency_key, no_wait, as_json, cancel_on_interrupt):
         text = _read_prompt(prompt)
         client = get_client()
         key = idempotency_key or f"cli-{uuid.uuid4()}"
         run = client.agent_runs.create(prompt=text, target_id=device_id, target_kind=kind, provider=provider,
                                        command=command, model=model, cwd=cwd, timeout=timeout,
-                                       metadata=metadata or None, env=env or None, idempotency_key=key)
+                                       metadata=metadata or None, env=env or None, webhook_url=webhook_url,
+                                       idempotency_key=key)
         page = f"{client.base_url.rstrip('/')}/runs/{run['id']}"  # the run in the web console
         if no_wait:
             echo_json(run) if as_json else click.echo(run["id"])

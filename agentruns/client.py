@@ -4,7 +4,7 @@
     client = Client()  # AGENTRUNS_API_URL / AGENTRUNS_API_KEY
     run = client.agent_runs.run(prompt="fix the tests", sandbox_id="box-1", provider="claude-code")
 
-Runs and devices come back as plain dicts (the API's JSON). Errors raise AgentrunsError subclasses.
+Runs, devices and webhooks come back as plain dicts (the API's JSON). Errors raise AgentrunsError subclasses.
 This module is the blocking shell around the SDK's I/O-free core (agentruns._sdk_*, agentruns.client_stream);
 agentruns.client_async is its asyncio twin with the same methods.
 """
@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from agentruns._sdk_protocol import Call, Close, Config, Emit, Flow, Open, ReadBody, ReadLine, Send, Sleep, T
-from agentruns._sdk_resources import DeviceFlows, Rows, RunFlows, run_body
+from agentruns._sdk_resources import DeviceFlows, Rows, RunFlows, WebhookFlows, run_body, webhook_body
 from agentruns.client_errors import (
     AgentrunsError,
     BadRequest,
@@ -140,25 +140,28 @@ class AgentRuns:
                computer_id: str | None = None, target_kind: str | None = None, provider: str | None = None,
                command: str | None = None, runtime_command: str | None = None, model: str | None = None,
                cwd: str | None = None, timeout: int | None = None, metadata: dict | None = None,
-               env: dict[str, str] | None = None, wait: bool | int | None = None,
+               env: dict[str, str] | None = None, wait: bool | int | None = None, webhook_url: str | None = None,
                idempotency_key: str | None = None) -> dict:
         """Create a run (status queued). A fresh Idempotency-Key is generated when none is given, and the same
-        key goes with every retry, so a retried create never makes a second run."""
+        key goes with every retry, so a retried create never makes a second run. `webhook_url` also sends the
+        run's events there, signed with the per-run secret (see `webhooks.rotate_secret("per-run")`)."""
         body = run_body(prompt=prompt, target_id=target_id, sandbox_id=sandbox_id, computer_id=computer_id,
                         target_kind=target_kind, provider=provider, command=command, runtime_command=runtime_command,
-                        model=model, cwd=cwd, timeout=timeout, metadata=metadata, env=env, wait=wait)
+                        model=model, cwd=cwd, timeout=timeout, metadata=metadata, env=env, wait=wait,
+                        webhook_url=webhook_url)
         return run_flow(self._http, self._flows.create(body, idempotency_key))
 
     def run(self, *, prompt: str, target_id: str | None = None, sandbox_id: str | None = None,
             computer_id: str | None = None, target_kind: str | None = None, provider: str | None = None,
             command: str | None = None, runtime_command: str | None = None, model: str | None = None,
             cwd: str | None = None, timeout: int | None = None, metadata: dict | None = None,
-            env: dict[str, str] | None = None, wait: bool | int | None = None,
+            env: dict[str, str] | None = None, wait: bool | int | None = None, webhook_url: str | None = None,
             idempotency_key: str | None = None, wait_timeout: float | None = None) -> dict:
         """Create a run and wait until it ends; returns the finished run (WaitTimeout after `wait_timeout`)."""
         body = run_body(prompt=prompt, target_id=target_id, sandbox_id=sandbox_id, computer_id=computer_id,
                         target_kind=target_kind, provider=provider, command=command, runtime_command=runtime_command,
-                        model=model, cwd=cwd, timeout=timeout, metadata=metadata, env=env, wait=wait)
+                        model=model, cwd=cwd, timeout=timeout, metadata=metadata, env=env, wait=wait,
+                        webhook_url=webhook_url)
         return run_flow(self._http, self._flows.run(body, idempotency_key, wait_timeout))
 
     def get(self, run_id: str, wait: int | None = None) -> dict:
@@ -231,8 +234,73 @@ class Devices:
         return run_flow(self._http, self._flows.test(device_id))
 
 
+class Webhooks:
+    """`client.webhooks`: endpoints that receive run events as signed POSTs, and their delivery log.
+
+        hook = client.webhooks.create("https://example.com/agentruns", events=["run.succeeded", "run.failed"])
+        store(hook["secret"])  # shown only in this answer (and in rotate_secret's)
+
+    A receiver checks each POST with agentruns.webhooks.verify(body, headers["Agentruns-Signature"], secret).
+    The id "per-run" names the tenant's per-run endpoint, whose secret signs the events sent to runs' own
+    `webhook_url`. Creates, rotations and redeliveries are resent only when the request surely never left.
+    """
+
+    def __init__(self, flows: WebhookFlows, http: httpx.Client):
+        self._flows, self._http = flows, http
+
+    def create(self, url: str, *, events: list[str] | None = None, filters: dict | None = None,
+               description: str | None = None, enabled: bool | None = None) -> dict:
+        """Subscribe `url` to run events: `events` from run.queued, run.started, run.succeeded, run.failed,
+        run.canceled, or run.* for all (the default); `filters` {"target_id", "provider", "metadata": {k: v}}
+        keeps only matching runs. The answer's "secret" (whsec_...) is shown only this once."""
+        body = webhook_body(url=url, events=events, filters=filters, description=description, enabled=enabled)
+        return run_flow(self._http, self._flows.create(body))
+
+    def list(self) -> Rows:
+        """The tenant's endpoints, oldest first (without secrets; the per-run endpoint is get("per-run"))."""
+        return run_flow(self._http, self._flows.list())
+
+    def get(self, webhook_id: str) -> dict:
+        """One endpoint (NotFound if there is none; "per-run" is the per-run endpoint)."""
+        return run_flow(self._http, self._flows.get(webhook_id))
+
+    def update(self, webhook_id: str, **fields: Any) -> dict:
+        """PATCH some of url, events, filters, description, enabled. `filters` replaces all the filters;
+        `enabled=True` re-enables an endpoint the server disabled after failing for too long."""
+        return run_flow(self._http, self._flows.update(webhook_id, fields))
+
+    def delete(self, webhook_id: str) -> None:
+        """Delete an endpoint; its pending deliveries are dropped."""
+        run_flow(self._http, self._flows.delete(webhook_id))
+
+    def rotate_secret(self, webhook_id: str) -> dict:
+        """A new secret, in the answer's "secret" only; the old one keeps signing beside it until
+        previous_secret_expires_at. "per-run" creates the per-run endpoint if needed. Not resent after a
+        request that may have arrived (a second rotation would replace the secret the first returned)."""
+        return run_flow(self._http, self._flows.rotate_secret(webhook_id))
+
+    def deliveries_page(self, webhook_id: str, *, cursor: str | None = None, state: str | None = None,
+                        run_id: str | None = None, event_id: str | None = None, limit: int | None = None) -> dict:
+        """One page of deliveries, newest first: {"data": [...], "next_cursor": str | None}."""
+        filters = {"state": state, "run_id": run_id, "event_id": event_id}
+        return run_flow(self._http, self._flows.deliveries_page(webhook_id, cursor, limit, filters))
+
+    def deliveries(self, webhook_id: str, *, state: str | None = None, run_id: str | None = None,
+                   event_id: str | None = None, limit: int | None = None,
+                   cursor: str | None = None) -> Iterator[dict]:
+        """Every delivery of the endpoint, newest first, following next_cursor (`limit` is the page size, 1 to
+        200; `cursor` starts from a page's next_cursor). Each has its state (pending, delivered, failed),
+        attempts and attempt_log."""
+        filters = {"state": state, "run_id": run_id, "event_id": event_id, "cursor": cursor}
+        return iterate_flow(self._http, self._flows.deliveries(webhook_id, limit, filters))
+
+    def redeliver(self, webhook_id: str, delivery_id: str) -> dict:
+        """Send a delivery's event again: returns the new (pending) delivery, which has the same event_id."""
+        return run_flow(self._http, self._flows.redeliver(webhook_id, delivery_id))
+
+
 class Client:
-    """The SDK entry point: `client.agent_runs` and `client.devices`."""
+    """The SDK entry point: `client.agent_runs`, `client.devices` and `client.webhooks`."""
 
     def __init__(self, base_url: str | None = None, api_key: str | None = None, timeout: float = 30.0,
                  max_retries: int = 3, *, http: httpx.Client | None = None, backoff_base: float = 0.5):
@@ -242,6 +310,7 @@ class Client:
         self._http.headers.update(self.config.headers())
         self.agent_runs = AgentRuns(RunFlows(self.config), self._http)
         self.devices = Devices(DeviceFlows(self.config), self._http)
+        self.webhooks = Webhooks(WebhookFlows(self.config), self._http)
 
     def close(self) -> None:
         """Close the connection pool."""

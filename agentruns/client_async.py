@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from agentruns._sdk_protocol import Call, Close, Config, Emit, Flow, Open, ReadBody, ReadLine, Send, Sleep, T
-from agentruns._sdk_resources import DeviceFlows, Rows, RunFlows, run_body
+from agentruns._sdk_resources import DeviceFlows, Rows, RunFlows, WebhookFlows, run_body, webhook_body
 from agentruns.client_stream import stream
 
 __all__ = ["AsyncClient"]
@@ -123,24 +123,27 @@ class AsyncAgentRuns:
                      computer_id: str | None = None, target_kind: str | None = None, provider: str | None = None,
                      command: str | None = None, runtime_command: str | None = None, model: str | None = None,
                      cwd: str | None = None, timeout: int | None = None, metadata: dict | None = None,
-                     env: dict[str, str] | None = None, wait: bool | int | None = None,
+                     env: dict[str, str] | None = None, wait: bool | int | None = None, webhook_url: str | None = None,
                      idempotency_key: str | None = None) -> dict:
-        """Create a run; an Idempotency-Key is generated when absent and reused by every retry."""
+        """Create a run; an Idempotency-Key is generated when absent and reused by every retry. `webhook_url`
+        also sends the run's events there, signed with the per-run secret."""
         body = run_body(prompt=prompt, target_id=target_id, sandbox_id=sandbox_id, computer_id=computer_id,
                         target_kind=target_kind, provider=provider, command=command, runtime_command=runtime_command,
-                        model=model, cwd=cwd, timeout=timeout, metadata=metadata, env=env, wait=wait)
+                        model=model, cwd=cwd, timeout=timeout, metadata=metadata, env=env, wait=wait,
+                        webhook_url=webhook_url)
         return await run_flow(self._http, self._flows.create(body, idempotency_key))
 
     async def run(self, *, prompt: str, target_id: str | None = None, sandbox_id: str | None = None,
                   computer_id: str | None = None, target_kind: str | None = None, provider: str | None = None,
                   command: str | None = None, runtime_command: str | None = None, model: str | None = None,
                   cwd: str | None = None, timeout: int | None = None, metadata: dict | None = None,
-                  env: dict[str, str] | None = None, wait: bool | int | None = None,
+                  env: dict[str, str] | None = None, wait: bool | int | None = None, webhook_url: str | None = None,
                   idempotency_key: str | None = None, wait_timeout: float | None = None) -> dict:
         """Create a run and wait until it ends (WaitTimeout after `wait_timeout`)."""
         body = run_body(prompt=prompt, target_id=target_id, sandbox_id=sandbox_id, computer_id=computer_id,
                         target_kind=target_kind, provider=provider, command=command, runtime_command=runtime_command,
-                        model=model, cwd=cwd, timeout=timeout, metadata=metadata, env=env, wait=wait)
+                        model=model, cwd=cwd, timeout=timeout, metadata=metadata, env=env, wait=wait,
+                        webhook_url=webhook_url)
         return await run_flow(self._http, self._flows.run(body, idempotency_key, wait_timeout))
 
     async def get(self, run_id: str, wait: int | None = None) -> dict:
@@ -209,8 +212,60 @@ class AsyncDevices:
         return await run_flow(self._http, self._flows.test(device_id))
 
 
+class AsyncWebhooks:
+    """`client.webhooks` of AsyncClient (see agentruns.client.Webhooks: the same methods, awaited)."""
+
+    def __init__(self, flows: WebhookFlows, http: httpx.AsyncClient):
+        self._flows, self._http = flows, http
+
+    async def create(self, url: str, *, events: list[str] | None = None, filters: dict | None = None,
+                     description: str | None = None, enabled: bool | None = None) -> dict:
+        """Subscribe `url` to run events (default run.*); the answer's "secret" is shown only this once."""
+        body = webhook_body(url=url, events=events, filters=filters, description=description, enabled=enabled)
+        return await run_flow(self._http, self._flows.create(body))
+
+    async def list(self) -> Rows:
+        """The tenant's endpoints, oldest first."""
+        return await run_flow(self._http, self._flows.list())
+
+    async def get(self, webhook_id: str) -> dict:
+        """One endpoint ("per-run" is the per-run endpoint)."""
+        return await run_flow(self._http, self._flows.get(webhook_id))
+
+    async def update(self, webhook_id: str, **fields: Any) -> dict:
+        """PATCH some of url, events, filters (replaced whole), description, enabled."""
+        return await run_flow(self._http, self._flows.update(webhook_id, fields))
+
+    async def delete(self, webhook_id: str) -> None:
+        """Delete an endpoint; its pending deliveries are dropped."""
+        await run_flow(self._http, self._flows.delete(webhook_id))
+
+    async def rotate_secret(self, webhook_id: str) -> dict:
+        """A new secret (shown only in this answer); the old one signs too until previous_secret_expires_at."""
+        return await run_flow(self._http, self._flows.rotate_secret(webhook_id))
+
+    async def deliveries_page(self, webhook_id: str, *, cursor: str | None = None, state: str | None = None,
+                              run_id: str | None = None, event_id: str | None = None,
+                              limit: int | None = None) -> dict:
+        """One page of deliveries, newest first: {"data": [...], "next_cursor": ...}."""
+        filters = {"state": state, "run_id": run_id, "event_id": event_id}
+        return await run_flow(self._http, self._flows.deliveries_page(webhook_id, cursor, limit, filters))
+
+    def deliveries(self, webhook_id: str, *, state: str | None = None, run_id: str | None = None,
+                   event_id: str | None = None, limit: int | None = None,
+                   cursor: str | None = None) -> AsyncIterator[dict]:
+        """Every delivery of the endpoint, newest first, following next_cursor (`async for`)."""
+        filters = {"state": state, "run_id": run_id, "event_id": event_id, "cursor": cursor}
+        return iterate_flow(self._http, self._flows.deliveries(webhook_id, limit, filters))
+
+    async def redeliver(self, webhook_id: str, delivery_id: str) -> dict:
+        """Send a delivery's event again: the new delivery, with the same event_id."""
+        return await run_flow(self._http, self._flows.redeliver(webhook_id, delivery_id))
+
+
 class AsyncClient:
-    """Async SDK entry point: `client.agent_runs`, `client.devices`; use `async with` or `await aclose()`."""
+    """Async SDK entry point: `client.agent_runs`, `client.devices`, `client.webhooks`; use `async with` or
+    `await aclose()`."""
 
     def __init__(self, base_url: str | None = None, api_key: str | None = None, timeout: float = 30.0,
                  max_retries: int = 3, *, http: httpx.AsyncClient | None = None, backoff_base: float = 0.5):
@@ -220,6 +275,7 @@ class AsyncClient:
         self._http.headers.update(self.config.headers())
         self.agent_runs = AsyncAgentRuns(RunFlows(self.config), self._http)
         self.devices = AsyncDevices(DeviceFlows(self.config), self._http)
+        self.webhooks = AsyncWebhooks(WebhookFlows(self.config), self._http)
 
     async def aclose(self) -> None:
         """Close the connection pool."""
