@@ -49,3 +49,27 @@ def test_the_python_example_runs(app, live_server, tmp_path, monkeypatch):  # ap
     with contextlib.redirect_stdout(printed):
         exec(compile(_example("python", "client.agent_runs.run"), "README.md", "exec"), {})
     assert printed.getvalue() == "succeeded task: list the files\n\n"  # the output keeps echo's newline
+
+
+@pytest.mark.unit
+def test_the_webhook_receiver_example_accepts_signed_events_and_refuses_the_rest():
+    import json
+    import time
+
+    from agentruns import webhooks
+
+    secret, handled = webhooks.generate_secret(), []
+    namespace = {"__name__": "receiver", "SECRET": secret,
+                 "handle": lambda kind, data: handled.append((kind, data["id"]))}
+    exec(compile(_example("python", "webhooks.verify"), "README.md", "exec"), namespace)
+    client = namespace["app"].test_client()
+    body = json.dumps({"id": "evt_1", "type": "run.succeeded", "created_at": "x", "data": {"id": "r1"}}).encode()
+    signed = webhooks.sign(body, secret, int(time.time()))
+    assert client.post("/agentruns", data=body, headers={"Agentruns-Signature": signed}).status_code == 204
+    assert handled == [("run.succeeded", "r1")]
+    forged = client.post("/agentruns", data=body.replace(b"r1", b"r2"), headers={"Agentruns-Signature": signed})
+    assert (forged.status_code, forged.get_json()) == (400, {"error": "signature_mismatch"})
+    old = webhooks.sign(body, secret, int(time.time()) - 3600)
+    stale = client.post("/agentruns", data=body, headers={"Agentruns-Signature": old})
+    assert (stale.status_code, stale.get_json()) == (400, {"error": "timestamp_outside_tolerance"})
+    assert handled == [("run.succeeded", "r1")]

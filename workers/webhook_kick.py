@@ -25,20 +25,35 @@ def conninfo(database_url: str) -> str:
     return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+# At most one kick per this many seconds: a busy service commits status changes hundreds of times a
+# second, and each kick is a Celery message to send and to handle; the last burst is always kicked.
+MIN_INTERVAL = 0.05
+
+
 def listen_forever(celery, settings: Settings, stop: threading.Event) -> None:
     while not stop.is_set():
         try:
             with psycopg.connect(conninfo(settings.database_url), autocommit=True, connect_timeout=5) as conn:
                 conn.execute(f"LISTEN {WEBHOOK_CHANNEL}")
                 _kick(celery)  # whatever was committed while nobody listened
-                while not stop.is_set():
-                    if any(True for _ in conn.notifies(timeout=1.0, stop_after=1)):
-                        for _ in conn.notifies(timeout=0.0):  # the rest of the burst: one kick for all
-                            pass
-                        _kick(celery)
+                _relay(conn, celery, stop)
         except psycopg.Error as exc:
             log.warning("webhook listener: %s; listening again in 2 s", type(exc).__name__)
             stop.wait(2.0)
+
+
+def _relay(conn: psycopg.Connection, celery, stop: threading.Event) -> None:
+    """Turn notifications into kicks, at most one per MIN_INTERVAL, none lost at the end of a burst."""
+    last_kick, pending = time.monotonic(), False
+    while not stop.is_set():
+        wait = max(0.0, last_kick + MIN_INTERVAL - time.monotonic()) if pending else 1.0
+        for _ in conn.notifies(timeout=wait, stop_after=1):
+            pending = True
+        if pending and time.monotonic() - last_kick >= MIN_INTERVAL:
+            for _ in conn.notifies(timeout=0.0):  # the rest of the burst: one kick for all
+                pass
+            _kick(celery)
+            last_kick, pending = time.monotonic(), False
 
 
 def _kick(celery) -> None:
