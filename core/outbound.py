@@ -24,10 +24,32 @@ class Unresolvable(Refused):
     """The host does not resolve (now): refused when a URL is stored, retried when delivering."""
 
 
+# IPv6 prefixes that carry an IPv4 address in their low 32 bits: NAT64 (a DNS64 resolver maps every
+# IPv4 name there) and the deprecated IPv4-compatible form.
+_EMBEDDING = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"),
+              ipaddress.ip_network("::/96"))
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address leads to (mapped, 6to4, Teredo, NAT64, compatible)."""
+    found = [a for a in (address.ipv4_mapped, address.sixtofour) if a is not None]
+    found.extend(address.teredo or ())
+    if any(address in net for net in _EMBEDDING) and int(address) > 1:  # not :: or ::1, judged as themselves
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return found
+
+
 def forbidden_reason(address: IPAddress) -> str | None:
-    """Why a connection to this address is refused without the operator's opt-in, or None."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    """Why a connection to this address is refused without the operator's opt-in, or None.
+
+    An IPv6 address that carries an IPv4 address (::ffff:10.0.0.1, 64:ff9b::a9fe:a9fe, 2002:a9fe:a9fe::)
+    is judged by the IPv4 address it reaches.
+    """
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(address)
+        if embedded:
+            reasons = [r for r in map(forbidden_reason, embedded) if r]
+            return reasons[0] if reasons else None
     if address.is_unspecified:
         return "the unspecified address"
     if address.is_loopback:
@@ -36,7 +58,9 @@ def forbidden_reason(address: IPAddress) -> str | None:
         return "a link-local address (the cloud metadata service lives there)"
     if address.is_multicast:
         return "a multicast address"
-    if not address.is_global:  # RFC 1918, carrier-grade NAT, unique-local, reserved and documentation ranges
+    if isinstance(address, ipaddress.IPv6Address) and address.is_site_local:
+        return "a site-local address"
+    if address.is_reserved or not address.is_global:  # RFC 1918, CGNAT, unique-local, documentation ranges
         return "a private or reserved address"
     return None
 
@@ -56,6 +80,8 @@ def check_url(url: str, *, allow_http: bool, allow_private: bool) -> str:
         raise Refused("has no host")
     if parts.username or parts.password:
         raise Refused("must not carry credentials; the signature authenticates the sender")
+    if not url.isascii():
+        raise Refused("must be ASCII: percent-encode the path and use the host's IDNA (xn--) form")
     resolve(parts.hostname, port, allow_private=allow_private)
     return url
 
@@ -75,6 +101,7 @@ def resolve(host: str, port: int, *, allow_private: bool) -> list[str]:
         for text in addresses:
             reason = forbidden_reason(ipaddress.ip_address(text.split("%")[0]))
             if reason:
-                raise Refused(f"host {host!r} resolves to {text}, {reason}; the operator can allow "
-                              "such receivers with AGENTRUNS_WEBHOOK_ALLOW_PRIVATE")
+                # The address itself is not echoed: a tenant must not map the internal network with it.
+                raise Refused(f"host {host!r} resolves to {reason}; the operator can allow such receivers "
+                              "with AGENTRUNS_WEBHOOK_ALLOW_PRIVATE")
     return addresses

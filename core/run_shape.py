@@ -82,7 +82,7 @@ class RunOut(RunSummary):
                                 metadata={"description": "where this run's webhook events also go"})
 
 
-# The columns the outbox trigger leaves out of an event's run (migration 0006): secrets and fencing.
+# The timestamp columns of an event's run, which JSON carries as text (migration 0006's snapshot).
 _TIMESTAMPS = ("created_at", "updated_at", "started_at", "finished_at", "cancel_requested_at")
 
 

@@ -50,10 +50,10 @@ ERRORS = {
     ("get", WEBHOOKS): {401, 429, 503},
     ("get", WEBHOOK): {401, 404, 429, 503},
     ("patch", WEBHOOK): {400, 401, 404, 413, 415, 422, 429, 503},
-    ("delete", WEBHOOK): {401, 404, 429, 503},
+    ("delete", WEBHOOK): {401, 404, 409, 429, 503},
     ("post", ROTATE): {401, 404, 413, 415, 429, 503},
     ("get", DELIVERIES): {401, 404, 422, 429, 503},
-    ("post", REDELIVER): {401, 404, 413, 415, 429, 503},
+    ("post", REDELIVER): {401, 404, 409, 413, 415, 429, 503},
 }
 SUCCESS = {("post", RUNS): {"200", "201"}, ("post", DEVICES): {"201"}, ("delete", DEVICE): {"204"},
            ("post", WEBHOOKS): {"201"}, ("delete", WEBHOOK): {"204"}, ("post", REDELIVER): {"202"}}

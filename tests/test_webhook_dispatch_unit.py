@@ -60,6 +60,7 @@ def test_retry_after_is_honoured():
 
 def test_retry_after_forms():
     assert retry_after_seconds("30") == 30.0
+    assert retry_after_seconds("²") is None  # a digit to str.isdigit(), not to float()
     assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412480 - 60) == 60.0
     assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None
 
@@ -102,7 +103,7 @@ def test_dns_rebinding_is_caught_on_the_address_connected_to(receiver, monkeypat
     monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: real("127.0.0.1", *a, **k)
                         if host == "rebound.example.test" else real(host, *a, **k))
     outcome = sender().post(f"http://rebound.example.test:{receiver.port}/x", b"{}", [])
-    assert outcome.final and "127.0.0.1" in outcome.error and receiver.received == []
+    assert outcome.final and "loopback" in outcome.error and receiver.received == []
 
 
 def test_the_sender_posts_with_the_opt_in_and_follows_no_redirect(receiver):
@@ -181,3 +182,36 @@ def test_a_second_call_wakes_the_running_loop_instead_of_starting_another():
         assert queue.run() is None and queue._wake.is_set()
     finally:
         queue._running.release()
+
+
+def test_a_trickling_receiver_is_cut_at_the_requests_deadline():
+    """One byte a second keeps every read under the per-step timeout; the whole request still ends."""
+    import socket as sockets
+
+    listener = sockets.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def trickle():
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+        try:
+            for _ in range(30):
+                conn.sendall(b"x")
+                time.sleep(0.3)
+        except OSError:
+            pass
+        conn.close()
+
+    threading.Thread(target=trickle, daemon=True).start()
+    started = time.monotonic()
+    outcome = Sender(timeout=1.0, max_connections=1, allow_http=True, allow_private=True).post(
+        f"http://127.0.0.1:{listener.getsockname()[1]}/", b"{}", [])
+    listener.close()
+    assert time.monotonic() - started < 2.0 and outcome.error and outcome.error.startswith("timeout"), outcome
+
+
+def test_a_url_the_http_library_refuses_is_a_final_failure_not_an_exception(receiver):
+    outcome = sender(allow_private=True).post(receiver.url("/caf\u00e9"), b"{}", [])
+    assert outcome.final and outcome.status_code is None and outcome.error.startswith("not sent")

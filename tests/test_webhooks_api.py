@@ -98,6 +98,7 @@ def test_rotating_the_per_run_secret_creates_it(client, auth):
     ({"url": HOOK, "filters": {"provider": "gpt"}}, "filters"),
     ({"url": HOOK, "description": "x" * 501}, "description"),
     ({"url": "https://user:pw@hooks.example.test/x"}, "url"),
+    ({"url": "https://hooks.example.test/café"}, "url"),
 ])
 def test_invalid_bodies_are_422_naming_the_field(client, auth, example_resolves, body, field):
     resp = client.post("/api/v1/webhooks", json=body, headers=auth)
@@ -170,7 +171,10 @@ def test_a_name_that_does_not_resolve_is_refused(client, auth):
     ("169.254.169.254", True), ("100.64.0.1", True), ("0.0.0.0", True), ("224.0.0.251", True),
     ("::1", True), ("fe80::1", True), ("fc00::1", True), ("::ffff:10.0.0.1", True), ("ff02::1", True),
     ("::", True), ("192.0.2.1", True),  # TEST-NET: documentation only
+    ("64:ff9b::a9fe:a9fe", True), ("64:ff9b::a00:1", True), ("2002:a9fe:a9fe::", True), ("::127.0.0.1", True),
+    ("fec0::1", True), ("2001:0:4136:e378:8000:63bf:3fff:fdd2", True),  # NAT64, 6to4, compatible, site-local, Teredo
     ("93.184.215.14", False), ("8.8.8.8", False), ("2606:4700:4700::1111", False),
+    ("64:ff9b::808:808", False), ("2002:808:808::", False),  # NAT64 and 6to4 of 8.8.8.8
 ])
 def test_address_rules(address, refused):
     import ipaddress
@@ -185,6 +189,71 @@ def test_a_name_with_any_internal_address_is_refused(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: [
         (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", 443)),
         (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("169.254.169.254", 443))])
-    with pytest.raises(Refused, match="169.254.169.254"):
+    with pytest.raises(Refused, match="link-local") as refused:
         resolve("rebinding.example.test", 443, allow_private=False)
+    assert "169.254" not in str(refused.value)  # the internal address is not echoed to the tenant
     assert resolve("rebinding.example.test", 443, allow_private=True) == ["93.184.215.14", "169.254.169.254"]
+
+
+@pytest.mark.parametrize("address", ["10.0.0.1", "169.254.169.254", "127.0.0.1"])
+def test_a_name_resolving_to_an_internal_address_is_refused(strict_client, auth, monkeypatch, address):
+    import socket
+
+    real = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: [
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, 443))] if host == "inside.example.test"
+        else real(host, *a, **k))
+    resp = strict_client.post("/api/v1/webhooks", json={"url": "https://inside.example.test/hook"}, headers=auth)
+    assert resp.status_code == 422 and resp.get_json()["error"]["code"] == "webhook_url_refused"
+    assert address not in resp.get_json()["error"]["message"]
+
+
+def test_the_per_run_endpoint_cannot_be_deleted(client, auth):
+    client.post("/api/v1/webhooks/per-run/rotate-secret", headers=auth)
+    resp = client.delete("/api/v1/webhooks/per-run", headers=auth)
+    assert resp.status_code == 409 and resp.get_json()["error"]["code"] == "per_run_endpoint"
+    assert client.get("/api/v1/webhooks/per-run", headers=auth).status_code == 200
+
+
+def test_a_first_rotation_of_the_per_run_secret_has_no_previous_secret(client, auth):
+    first = client.post("/api/v1/webhooks/per-run/rotate-secret", headers=auth)
+    assert first.get_json()["data"]["previous_secret_expires_at"] is None
+    assert first.headers["Cache-Control"] == "no-store"
+    again = client.post("/api/v1/webhooks/per-run/rotate-secret", headers=auth).get_json()["data"]
+    assert again["previous_secret_expires_at"] is not None
+
+
+# --- an endpoint's changes never hold up a run's status change ------------------------------------------
+def _create_run_in_thread(client, auth, device) -> dict:
+    import threading
+
+    out: dict = {}
+
+    def create():
+        out["resp"] = client.post("/api/v1/agent-runs", json={
+            "target_id": device["id"], "provider": "custom", "command": "true", "prompt": "p"}, headers=auth)
+
+    thread = threading.Thread(target=create)
+    thread.start()
+    thread.join(5)
+    out["blocked"] = thread.is_alive()
+    out["thread"] = thread
+    return out
+
+
+@pytest.mark.parametrize("holder", [
+    "DELETE FROM webhook_endpoints WHERE id = %(id)s",  # a delete in progress
+    "SELECT 1 FROM webhook_endpoints WHERE id = %(id)s FOR NO KEY UPDATE",  # how the service locks a change
+])
+def test_a_run_is_created_while_its_endpoint_is_being_changed(quiet_client, auth, local_device, settings, holder,
+                                                               example_resolves):
+    import psycopg
+
+    hook = create(quiet_client, auth).get_json()["data"]
+    with psycopg.connect(settings.database_url.replace("postgresql+psycopg://", "postgresql://")) as other:
+        other.execute(holder, {"id": hook["id"]})  # holds the endpoint's row until this transaction ends
+        out = _create_run_in_thread(quiet_client, auth, local_device)
+        other.rollback()
+    out["thread"].join(10)
+    assert not out["blocked"], "the run's create waited for the endpoint's lock"
+    assert out["resp"].status_code == 201, out["resp"].get_json()

@@ -191,3 +191,28 @@ def test_an_endpoint_failing_for_days_is_disabled(worker, client, auth, local_de
     assert len(receiver.at("/dead")) == 1
     enabled = client.patch(f"/api/v1/webhooks/{hook['id']}", json={"enabled": True}, headers=auth).get_json()["data"]
     assert (enabled["enabled"], enabled["disabled_reason"], enabled["failing_since"]) == (True, None, None)
+
+
+def test_disabling_an_endpoint_ends_its_pending_deliveries(worker, client, auth, local_device, receiver):
+    hook = subscribe(client, auth, receiver.url("/off"), events=["run.succeeded"])
+    receiver.stop()  # refused: the delivery stays pending, retried
+    wait_run(client, auth, run(client, auth, local_device)["id"])
+    deadline = time.monotonic() + 10
+    while not (pending := deliveries(client, auth, hook["id"], state="pending")) or pending[0]["attempts"] < 1:
+        assert time.monotonic() < deadline, "no attempt was made"
+        time.sleep(0.1)
+    url = f"/api/v1/webhooks/{hook['id']}/deliveries/{pending[0]['id']}/redeliver"
+    busy = client.post(url, headers=auth)
+    assert busy.status_code == 409 and busy.get_json()["error"]["code"] == "delivery_pending"
+
+    assert client.patch(f"/api/v1/webhooks/{hook['id']}", json={"enabled": False}, headers=auth).status_code == 200
+    (ended,) = deliveries(client, auth, hook["id"])
+    assert (ended["state"], ended["last_error"], ended["next_attempt_at"]) == ("failed", "endpoint disabled", None)
+    off = client.post(url, headers=auth)
+    assert off.status_code == 409 and off.get_json()["error"]["code"] == "webhook_disabled"
+
+    receiver.start()
+    client.patch(f"/api/v1/webhooks/{hook['id']}", json={"enabled": True}, headers=auth)
+    assert client.post(url, headers=auth).status_code == 202
+    (got,) = receiver.wait_for("/off", 1)
+    assert got.headers[webhooks.EVENT_ID_HEADER] == ended["event_id"]

@@ -1,13 +1,16 @@
 """Webhook events survive the processes that wrote or sent them: real processes on servers of their own.
 
-- A worker SIGKILLed right after it recorded runs' ends: their events were written in the same
-  transactions (the outbox), so a worker started afterwards delivers every one of them, once.
+- A worker SIGKILLed right after it recorded runs' ends, and Redis restarted empty (every Celery
+  message lost): the events were written in the runs' own transactions (the outbox), so a worker
+  started afterwards delivers every one of them, once.
 - A worker SIGKILLed while a request is in flight: its hold on the delivery lapses and another worker
   sends the same event again (at least once, under one event id).
 """
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import time
 
@@ -45,11 +48,19 @@ def stack(tmp_path_factory):
     resp = http.post("/api/v1/devices", json={"id": "box", "kind": "sandbox", "driver": "local",
                                               "default_cwd": str(root), "max_concurrent_runs": 4})
     assert resp.status_code == 201, resp.text
-    yield env, http
+    servers = {"redis": redis}
+
+    def restart_redis_empty() -> None:
+        port = servers["redis"].port
+        os.kill(servers["redis"].pid, signal.SIGKILL)
+        servers["redis"].stop()  # it is gone: this only releases its data dir
+        servers["redis"] = start_redis(root / f"redis-{time.time_ns()}", port=port)
+
+    yield env, http, restart_redis_empty
     http.close()
     for proc in (beat, api):
         proc.stop(timeout=10)
-    redis.stop(), pg.stop()
+    servers["redis"].stop(), pg.stop()
 
 
 @pytest.fixture()
@@ -67,7 +78,7 @@ def finished_run(http) -> dict:
 
 
 def test_events_recorded_by_a_killed_worker_are_delivered_by_the_next(stack, receiver):
-    env, http = stack
+    env, http, restart_redis_empty = stack
     hook = http.post("/api/v1/webhooks", json={"url": receiver.url("/k")}).json()["data"]
     runs_only = start_worker(env, concurrency=8, name="runs-only", queues=("agentruns",))
     try:
@@ -75,6 +86,7 @@ def test_events_recorded_by_a_killed_worker_are_delivered_by_the_next(stack, rec
     finally:
         runs_only.kill()  # SIGKILL, right after it recorded the runs' ends
     assert receiver.received == []  # nobody has sent anything yet
+    restart_redis_empty()  # and no Celery message survives: only the database remembers the events
     sender = start_worker(env, concurrency=8, name="after")
     try:
         got = [webhooks.verify(r.body, r.headers[webhooks.SIGNATURE_HEADER], hook["secret"])
@@ -89,7 +101,7 @@ def test_events_recorded_by_a_killed_worker_are_delivered_by_the_next(stack, rec
 
 
 def test_a_delivery_held_by_a_killed_worker_is_sent_again(stack, receiver):
-    env, http = stack
+    env, http, _ = stack
     resp = http.post("/api/v1/webhooks", json={"url": receiver.url("/held"), "events": ["run.succeeded"]})
     hook = resp.json()["data"]
     receiver.delay = 5.0  # longer than the request timeout (1 s): the request is in flight a while

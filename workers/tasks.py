@@ -9,6 +9,7 @@ import threading
 
 from celery.signals import beat_init, worker_shutting_down
 
+from core import db
 from core.config import Settings
 from core.messages import (
     ATTACH,
@@ -78,7 +79,9 @@ def dispatch_webhooks() -> int | None:
 
 @celery.task(name=WEBHOOKS_PURGE)
 def purge_webhook_events() -> int:
-    return webhook_dispatch.purge(webhook_dispatch.dispatcher().settings.webhook_retention_days)
+    settings = Settings.from_env()
+    db.init(settings.database_url)
+    return webhook_dispatch.purge(settings.webhook_retention_days)
 
 
 @beat_init.connect

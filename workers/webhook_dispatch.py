@@ -28,7 +28,7 @@ from agentruns.webhooks import EVENT_ID_HEADER, SIGNATURE_HEADER, sign
 from core import db
 from core.config import Settings
 from core.run_shape import RunOut, UTCDateTime, run_from_snapshot
-from core.services.webhooks import event_id, signing_secrets
+from core.services.webhooks import drop_pending, event_id, signing_secrets
 from workers import metrics
 from workers.webhook_http import Outcome, Sender
 
@@ -83,7 +83,8 @@ UPDATE webhook_endpoints SET failing_since = coalesce(failing_since, now()),
            THEN 'failing since ' || to_char(failing_since AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
                 || '; last error: ' || CAST(:error AS text)
            ELSE disabled_reason END
-WHERE id = :id AND NOT per_run""")
+WHERE id = :id AND NOT per_run
+RETURNING enabled""")
 _PURGE = text("""
 DELETE FROM webhook_events e WHERE e.created_at < now() - make_interval(days => :days)
   AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id AND d.state = 'pending')""")
@@ -125,6 +126,8 @@ class Dispatcher:
         self.sender = Sender(timeout=settings.webhook_timeout_seconds, allow_http=settings.webhook_allow_http,
                              allow_private=settings.webhook_allow_private,
                              max_connections=settings.webhook_concurrency * 2)
+        if settings.webhook_concurrency < 1:
+            raise ValueError("AGENTRUNS_WEBHOOK_CONCURRENCY must be at least 1")
         self.pool = ThreadPoolExecutor(settings.webhook_concurrency, thread_name_prefix="agentruns-webhook")
         self.hold_seconds = settings.webhook_timeout_seconds * 3 + 10
         self._running = threading.Lock()
@@ -151,6 +154,7 @@ class Dispatcher:
             free = self.settings.webhook_concurrency - len(in_flight)
             # Claim in batches (half the slots or more): a claim is a query over the pending deliveries.
             if (free * 2 >= self.settings.webhook_concurrency or not in_flight) and time.monotonic() < deadline:
+                self._wake.clear()  # before the claim: a wake-up after it is for work this claim missed
                 token, claimed = self._claim(free)
                 in_flight.update(self.pool.submit(self._deliver, row, token) for row in claimed)
             if in_flight:
@@ -162,7 +166,6 @@ class Dispatcher:
             if due_in is None or left <= 0 or due_in >= left:
                 return attempts, due_in is not None and due_in <= 0
             self._wake.wait(max(due_in, 0.05))
-            self._wake.clear()
 
     def _claim(self, limit: int) -> tuple[uuid.UUID, list]:
         """Hold up to `limit` due deliveries; the token fences the writes of their results."""
@@ -184,12 +187,17 @@ class Dispatcher:
 
     def _send(self, claimed, token: uuid.UUID) -> None:
         now = datetime.now(UTC)
-        body = render(claimed.event_id, claimed.type, claimed.event_created_at, claimed.run)
-        secrets = signing_secrets(claimed, self.settings.secret_key, now)
-        headers = [("Content-Type", "application/json"), ("User-Agent", USER_AGENT),
-                   (EVENT_ID_HEADER, event_id(claimed.event_id)),
-                   (SIGNATURE_HEADER, sign(body, secrets, int(now.timestamp())))]
-        outcome = self.sender.post(claimed.url, body, headers)
+        try:
+            body = render(claimed.event_id, claimed.type, claimed.event_created_at, claimed.run)
+            secrets = signing_secrets(claimed, self.settings.secret_key, now)
+        except Exception as exc:  # noqa: BLE001 - recorded as a failed attempt, not retried every hold forever
+            log.exception("webhook delivery %s: could not be built", claimed.id)
+            outcome = Outcome(None, f"not sent: could not build the request: {type(exc).__name__}", 0, final=True)
+        else:
+            headers = [("Content-Type", "application/json"), ("User-Agent", USER_AGENT),
+                       (EVENT_ID_HEADER, event_id(claimed.event_id)),
+                       (SIGNATURE_HEADER, sign(body, secrets, int(now.timestamp())))]
+            outcome = self.sender.post(claimed.url, body, headers)
         state, retry_in = decide(outcome, claimed.attempts, self.settings)
         self._record(claimed, token, outcome, state, retry_in)
 
@@ -198,12 +206,14 @@ class Dispatcher:
             written = conn.execute(_RECORD, dict(
                 id=claimed.id, token=token, state=state, retry_in=retry_in,
                 status_code=outcome.status_code, error=outcome.error, latency_ms=outcome.latency_ms)).scalar()
-            if not written:  # held too long: another dispatcher took it over and its attempt counts
-                log.warning("webhook delivery %s: hold lapsed before its result was recorded", claimed.id)
+            if not written:  # held too long (another dispatcher took it over), or its endpoint was deleted
+                log.warning("webhook delivery %s: not recorded (its hold lapsed, or it was deleted)", claimed.id)
                 return
             if state != "delivered":
-                conn.execute(_FAILING, dict(id=claimed.endpoint_id, error=_describe(outcome),
-                                            disable_after=self.settings.webhook_disable_after_seconds))
+                enabled = conn.execute(_FAILING, dict(id=claimed.endpoint_id, error=_describe(outcome),
+                                                      disable_after=self.settings.webhook_disable_after_seconds))
+                if enabled.scalar() is False:  # disabled now: its pending deliveries end with it
+                    drop_pending(conn, claimed.endpoint_id)
         metrics.WEBHOOK_ATTEMPTS.labels("delivered" if state == "delivered" else
                                         "retry" if state == "pending" else "failed").inc()
         metrics.WEBHOOK_LATENCY.observe(outcome.latency_ms / 1000)

@@ -1,4 +1,5 @@
-"""One webhook POST: on an address the request-forgery rules allow, without redirects or proxies.
+"""One webhook POST: on an address the request-forgery rules allow, without redirects or proxies, within
+one deadline for the whole request (name lookup, connect, send, answer).
 
 httpcore, not httpx, because its network backend is where a connection is made: `GuardedBackend`
 resolves the host itself, refuses it if any address is internal (core.outbound), and connects to the
@@ -8,8 +9,12 @@ against the URL's host name. A kept-alive connection is reused only for its own 
 """
 from __future__ import annotations
 
+import re
 import ssl
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
@@ -30,6 +35,45 @@ class Outcome:
     final: bool = False  # a refusal that no retry can change (the URL points somewhere forbidden)
 
 
+# The deadline of the request the current thread is making (a sync request runs on one thread).
+# httpcore's own timeouts are per step (each read may wait the whole timeout again): a receiver
+# trickling one byte a second would otherwise hold a delivery past its hold, and a second dispatcher
+# would send it again.
+_request = threading.local()
+# getaddrinfo has no timeout of its own; a lookup left running past its deadline finishes here.
+_resolver = ThreadPoolExecutor(4, thread_name_prefix="agentruns-webhook-dns")
+
+
+def _left(timeout: float | None, error: type[httpcore.TimeoutException]) -> float:
+    left = getattr(_request, "deadline", float("inf")) - time.monotonic()
+    if left <= 0:
+        raise error("the request's time is up")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read and write waits at most until the current request's deadline."""
+
+    def __init__(self, inner: httpcore.NetworkStream):
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _left(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(self, ssl_context, server_hostname=None, timeout=None):
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname,
+                                                     _left(timeout, httpcore.ConnectTimeout)))
+
+    def get_extra_info(self, info: str):
+        return self._inner.get_extra_info(info)
+
+
 class GuardedBackend(httpcore.NetworkBackend):
     """httpcore's socket backend, connecting only to the addresses core.outbound allows."""
 
@@ -38,11 +82,17 @@ class GuardedBackend(httpcore.NetworkBackend):
         self._allow_private = allow_private
 
     def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
-        addresses = outbound.resolve(host, port, allow_private=self._allow_private)
+        lookup = _resolver.submit(outbound.resolve, host, port, allow_private=self._allow_private)
+        try:
+            addresses = lookup.result(_left(timeout, httpcore.ConnectTimeout))
+        except FutureTimeout:
+            raise httpcore.ConnectTimeout(f"looking up {host} took too long") from None
         error: Exception | None = None
         for address in addresses:
             try:
-                return self._inner.connect_tcp(address, port, timeout, local_address, socket_options)
+                stream = self._inner.connect_tcp(address, port, _left(timeout, httpcore.ConnectTimeout),
+                                                 local_address, socket_options)
+                return _DeadlineStream(stream)
             except httpcore.ConnectError as exc:  # the next address of the name, as a browser would
                 error = exc
         raise error or httpcore.ConnectError(f"{host} has no address")
@@ -59,7 +109,7 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if re.fullmatch(r"[0-9]{1,10}", value):  # not str.isdigit(), which takes "²" too
         return float(value)
     try:
         return max(0.0, parsedate_to_datetime(value).timestamp() - (time.time() if now is None else now))
@@ -71,6 +121,7 @@ class Sender:
     """A connection pool for webhook POSTs (thread-safe: one per worker process)."""
 
     def __init__(self, *, timeout: float, allow_http: bool, allow_private: bool, max_connections: int):
+        self._total = timeout
         self._timeout = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
         self._allow_http = allow_http
         self._pool = httpcore.ConnectionPool(
@@ -85,6 +136,7 @@ class Sender:
 
         if urlsplit(url).scheme != "https" and not self._allow_http:
             return outcome(None, "refused: http webhooks are not allowed by this server", final=True)
+        _request.deadline = started + self._total
         try:
             with self._pool.stream("POST", url, headers=headers, content=body,
                                    extensions={"timeout": self._timeout}) as response:
@@ -106,8 +158,10 @@ class Sender:
             return outcome(None, f"timeout: {type(exc).__name__}")
         except (httpcore.NetworkError, httpcore.ProtocolError, OSError) as exc:
             return outcome(None, f"{type(exc).__name__}: {exc}"[:500])
-        except httpcore.UnsupportedProtocol as exc:
-            return outcome(None, f"refused: {exc}", final=True)
+        except Exception as exc:  # noqa: BLE001 - a URL httpcore will not send, say: no retry can change it
+            return outcome(None, f"not sent: {type(exc).__name__}: {exc}"[:500], final=True)
+        finally:
+            _request.deadline = float("inf")
 
     def close(self) -> None:
         self._pool.close()

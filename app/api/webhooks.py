@@ -23,6 +23,10 @@ _REFUSED = ("validation_error: the body failed validation (error.details.fields 
             "webhook_url_refused: the URL is not https, does not resolve, or resolves to an internal address.")
 
 
+# Answers that carry a secret: no cache keeps a copy.
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
 def _settings():
     return current_app.extensions["settings"]
 
@@ -38,7 +42,7 @@ def create_webhook(data):
     with db.session() as s:
         endpoint, secret = webhook_service.create(s, g.tenant_id, data, _settings())
         out = webhook_service.to_out(endpoint, secret)
-    return {"data": out}, 201, {"Location": f"/api/v1/webhooks/{out['id']}"}
+    return {"data": out}, 201, {"Location": f"/api/v1/webhooks/{out['id']}", **_NO_STORE}
 
 
 @blp.route("/webhooks", methods=["GET"])
@@ -63,7 +67,8 @@ def get_webhook(endpoint_id):
 @blp.response(200, WebhookEnvelope)
 @blp.errors({**_NOT_FOUND, 422: _REFUSED + " per_run_endpoint: the per-run endpoint has no settings."})
 def patch_webhook(data, endpoint_id):
-    """Change some fields; `enabled: true` re-enables an endpoint the server disabled."""
+    """Change some fields; `enabled: true` re-enables an endpoint the server disabled. Disabling one ends
+    its pending deliveries (`failed`, "endpoint disabled"); redeliver sends one again."""
     with db.session() as s:
         return {"data": webhook_service.to_out(
             webhook_service.update(s, g.tenant_id, endpoint_id, data, _settings()))}
@@ -71,7 +76,7 @@ def patch_webhook(data, endpoint_id):
 
 @blp.route("/webhooks/<endpoint_id>", methods=["DELETE"])
 @blp.response(204)
-@blp.errors(_NOT_FOUND)
+@blp.errors({**_NOT_FOUND, 409: "per_run_endpoint: the per-run endpoint cannot be deleted."})
 def delete_webhook(endpoint_id):
     """Delete an endpoint; its pending deliveries are dropped."""
     with db.session() as s:
@@ -86,7 +91,7 @@ def rotate_webhook_secret(endpoint_id):
     (AGENTRUNS_WEBHOOK_SECRET_GRACE_SECONDS, a day by default). `per-run` creates that endpoint if needed."""
     with db.session() as s:
         endpoint, secret = webhook_service.rotate_secret(s, g.tenant_id, endpoint_id, _settings())
-        return {"data": webhook_service.to_out(endpoint, secret)}
+        return {"data": webhook_service.to_out(endpoint, secret)}, 200, _NO_STORE
 
 
 @blp.route("/webhooks/<endpoint_id>/deliveries", methods=["GET"])
@@ -103,7 +108,9 @@ def list_deliveries(query, endpoint_id):
 
 @blp.route("/webhooks/<endpoint_id>/deliveries/<delivery_id>/redeliver", methods=["POST"])
 @blp.response(202, DeliveryEnvelope)
-@blp.errors({404: "not_found: no such webhook endpoint or delivery in this tenant."})
+@blp.errors({404: "not_found: no such webhook endpoint or delivery in this tenant.",
+             409: "webhook_disabled: the endpoint is disabled; delivery_pending: that delivery is still being "
+                  "tried."})
 def redeliver(endpoint_id, delivery_id):
     """Send a delivery's event again: a new delivery with the same event id."""
     with db.session() as s:

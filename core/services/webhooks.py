@@ -2,7 +2,11 @@
 
 What is sent and when is decided elsewhere: the outbox trigger (migration 0006) writes events and
 deliveries with each status change, and workers.webhook_dispatch sends them. Secrets are stored
-encrypted and leave this module only once, in the answer to a create or a rotation.
+encrypted; their plaintext goes to the caller once (the answer to a create or a rotation) and to
+the dispatcher, which signs with it (`signing_secrets`).
+
+Changes lock an endpoint's row FOR NO KEY UPDATE: the outbox trigger's foreign-key share lock does
+not wait for that, so editing an endpoint never holds up a run's status change.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from agentruns.webhooks import generate_secret
 from core import outbound
 from core.config import Settings
 from core.crypto import decrypt_json, encrypt_json
-from core.errors import Invalid, NotFound
+from core.errors import Conflict, Invalid, NotFound
 from core.messages import WEBHOOK_CHANNEL
 from core.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from core.services.cursor import decode_cursor, encode_cursor
@@ -100,7 +104,10 @@ def list_all(s: Session, tenant_id: uuid.UUID) -> list[WebhookEndpoint]:
 
 
 def get(s: Session, tenant_id: uuid.UUID, endpoint_id: str, *, lock: bool = False) -> WebhookEndpoint:
-    """An endpoint of this tenant by id, or its per-run endpoint by `per-run`; 404 otherwise."""
+    """An endpoint of this tenant by id, or its per-run endpoint by `per-run`; 404 otherwise.
+
+    lock: FOR NO KEY UPDATE (a change that keeps the row; see the module's docstring).
+    """
     query = select(WebhookEndpoint).where(WebhookEndpoint.tenant_id == tenant_id)
     if endpoint_id == PER_RUN:
         query = query.where(WebhookEndpoint.per_run.is_(True))
@@ -109,7 +116,7 @@ def get(s: Session, tenant_id: uuid.UUID, endpoint_id: str, *, lock: bool = Fals
             query = query.where(WebhookEndpoint.id == uuid.UUID(endpoint_id))
         except ValueError:
             raise NotFound(f"webhook {endpoint_id!r} not found") from None
-    endpoint = s.scalars(query.with_for_update() if lock else query).first()
+    endpoint = s.scalars(query.with_for_update(key_share=True) if lock else query).first()
     if endpoint is None:
         hint = " (it is created by the first run with a webhook_url, or by rotate-secret)" \
             if endpoint_id == PER_RUN else ""
@@ -118,41 +125,69 @@ def get(s: Session, tenant_id: uuid.UUID, endpoint_id: str, *, lock: bool = Fals
 
 
 def update(s: Session, tenant_id: uuid.UUID, endpoint_id: str, data: dict, settings: Settings) -> WebhookEndpoint:
+    if "url" in data:  # the DNS lookup before the row is locked
+        data = {**data, "url": check_url(data["url"], settings)}
     endpoint = get(s, tenant_id, endpoint_id, lock=True)
     if endpoint.per_run:
         raise Invalid("the per-run endpoint has no settings to change; rotate its secret instead",
                       code="per_run_endpoint")
+    was_enabled = endpoint.enabled
     _apply(endpoint, data, settings)
     s.flush()
+    if was_enabled and not endpoint.enabled:
+        drop_pending(s.connection(), endpoint.id)
     return endpoint
 
 
 def delete(s: Session, tenant_id: uuid.UUID, endpoint_id: str) -> None:
-    """Delete an endpoint; its pending deliveries are dropped with it."""
-    s.delete(get(s, tenant_id, endpoint_id, lock=True))
+    """Delete an endpoint; its pending deliveries are dropped with it. Not the per-run endpoint: runs
+    that name a webhook_url rely on its secret."""
+    query = select(WebhookEndpoint).where(WebhookEndpoint.tenant_id == tenant_id)
+    endpoint = get(s, tenant_id, endpoint_id)
+    if endpoint.per_run:
+        raise Conflict("the per-run endpoint cannot be deleted: runs with a webhook_url are signed with its "
+                       "secret (rotate it instead)", code="per_run_endpoint")
+    locked = s.scalars(query.where(WebhookEndpoint.id == endpoint.id).with_for_update()).first()
+    if locked is not None:
+        s.delete(locked)
+
+
+_DROP_PENDING = text("""
+UPDATE webhook_deliveries SET state = 'failed', locked_until = NULL, lock_token = NULL,
+       last_error = 'endpoint disabled'
+WHERE endpoint_id = :endpoint_id AND state = 'pending'""")
+
+
+def drop_pending(conn: Connection, endpoint_id: uuid.UUID) -> None:
+    """A disabled endpoint's pending deliveries end `failed` ("endpoint disabled"): nothing waits for an
+    endpoint that may never be enabled again (redeliver sends one again once it is)."""
+    conn.execute(_DROP_PENDING, {"endpoint_id": endpoint_id})
 
 
 _PER_RUN_INSERT = (pg_insert(WebhookEndpoint)
-                   .on_conflict_do_nothing(index_elements=["tenant_id"], index_where=text("per_run")))
+                   .on_conflict_do_nothing(index_elements=["tenant_id"], index_where=text("per_run"))
+                   .returning(WebhookEndpoint.id))
 
 
-def ensure_per_run(conn: Connection, tenant_id: uuid.UUID, settings: Settings) -> None:
-    """The tenant's per-run endpoint, created (with a secret) by its first run that names a webhook_url."""
-    conn.execute(_PER_RUN_INSERT, dict(id=uuid.uuid4(), tenant_id=tenant_id, per_run=True, url=None,
+def ensure_per_run(conn: Connection, tenant_id: uuid.UUID, settings: Settings) -> bool:
+    """The tenant's per-run endpoint, created (with a secret) by its first run that names a webhook_url.
+    True when this call created it."""
+    return conn.execute(_PER_RUN_INSERT, dict(id=uuid.uuid4(), tenant_id=tenant_id, per_run=True, url=None,
                                        events=[], filter_metadata={}, enabled=True,
-                                       secret_enc=_seal(generate_secret(), settings)))
+                                       secret_enc=_seal(generate_secret(), settings))).first() is not None
 
 
 def rotate_secret(s: Session, tenant_id: uuid.UUID, endpoint_id: str,
                   settings: Settings) -> tuple[WebhookEndpoint, str]:
     """A new secret; the old one keeps signing beside it for the grace period. `per-run` creates the
     tenant's per-run endpoint if it does not exist yet."""
-    if endpoint_id == PER_RUN:
-        ensure_per_run(s.connection(), tenant_id, settings)
+    created = endpoint_id == PER_RUN and ensure_per_run(s.connection(), tenant_id, settings)
     endpoint = get(s, tenant_id, endpoint_id, lock=True)
     secret = generate_secret()
-    endpoint.previous_secret_enc = endpoint.secret_enc
-    endpoint.previous_secret_expires_at = datetime.now(UTC) + timedelta(seconds=settings.webhook_secret_grace_seconds)
+    if not created:  # a secret made a moment ago, that nobody saw, need not sign on
+        endpoint.previous_secret_enc = endpoint.secret_enc
+        endpoint.previous_secret_expires_at = datetime.now(UTC) + timedelta(
+            seconds=settings.webhook_secret_grace_seconds)
     endpoint.secret_enc = _seal(secret, settings)
     s.flush()
     return endpoint, secret
@@ -221,6 +256,10 @@ def redeliver(s: Session, tenant_id: uuid.UUID, endpoint_id: str, delivery_id: s
     old = s.get(WebhookDelivery, did)
     if old is None or old.endpoint_id != endpoint.id:
         raise NotFound(f"delivery {delivery_id!r} not found")
+    if not endpoint.enabled:
+        raise Conflict("the endpoint is disabled; enable it first", code="webhook_disabled")
+    if old.state == "pending":
+        raise Conflict("this delivery is still being tried; see next_attempt_at", code="delivery_pending")
     new_id = uuid.uuid4()
     s.execute(insert(WebhookDelivery).values(id=new_id, event_id=old.event_id, endpoint_id=old.endpoint_id,
                                              run_id=old.run_id, event_seq=old.event_seq, url=old.url))

@@ -7,9 +7,9 @@ receive it (an enabled endpoint of the tenant matches, or the run has a webhook_
 delivery per receiver, and a NOTIFY wakes the dispatcher (workers.webhook_kick) at commit.
 
 Event types: run.queued (the run's INSERT), run.started (started_at first set), run.succeeded,
-run.failed, run.canceled (the status becoming terminal). An event carries the run's row as it is
-after the statement (secrets and internal fencing columns removed); workers.webhook_dispatch
-renders it in the API's run shape.
+run.failed, run.canceled (the status becoming terminal). An event carries the run's public columns
+as they are after the statement; workers.webhook_dispatch renders them in the API's run shape.
+Endpoint changes lock their row FOR NO KEY UPDATE, which the trigger's KEY SHARE does not wait for.
 
 Revision ID: 0006
 Revises: 0005
@@ -49,15 +49,27 @@ BEGIN
             SELECT 1 FROM webhook_endpoints e WHERE e.tenant_id = NEW.tenant_id AND e.enabled AND NOT e.per_run)) THEN
         RETURN NULL;
     END IF;
-    snapshot := to_jsonb(NEW) - ARRAY['env_enc', 'epoch', 'lease_until', 'worker_id', 'pgid', 'stdout_offset',
-                                       'stderr_offset', 'enqueued_at'];
+    -- What the run shape shows (core/run_shape.py), named: a column added to runs later, a secret
+    -- say, is not copied into events by default.
+    snapshot := jsonb_build_object(
+        'id', NEW.id, 'target_kind', NEW.target_kind, 'target_id', NEW.target_id, 'provider', NEW.provider,
+        'status', NEW.status, 'prompt', NEW.prompt, 'metadata', NEW.metadata, 'model', NEW.model, 'cwd', NEW.cwd,
+        'timeout', NEW.timeout, 'command', NEW.command, 'output', NEW.output, 'stdout', NEW.stdout,
+        'stderr', NEW.stderr, 'stdout_truncated', NEW.stdout_truncated, 'stderr_truncated', NEW.stderr_truncated,
+        'exit_code', NEW.exit_code, 'error', NEW.error, 'usage', NEW.usage, 'cost_usd', NEW.cost_usd,
+        'session_id', NEW.session_id, 'request_id', NEW.request_id, 'webhook_url', NEW.webhook_url,
+        'cancel_requested_at', NEW.cancel_requested_at, 'started_at', NEW.started_at,
+        'finished_at', NEW.finished_at, 'created_at', NEW.created_at, 'updated_at', NEW.updated_at);
     FOREACH event_type IN ARRAY types LOOP
         CONTINUE WHEN NOT EXISTS (SELECT 1 FROM webhook_endpoints e WHERE agentruns_webhook_matches(e, NEW, event_type));
         INSERT INTO webhook_events (tenant_id, run_id, type, run) VALUES (NEW.tenant_id, NEW.id, event_type, snapshot)
         RETURNING id, seq INTO new_event, new_seq;
+        -- SKIP LOCKED: an endpoint being deleted right now (its row locked) gets no delivery, rather
+        -- than the run's own status change waiting for that delete and then failing on the foreign key.
         INSERT INTO webhook_deliveries (event_id, endpoint_id, run_id, event_seq, url)
         SELECT new_event, e.id, NEW.id, new_seq, CASE WHEN e.per_run THEN NEW.webhook_url END
-        FROM webhook_endpoints e WHERE agentruns_webhook_matches(e, NEW, event_type);
+        FROM webhook_endpoints e WHERE agentruns_webhook_matches(e, NEW, event_type)
+        FOR KEY SHARE OF e SKIP LOCKED;
         queued_any := true;
     END LOOP;
     IF queued_any THEN
