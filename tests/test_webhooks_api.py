@@ -1,13 +1,16 @@
 """/api/v1/webhooks: endpoints, secrets, validation and the request-forgery rules (a real PostgreSQL)."""
 from __future__ import annotations
 
+import uuid
 from dataclasses import replace
 
 import pytest
 
 from core.outbound import Refused, forbidden_reason, resolve
 
-HOOK = "https://hooks.example.test/agentruns"
+HOOK = "https://hooks.example.test/agentruns"  # resolves only in this process (example_resolves)
+# Where tests whose runs make deliveries point: the workers really send, and only to loopback (a closed port).
+LOOP = "https://127.0.0.1:9/agentruns"
 
 
 @pytest.fixture()
@@ -26,7 +29,7 @@ def example_resolves(monkeypatch):
 
 
 def create(client, auth, **body):
-    resp = client.post("/api/v1/webhooks", json={"url": HOOK, **body}, headers=auth)
+    resp = client.post("/api/v1/webhooks", json={"url": HOOK, **body}, headers=auth)  # body's url wins
     assert resp.status_code == 201, resp.get_json()
     return resp
 
@@ -71,10 +74,10 @@ def test_rotation_returns_a_new_secret_and_keeps_the_old_for_a_while(client, aut
 def test_per_run_endpoint_is_created_by_rotation_or_first_use(client, auth, local_device, example_resolves):
     assert client.get("/api/v1/webhooks/per-run", headers=auth).status_code == 404
     resp = client.post("/api/v1/agent-runs", json={"target_id": local_device["id"], "provider": "custom",
-                                                   "command": "true", "prompt": "p", "webhook_url": HOOK},
+                                                   "command": "true", "prompt": "p", "webhook_url": LOOP},
                        headers=auth)
     assert resp.status_code == 201, resp.get_json()
-    assert resp.get_json()["data"]["webhook_url"] == HOOK
+    assert resp.get_json()["data"]["webhook_url"] == LOOP
     per_run = client.get("/api/v1/webhooks/per-run", headers=auth).get_json()["data"]
     assert (per_run["id"], per_run["per_run"], per_run["url"]) == ("per-run", True, None)
     rotated = client.post("/api/v1/webhooks/per-run/rotate-secret", headers=auth).get_json()["data"]
@@ -160,7 +163,13 @@ def test_http_is_refused_without_the_opt_in(strict_client, auth, example_resolve
     assert strict_client.post("/api/v1/webhooks", json={"url": HOOK}, headers=auth).status_code == 201
 
 
-def test_a_name_that_does_not_resolve_is_refused(client, auth):
+def test_a_name_that_does_not_resolve_is_refused(client, auth, monkeypatch):
+    import socket
+
+    def nxdomain(host, *args, **kwargs):  # as the resolver answers, without asking one
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", nxdomain)
     resp = client.post("/api/v1/webhooks", json={"url": "https://no-such-host.invalid/x"}, headers=auth)
     assert resp.status_code == 422 and "does not resolve" in resp.get_json()["error"]["message"]
 
@@ -249,7 +258,7 @@ def test_a_run_is_created_while_its_endpoint_is_being_changed(quiet_client, auth
                                                                example_resolves):
     import psycopg
 
-    hook = create(quiet_client, auth).get_json()["data"]
+    hook = create(quiet_client, auth, url=LOOP).get_json()["data"]
     with psycopg.connect(settings.database_url.replace("postgresql+psycopg://", "postgresql://")) as other:
         other.execute(holder, {"id": hook["id"]})  # holds the endpoint's row until this transaction ends
         out = _create_run_in_thread(quiet_client, auth, local_device)
@@ -257,3 +266,37 @@ def test_a_run_is_created_while_its_endpoint_is_being_changed(quiet_client, auth
     out["thread"].join(10)
     assert not out["blocked"], "the run's create waited for the endpoint's lock"
     assert out["resp"].status_code == 201, out["resp"].get_json()
+
+
+def test_webhook_answers_match_the_document(quiet_client, auth, local_device, example_resolves):
+    """Every webhook operation's real answers (successes and errors) validate against the OpenAPI document."""
+    from tests.test_openapi_spec import check_answer
+
+    client = quiet_client
+    spec = client.get("/api/v1/openapi.json").get_json()
+
+    def call(method, template, path=None, **kwargs):
+        resp = client.open(path or template, method=method.upper(), headers=auth, **kwargs)
+        check_answer(spec, method, template, resp)
+        return resp
+
+    hooks, hook = "/api/v1/webhooks", "/api/v1/webhooks/{endpoint_id}"
+    created = call("post", hooks, json={"url": LOOP, "filters": {"metadata": {"team": "infra"}}}).get_json()["data"]
+    path = hook.replace("{endpoint_id}", created["id"])
+    call("post", hooks, json={"url": "ftp://x"})  # 422
+    call("get", hooks)
+    call("get", hook, path)
+    call("get", hook, hook.replace("{endpoint_id}", "nope"))  # 404
+    call("patch", hook, path, json={"description": None, "events": ["run.queued"]})
+    call("post", "/api/v1/webhooks/{endpoint_id}/rotate-secret", f"{path}/rotate-secret")
+    run = client.post("/api/v1/agent-runs", json={"target_id": local_device["id"], "prompt": "p",
+                                                  "metadata": {"team": "infra"}}, headers=auth).get_json()["data"]
+    assert run["webhook_url"] is None
+    log = call("get", "/api/v1/webhooks/{endpoint_id}/deliveries", f"{path}/deliveries",
+               query_string={"limit": 1}).get_json()["data"]
+    assert [d["event_type"] for d in log] == ["run.queued"]
+    call("get", "/api/v1/webhooks/{endpoint_id}/deliveries", f"{path}/deliveries", query_string={"cursor": "x"})  # 422
+    redeliver = "/api/v1/webhooks/{endpoint_id}/deliveries/{delivery_id}/redeliver"
+    call("post", redeliver, f"{path}/deliveries/{uuid.uuid4()}/redeliver")  # 404
+    call("delete", hook, hook.replace("{endpoint_id}", "per-run"))  # 404 (none yet)
+    assert call("delete", hook, path).status_code == 204
