@@ -1,5 +1,5 @@
-"""The SDK's resources as I/O-free flows: what each method of `agent_runs`, `devices` and `webhooks` sends, how it
-decodes the answers, and the loops (long-poll wait, pagination) around them. The shells in
+"""The SDK's resources as I/O-free flows: what each method of `agent_runs`, `devices`, `webhooks` and `keys`
+sends, how it decodes the answers, and the loops (long-poll wait, pagination) around them. The shells in
 agentruns.client and agentruns.client_async only perform the flows' instructions."""
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from agentruns.vocabulary import TERMINAL
 RUNS = "/api/v1/agent-runs"
 DEVICES = "/api/v1/devices"
 WEBHOOKS = "/api/v1/webhooks"
+KEYS = "/api/v1/keys"
 # A create with `wait=True` lets the server hold the request this long before answering.
 SERVER_WAIT_DEFAULT = 60
 DEVICE_TEST_SECONDS = 30
@@ -252,3 +253,50 @@ class WebhookFlows:
     def redeliver(self, endpoint_id: str, delivery_id: str) -> Flow[dict]:
         """POST redeliver: a new delivery of the same event (same event id)."""
         return self._call("POST", self._path(endpoint_id, "deliveries", delivery_id, "redeliver"))
+
+
+def key_body(*, name: str | None = None, expires_in_days: int | None = None,
+             expires_at: datetime | str | None = None) -> dict:
+    """The JSON body of POST /keys (absent fields: no name, never expires)."""
+    at = expires_at.isoformat() if isinstance(expires_at, datetime) else expires_at
+    return drop_none(dict(name=name, expires_in_days=expires_in_days, expires_at=at))
+
+
+class KeyFlows:
+    """Flows behind `client.keys` (both shells): the tenant's API keys.
+
+    Reads and revoke (revoking twice changes nothing) are resent after any transient failure; create and
+    rotate only when the request surely never left: a resent create would make a second key, a resent
+    rotate would refuse (the old key is revoked) after the first answer, with the new key, was lost.
+    """
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+
+    def _call(self, method: str, path: str = "", **kwargs: Any) -> Flow[Any]:
+        kwargs.setdefault("timeout", self.cfg.timeout)
+        return send_for_data(self.cfg, Call(method, KEYS + path, **kwargs))
+
+    @staticmethod
+    def _path(prefix: str, *rest: str) -> str:
+        return "".join(f"/{quote(str(part), safe='')}" for part in (prefix, *rest))
+
+    def list(self) -> Flow[Rows]:
+        """GET the tenant's keys."""
+        return self._call("GET", retry="always")
+
+    def get(self, prefix: str) -> Flow[dict]:
+        """GET one key."""
+        return self._call("GET", self._path(prefix), retry="always")
+
+    def create(self, body: dict) -> Flow[dict]:
+        """POST a key; the answer carries the full key (the only time it is shown)."""
+        return self._call("POST", json=body)
+
+    def revoke(self, prefix: str) -> Flow[dict]:
+        """POST revoke."""
+        return self._call("POST", self._path(prefix, "revoke"), retry="always")
+
+    def rotate(self, prefix: str) -> Flow[dict]:
+        """POST rotate; the answer carries the new full key."""
+        return self._call("POST", self._path(prefix, "rotate"))

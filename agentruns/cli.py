@@ -1,5 +1,5 @@
-"""`agentruns`: one console script to use the service (sandbox, computer, runs, devices, webhooks, mcp) and to run it
-(dev, api, worker, beat, db, keys).
+"""`agentruns`: one console script to use the service (sandbox, computer, runs, devices, webhooks, api-keys,
+mcp) and to run it (dev, api, worker, beat, db, keys).
 
 Client commands must start fast and work where only the client is installed, so the modules behind
 this one import click and the standard library at the top, and every command imports what it needs
@@ -14,13 +14,15 @@ import click
 
 from agentruns.cli_client import kind_groups, mcp
 from agentruns.cli_common import own_sigint
+from agentruns.cli_keys import api_keys
 from agentruns.cli_resources import devices, runs
 from agentruns.cli_webhooks import webhooks
 from agentruns.dev import dev
+from agentruns.vocabulary import KEY_ROLES, TENANT_ROLE
 
 # `agentruns --help` lists the commands by what the reader wants to do, not alphabetically.
-SECTIONS = (("Use the service", ("sandbox", "computer", "runs", "devices", "webhooks", "mcp")),
-            ("Run the service", ("dev", "api", "worker", "beat", "db", "keys")))
+SECTIONS = (("Use the service", ("sandbox", "computer", "runs", "devices", "webhooks", "api-keys", "mcp")),
+            ("Run the service", ("dev", "api", "worker", "beat", "flower", "db", "keys")))
 # Third-party packages of the `server` and `embedded` extras: the base install is the client only.
 SERVER_DEPENDENCIES = frozenset({
     "flask", "flask_smorest", "apispec", "marshmallow", "sqlalchemy", "psycopg", "alembic", "celery", "kombu",
@@ -150,6 +152,21 @@ def beat(loglevel: str, schedule: str | None) -> None:
     sys.exit(celery.start(["beat", "--loglevel", loglevel, "--schedule", schedule]) or 0)
 
 
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--port", default=5555, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--address", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Flower has no authentication unless you give it some (e.g. "
+                   "--basic-auth=user:password): keep it off public interfaces.")
+@click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
+def flower(port: int, address: str, flower_args: tuple[str, ...]) -> None:
+    """Celery's web monitor (Flower) on the service's Celery app: workers, tasks, queues. Options after
+    `--` go to Flower as they are (see `celery flower --help`)."""
+    from workers.tasks import celery
+
+    _logging("INFO")
+    sys.exit(celery.start(["flower", f"--port={port}", f"--address={address}", *flower_args]) or 0)
+
+
 @main.group()
 def db() -> None:
     """Database schema commands."""
@@ -168,43 +185,116 @@ def db_upgrade(revision: str) -> None:
 
 @main.group()
 def keys() -> None:
-    """Tenants' API keys."""
+    """API keys (tenant and operator), straight in the database; tenants use `agentruns api-keys`."""
+
+
+def _keys_db():
+    """The database session factory for the `keys` commands (they talk to PostgreSQL directly)."""
+    from core import db as database
+    from core.config import Settings
+
+    database.init(Settings.from_env().database_url)
+    return database
+
+
+def _when(value) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value is not None else "-"
 
 
 @keys.command("create")
 @click.option("--tenant", required=True, help="Tenant name (created if needed).")
-@click.option("--json", "as_json", is_flag=True, help="Print {tenant, key, prefix} as JSON.")
-def keys_create(tenant: str, as_json: bool) -> None:
+@click.option("--name", help="What the key is for (shown in lists).")
+@click.option("--role", type=click.Choice(KEY_ROLES), default=TENANT_ROLE, show_default=True,
+              help="operator: may also use the operator's endpoints (e.g. /api/v1/admin/stats).")
+@click.option("--expires-in-days", type=click.IntRange(1, 3650), help="Expire after N days (default: never).")
+@click.option("--json", "as_json", is_flag=True, help="Print {tenant, key, prefix, name, role, expires_at} as JSON.")
+def keys_create(tenant: str, name: str | None, role: str, expires_in_days: int | None, as_json: bool) -> None:
     """Create an API key; it is printed once and stored only as a hash."""
     import json
 
-    from core import db as database
-    from core.config import Settings
-    from core.services.keys import create_key
+    from core.services.keys import create_key, expiry
 
-    database.init(Settings.from_env().database_url)
-    with database.session() as s:
-        t, raw, prefix = create_key(s, tenant)
+    expires_at = expiry(expires_in_days)
+    with _keys_db().session() as s:
+        t, raw, prefix = create_key(s, tenant, name=name, role=role, expires_at=expires_at)
     if as_json:
-        click.echo(json.dumps({"tenant": t.name, "key": raw, "prefix": prefix}))
+        click.echo(json.dumps({"tenant": t.name, "key": raw, "prefix": prefix, "name": name, "role": role,
+                               "expires_at": expires_at.isoformat() if expires_at else None}))
     else:
-        click.echo(f"tenant: {t.name}\nkey:    {raw}\nprefix: {prefix}\n(the key is shown only once)")
+        click.echo(f"tenant:  {t.name}\nkey:     {raw}\nprefix:  {prefix}\nrole:    {role}\n"
+                   f"expires: {_when(expires_at)}\n(the key is shown only once)")
+
+
+@keys.command("list")
+@click.option("--tenant", help="Only this tenant's keys (default: every tenant's).")
+@click.option("--json", "as_json", is_flag=True, help='Print {"data": [...]} as JSON.')
+def keys_list(tenant: str | None, as_json: bool) -> None:
+    """List API keys, newest first (prefixes only: a key's secret is never stored)."""
+    import json
+
+    from sqlalchemy import select
+
+    from core.models import Tenant
+    from core.services.keys import list_keys, to_out
+
+    with _keys_db().session() as s:
+        tenant_id = None
+        if tenant is not None:
+            tenant_id = s.execute(select(Tenant.id).where(Tenant.name == tenant)).scalar_one_or_none()
+            if tenant_id is None:
+                raise click.ClickException(f"no tenant {tenant!r}")
+        rows = [{"tenant": name, **to_out(key)} for key, name in list_keys(s, tenant_id)]
+    for row in rows:
+        row.pop("current")
+    if as_json:
+        click.echo(json.dumps({"data": rows}, default=lambda v: v.isoformat()))
+        return
+    table = [["TENANT", "PREFIX", "NAME", "ROLE", "STATE", "CREATED", "LAST USED", "EXPIRES"]]
+    table += [[r["tenant"], r["prefix"], r["name"] or "", r["role"], r["state"], _when(r["created_at"]),
+               _when(r["last_used_at"]), _when(r["expires_at"])] for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    for line in table:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
 
 
 @keys.command("revoke")
 @click.argument("prefix")
 def keys_revoke(prefix: str) -> None:
-    """Revoke the key with this visible PREFIX."""
-    from core import db as database
-    from core.config import Settings
+    """Revoke the key with this visible PREFIX (refused at once by every API process)."""
     from core.services.keys import revoke_key
 
-    database.init(Settings.from_env().database_url)
-    with database.session() as s:
+    with _keys_db().session() as s:
         found = revoke_key(s, prefix)
     if not found:
         raise click.ClickException(f"no live key with prefix {prefix}")
     click.echo(f"revoked {prefix}")
+
+
+@keys.command("rotate")
+@click.argument("prefix")
+@click.option("--json", "as_json", is_flag=True, help="Print {tenant, key, prefix, revoked} as JSON.")
+def keys_rotate(prefix: str, as_json: bool) -> None:
+    """Replace the key with this PREFIX by a new one (same tenant, name, role and expiry); the old key is
+    revoked at once. The new key is printed once."""
+    import json
+
+    from core.errors import DomainError
+    from core.models import Tenant
+    from core.services.keys import rotate
+
+    with _keys_db().session() as s:
+        try:
+            key, raw = rotate(s, prefix)
+        except DomainError as exc:
+            raise click.ClickException(exc.message) from None
+        tenant = s.get(Tenant, key.tenant_id)
+        assert tenant is not None
+        out = {"tenant": tenant.name, "key": raw, "prefix": key.prefix, "revoked": prefix}
+    if as_json:
+        click.echo(json.dumps(out))
+    else:
+        click.echo(f"tenant:  {out['tenant']}\nkey:     {raw}\nprefix:  {key.prefix}\nrevoked: {prefix}\n"
+                   "(the key is shown only once)")
 
 
 @keys.command("gen-secret")
@@ -215,5 +305,5 @@ def keys_gen_secret() -> None:
     click.echo(new_secret_key())
 
 
-for command in (*kind_groups(), runs, devices, webhooks, mcp, dev):
+for command in (*kind_groups(), runs, devices, webhooks, api_keys, mcp, dev):
     main.add_command(command)

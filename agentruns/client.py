@@ -12,12 +12,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import httpx
 
 from agentruns._sdk_protocol import Call, Close, Config, Emit, Flow, Open, ReadBody, ReadLine, Send, Sleep, T
-from agentruns._sdk_resources import DeviceFlows, Rows, RunFlows, WebhookFlows, run_body, webhook_body
+from agentruns._sdk_resources import (
+    DeviceFlows,
+    KeyFlows,
+    Rows,
+    RunFlows,
+    WebhookFlows,
+    key_body,
+    run_body,
+    webhook_body,
+)
 from agentruns.client_errors import (
     AgentrunsError,
     BadRequest,
@@ -299,8 +309,44 @@ class Webhooks:
         return run_flow(self._http, self._flows.redeliver(webhook_id, delivery_id))
 
 
+class ApiKeys:
+    """`client.keys`: the tenant's API keys. A key's full value is shown only when it is made (create, rotate).
+
+        new = client.keys.create(name="ci", expires_in_days=90)
+        store(new["key"])
+        client.keys.rotate(new["prefix"])  # a new key; the old one is refused from now on
+
+    A tenant key creates only tenant keys and cannot revoke or rotate an operator key (PermissionDenied).
+    """
+
+    def __init__(self, flows: KeyFlows, http: httpx.Client):
+        self._flows, self._http = flows, http
+
+    def list(self) -> Rows:
+        """The tenant's keys, newest first, revoked and expired ones included (prefixes, never secrets)."""
+        return run_flow(self._http, self._flows.list())
+
+    def get(self, prefix: str) -> dict:
+        """One key, by its prefix."""
+        return run_flow(self._http, self._flows.get(prefix))
+
+    def create(self, *, name: str | None = None, expires_in_days: int | None = None,
+               expires_at: datetime | str | None = None) -> dict:
+        """A new tenant key (optionally expiring); the answer's "key" is shown only this once."""
+        body = key_body(name=name, expires_in_days=expires_in_days, expires_at=expires_at)
+        return run_flow(self._http, self._flows.create(body))
+
+    def revoke(self, prefix: str) -> dict:
+        """Revoke a key: refused by the API from the next request on (a key may revoke itself)."""
+        return run_flow(self._http, self._flows.revoke(prefix))
+
+    def rotate(self, prefix: str) -> dict:
+        """A new key with the same name, role and expiry (its "key" shown only now); the old one is revoked."""
+        return run_flow(self._http, self._flows.rotate(prefix))
+
+
 class Client:
-    """The SDK entry point: `client.agent_runs`, `client.devices` and `client.webhooks`."""
+    """The SDK entry point: `client.agent_runs`, `client.devices`, `client.webhooks` and `client.keys`."""
 
     def __init__(self, base_url: str | None = None, api_key: str | None = None, timeout: float = 30.0,
                  max_retries: int = 3, *, http: httpx.Client | None = None, backoff_base: float = 0.5):
@@ -311,6 +357,7 @@ class Client:
         self.agent_runs = AgentRuns(RunFlows(self.config), self._http)
         self.devices = Devices(DeviceFlows(self.config), self._http)
         self.webhooks = Webhooks(WebhookFlows(self.config), self._http)
+        self.keys = ApiKeys(KeyFlows(self.config), self._http)
 
     def close(self) -> None:
         """Close the connection pool."""

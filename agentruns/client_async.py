@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import httpx
 
 from agentruns._sdk_protocol import Call, Close, Config, Emit, Flow, Open, ReadBody, ReadLine, Send, Sleep, T
-from agentruns._sdk_resources import DeviceFlows, Rows, RunFlows, WebhookFlows, run_body, webhook_body
+from agentruns._sdk_resources import (
+    DeviceFlows,
+    KeyFlows,
+    Rows,
+    RunFlows,
+    WebhookFlows,
+    key_body,
+    run_body,
+    webhook_body,
+)
 from agentruns.client_stream import stream
 
 __all__ = ["AsyncClient"]
@@ -263,9 +273,38 @@ class AsyncWebhooks:
         return await run_flow(self._http, self._flows.redeliver(webhook_id, delivery_id))
 
 
+class AsyncApiKeys:
+    """`client.keys` of AsyncClient (see agentruns.client.ApiKeys: the same methods, awaited)."""
+
+    def __init__(self, flows: KeyFlows, http: httpx.AsyncClient):
+        self._flows, self._http = flows, http
+
+    async def list(self) -> Rows:
+        """The tenant's keys, newest first (prefixes, never secrets)."""
+        return await run_flow(self._http, self._flows.list())
+
+    async def get(self, prefix: str) -> dict:
+        """One key, by its prefix."""
+        return await run_flow(self._http, self._flows.get(prefix))
+
+    async def create(self, *, name: str | None = None, expires_in_days: int | None = None,
+                     expires_at: datetime | str | None = None) -> dict:
+        """A new tenant key; the answer's "key" is shown only this once."""
+        body = key_body(name=name, expires_in_days=expires_in_days, expires_at=expires_at)
+        return await run_flow(self._http, self._flows.create(body))
+
+    async def revoke(self, prefix: str) -> dict:
+        """Revoke a key (a key may revoke itself)."""
+        return await run_flow(self._http, self._flows.revoke(prefix))
+
+    async def rotate(self, prefix: str) -> dict:
+        """A new key with the same name, role and expiry; the old one is revoked."""
+        return await run_flow(self._http, self._flows.rotate(prefix))
+
+
 class AsyncClient:
-    """Async SDK entry point: `client.agent_runs`, `client.devices`, `client.webhooks`; use `async with` or
-    `await aclose()`."""
+    """Async SDK entry point: `client.agent_runs`, `client.devices`, `client.webhooks`, `client.keys`; use
+    `async with` or `await aclose()`."""
 
     def __init__(self, base_url: str | None = None, api_key: str | None = None, timeout: float = 30.0,
                  max_retries: int = 3, *, http: httpx.AsyncClient | None = None, backoff_base: float = 0.5):
@@ -276,6 +315,7 @@ class AsyncClient:
         self.agent_runs = AsyncAgentRuns(RunFlows(self.config), self._http)
         self.devices = AsyncDevices(DeviceFlows(self.config), self._http)
         self.webhooks = AsyncWebhooks(WebhookFlows(self.config), self._http)
+        self.keys = AsyncApiKeys(KeyFlows(self.config), self._http)
 
     async def aclose(self) -> None:
         """Close the connection pool."""

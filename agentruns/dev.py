@@ -153,6 +153,7 @@ def _start(data_dir: Path, port: int, pg_port: int | None, redis_port: int | Non
 
     # The server's modules first: on a client-only install this fails before the data dir is made.
     from core import crypto, migrate  # noqa: F401
+    from core.device_networks import EVERYWHERE
 
     started = time.monotonic()
     click.echo(f"{'reusing' if (data_dir / 'postgres' / 'PG_VERSION').exists() else 'creating'} {data_dir}")
@@ -173,8 +174,11 @@ def _start(data_dir: Path, port: int, pg_port: int | None, redis_port: int | Non
     click.echo(f"database migrated, API key created in {time.monotonic() - t:.1f} s")
 
     # One user on their own machine: the `local` device (runs in ./.agentruns/workspace) is the point.
+    # It runs anything as that user already, so ssh devices may point anywhere too (a container on
+    # localhost:2222), unless the user's own AGENTRUNS_DEVICE_NETWORKS says otherwise.
     env = {**os.environ, "DATABASE_URL": pg.url, "REDIS_URL": redis.url, "AGENTRUNS_SECRET_KEY": secret,
-           "PYTHONUNBUFFERED": "1", "AGENTRUNS_ALLOW_LOCAL_DEVICES": "1"}
+           "PYTHONUNBUFFERED": "1", "AGENTRUNS_ALLOW_LOCAL_DEVICES": "1",
+           "AGENTRUNS_DEVICE_NETWORKS": os.environ.get("AGENTRUNS_DEVICE_NETWORKS") or EVERYWHERE}
     beside = Path(sys.executable).with_name("agentruns")  # this installation's script (venv, pipx)
     exe = str(beside) if beside.exists() else (shutil.which("agentruns") or sys.argv[0])
     for name, args in [("api", ["--bind", f"127.0.0.1:{port}", "--workers", "1"]),

@@ -45,3 +45,8 @@ WEBHOOK_EVENT_TYPES = ("run.queued", "run.started", "run.succeeded", "run.failed
 WEBHOOK_ALL_EVENTS = "run.*"
 # A delivery is pending until its receiver answers 2xx (delivered) or it is given up (failed).
 DELIVERY_STATES = ("pending", "delivered", "failed")
+
+# An API key's role: a `tenant` key uses the API for its tenant; an `operator` key can do that too and
+# also reaches the operator's endpoints (app.auth.operator_required). Migration 0007's CHECK lists them.
+KEY_ROLES = ("tenant", "operator")
+TENANT_ROLE, OPERATOR_ROLE = KEY_ROLES

@@ -20,7 +20,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from redis.retry import Retry
 
     from app import console, health
-    from app.api import devices, errors, runs, webhooks
+    from app.api import devices, errors, keys, runs, webhooks
     from app.api.parser import limit_unsized_body
     from app.auth import guard_api
     from core import db
@@ -49,10 +49,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         "bearer": {"type": "http", "scheme": "bearer"}}}, "security": [{"bearer": []}]})
     app.extensions["agentruns_api"] = api
     errors.register(app)
-    for blp in (runs.blp, devices.blp, webhooks.blp):
+    for blp in (runs.blp, devices.blp, webhooks.blp, keys.blp):
         api.register_blueprint(blp)
     app.before_request(limit_unsized_body)  # first: the checks below may read the body
-    app.before_request(guard_api((runs.blp.name, devices.blp.name, webhooks.blp.name)))
+    app.before_request(guard_api((runs.blp.name, devices.blp.name, webhooks.blp.name, keys.blp.name)))
     console.init_app(app)  # the web console: /, /runs, /devices, /sign-in
     app.register_blueprint(health.blp)
     logging.getLogger("agentruns").setLevel(logging.INFO)

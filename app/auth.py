@@ -1,13 +1,17 @@
-"""Bearer API keys -> tenant, the content-type check, and an optional per-tenant rate limit."""
+"""Bearer API keys -> tenant and role, the content-type check, an optional per-tenant rate limit, and
+`operator_required` for the operator's endpoints."""
 from __future__ import annotations
 
+import functools
 import time
 
 from flask import current_app, g, request
 
+from agentruns.vocabulary import OPERATOR_ROLE
 from app.api.errors import APIError
+from app.api.parser import Blueprint
 from core import db
-from core.services.keys import authenticate
+from core.services.keys import KeyRefused, authenticate
 
 
 def _rate_limit(tenant_id) -> None:
@@ -29,19 +33,59 @@ def _rate_limit(tenant_id) -> None:
 
 
 def authenticate_request():
-    """Resolve the Bearer key to g.tenant_id or answer 401 (before any validation)."""
+    """Resolve the Bearer key to g.tenant_id, g.key_id and g.key_role, or answer 401 (before any validation).
+
+    The key is looked up in PostgreSQL on every request: a revoked or expired key is refused at once
+    on every API process.
+    """
     header = request.headers.get("Authorization", "")
     scheme, _, raw = header.partition(" ")
     if scheme.lower() != "bearer" or not raw.strip():
         raise APIError(401, "unauthorized", "missing API key: send `Authorization: Bearer <key>`",
                        headers={"WWW-Authenticate": "Bearer"})
     # A bare connection, not an ORM session: this runs on every API request.
-    with db.engine().connect() as conn:
-        tenant_id = authenticate(conn, raw.strip())
-    if tenant_id is None:
-        raise APIError(401, "unauthorized", "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
-    g.tenant_id = tenant_id
-    _rate_limit(tenant_id)
+    try:
+        with db.engine().connect() as conn:
+            caller = authenticate(conn, raw.strip())
+    except KeyRefused as exc:
+        raise APIError(401, "unauthorized", str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
+    g.tenant_id, g.key_id, g.key_role = caller.tenant_id, caller.key_id, caller.role
+    _rate_limit(caller.tenant_id)
+
+
+FORBIDDEN_DOC = "forbidden: this endpoint needs an operator key (`agentruns keys create --role operator`)."
+
+
+def require_operator() -> None:
+    """Answer 403 `forbidden` unless the request's key is an operator key (authenticating it first when
+    no guard did); for a view that is only partly the operator's."""
+    if getattr(g, "key_role", None) is None:
+        authenticate_request()
+    if g.key_role != OPERATOR_ROLE:
+        raise APIError(403, "forbidden", "this endpoint needs an operator key")
+
+
+def operator_required(view):
+    """Decorator: the view answers operator keys only; any other key gets 403 `forbidden` (the one error
+    format), a missing or refused key 401. It also documents the 403 in the OpenAPI spec.
+
+    Put it right under @blp.route, so that the role is checked before any arguments are parsed:
+
+        @blp.route("/admin/stats", methods=["GET"])
+        @operator_required
+        @blp.response(200, StatsEnvelope)
+        def stats(): ...
+
+    Register the blueprint with guard_api like the others (it authenticates before validation); in a
+    blueprint that is not guarded, the decorator authenticates the key itself.
+    """
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        require_operator()
+        return view(*args, **kwargs)
+
+    return Blueprint.errors({403: FORBIDDEN_DOC})(wrapper)
 
 
 def guard_api(blueprints: tuple[str, ...]):

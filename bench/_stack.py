@@ -104,6 +104,7 @@ def start_services(bench: Bench) -> Settings:
     """
     from agentruns.embedded import start_postgres, start_redis
     from core.crypto import new_secret_key
+    from core.device_networks import LOOPBACK
     from core.migrate import upgrade
 
     if bench.tmp is None:
@@ -114,8 +115,9 @@ def start_services(bench: Bench) -> Settings:
     bench.on_exit(redis_server.stop)
     upgrade(pg.url)
     bench.pids.update(postgres=pg.pid, redis=redis_server.pid)
+    # api_throughput and sse_viewers use a local device, run_latency an sshd on 127.0.0.1
     return Settings(database_url=pg.url, redis_url=redis_server.url, secret_key=new_secret_key(),
-                    allow_local_devices=True)  # api_throughput and sse_viewers use a local device
+                    allow_local_devices=True, device_networks=LOOPBACK)
 
 
 def make_api_key(settings: Settings, tenant: str = "bench") -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 
+from core import device_networks
+
 
 def _env(name: str, default, cast=str):
     raw = os.environ.get(name)
@@ -41,9 +43,18 @@ class Settings:
     device_lost_seconds: float = 300.0
     max_events_per_run: int = 10_000
     rate_limit_per_minute: int = 0  # 0 disables the per-tenant limiter
+    # Per-tenant quotas (core.quotas; 0: none): devices, runs queued or running, runs created in any
+    # 60 seconds. Creating beyond one answers 429 quota_exceeded with Retry-After.
+    quota_devices: int = 0
+    quota_runs_in_flight: int = 0
+    quota_runs_per_minute: int = 0
     # The local driver runs commands as the service's own user on its own hosts (the worker's, and
     # the API's for /test): only for a single-user setup (`agentruns dev`) or tests, never multi-tenant.
     allow_local_devices: bool = False
+    # The networks ssh devices may point at (comma-separated CIDRs). Empty: any address but loopback,
+    # link-local (cloud metadata), multicast and this service's database and Redis hosts. See
+    # core/device_networks.py; the tests list 127.0.0.0/8.
+    device_networks: str = ""
     # Webhooks (core.outbound, workers.webhook_dispatch). Receivers must be https on public addresses
     # unless the operator allows http or private addresses (a receiver on the operator's network).
     webhook_allow_http: bool = False
@@ -55,6 +66,10 @@ class Settings:
     webhook_disable_after_seconds: float = 3 * 86400  # an endpoint failing this long is disabled
     webhook_secret_grace_seconds: int = 86400  # a rotated secret keeps signing this long
     webhook_retention_days: int = 30  # events and their delivery log are kept this long
+
+    def __post_init__(self) -> None:
+        # A typo in the allow-list fails every process at startup, not the first device check.
+        device_networks.parse(self.device_networks)
 
     @classmethod
     def from_env(cls) -> Settings:

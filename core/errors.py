@@ -29,6 +29,18 @@ class Conflict(DomainError):
     code = "conflict"
 
 
+class Forbidden(DomainError):
+    """The caller's key may not do this (a tenant key managing an operator key, creating an operator key)."""
+
+    code = "forbidden"
+
+
+class QuotaExceeded(DomainError):
+    """The tenant is at a quota (core.quotas); retry_after says when to try again."""
+
+    code = "quota_exceeded"
+
+
 class Invalid(DomainError):
     """The request is well-formed but not acceptable; details carry per-field messages."""
 

@@ -30,10 +30,12 @@ from agentruns.vocabulary import (
     DELIVERY_STATES,
     EVENT_TYPES,
     FAILED,
+    KEY_ROLES,
     QUEUED,
     RUNNING,
     STATUSES,
     SUCCEEDED,
+    TENANT_ROLE,
     TERMINAL,
 )
 
@@ -65,6 +67,13 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = _now()
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Migration 0007. role: KEY_ROLES; last_used_at is written at most once a minute (keys.authenticate).
+    name: Mapped[str | None] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16), default=TENANT_ROLE, server_default=TENANT_ROLE)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (CheckConstraint(f"role IN ({_sql_list(KEY_ROLES)})", name="ck_api_keys_role"),)
 
 
 class Device(Base):

@@ -24,6 +24,12 @@ REMOTE_SETUP_FAILED = "remote_setup_failed"
 DEVICE_LOST = "device_lost"
 # The run's spool on the device is gone (swept, or the device was reset): its result cannot be read.
 SPOOL_GONE = "spool_gone"
+# The device's host resolved to an address the operator does not allow devices to use (loopback, the
+# cloud metadata address, ...: AGENTRUNS_DEVICE_NETWORKS); nothing was connected to.
+DEVICE_ADDRESS_REFUSED = "device_address_refused"
+
+# Given an IP address the driver is about to connect to: why it may not, or None when it may.
+AddressCheck = Callable[[str], str | None]
 
 
 class DriverError(Exception):
@@ -66,6 +72,8 @@ class DeviceSpec:
     trust_on_first_use: bool = False
     login_shell: bool = True  # run under the user's login shell so PATH matches an interactive one
     connect_timeout: float = 10.0
+    # Every address the host resolves to is checked before connecting (None: no check).
+    address_check: AddressCheck | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from . import ssh_script, ssh_spool
 from .base import (
     AUTH_FAILED,
     CONNECTION_LOST,
+    DEVICE_ADDRESS_REFUSED,
     HOST_KEY_MISMATCH,
     HOST_KEY_UNKNOWN,
     REMOTE_SETUP_FAILED,
@@ -38,7 +39,7 @@ from .ssh_run import SSHRun
 
 log = logging.getLogger("agentruns.drivers.ssh")
 
-_NOT_RETRIED = {AUTH_FAILED, HOST_KEY_MISMATCH, HOST_KEY_UNKNOWN}
+_NOT_RETRIED = {AUTH_FAILED, HOST_KEY_MISMATCH, HOST_KEY_UNKNOWN, DEVICE_ADDRESS_REFUSED}
 _BACKSTOP_MARGIN = 30.0  # the remote `timeout` fires this long after ours, only if we are gone
 
 
@@ -63,9 +64,10 @@ class SSHDriver:
         self._pool = pool
         secret = f"{spec.private_key or ''}\0{spec.password or ''}".encode()
         # Secrets are part of the identity (a rotated key must not reuse the old connection) but
-        # only as a digest.
+        # only as a digest; so is the address check (a connection made under a looser allow-list,
+        # e.g. by another app in the same test process, is not reused under a stricter one).
         self._key = (spec.id, spec.host, spec.port, spec.username, spec.host_key,
-                     spec.trust_on_first_use, hashlib.sha256(secret).hexdigest())
+                     spec.trust_on_first_use, hashlib.sha256(secret).hexdigest(), spec.address_check)
 
     @property
     def pool_key(self) -> tuple:

@@ -15,7 +15,15 @@ from collections.abc import Callable
 
 import paramiko
 
-from .base import AUTH_FAILED, DEVICE_UNREACHABLE, HOST_KEY_MISMATCH, HOST_KEY_UNKNOWN, DeviceSpec, DriverError
+from .base import (
+    AUTH_FAILED,
+    DEVICE_ADDRESS_REFUSED,
+    DEVICE_UNREACHABLE,
+    HOST_KEY_MISMATCH,
+    HOST_KEY_UNKNOWN,
+    DeviceSpec,
+    DriverError,
+)
 
 HostKeyCallback = Callable[[str], None]  # receives a known_hosts line for a key accepted on first use
 
@@ -101,10 +109,17 @@ def _open_socket(spec: DeviceSpec) -> socket.socket:
     if not spec.host:
         raise DriverError(DEVICE_UNREACHABLE, f"device {spec.id} has no host", before_start=True)
     try:
-        sock = socket.create_connection((spec.host, spec.port), timeout=spec.connect_timeout)
+        found = socket.getaddrinfo(spec.host, spec.port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise DriverError(DEVICE_UNREACHABLE, f"cannot resolve {spec.host}: {exc.strerror}",
                           before_start=True) from None
+    except UnicodeError:
+        raise DriverError(DEVICE_UNREACHABLE, f"cannot resolve {spec.host}: not a valid host name",
+                          before_start=True) from None
+    _check_addresses(spec, found)
+    try:
+        # The addresses just checked, not the name again: a second lookup could answer otherwise.
+        sock = _connect_first(found, spec.connect_timeout)
     except TimeoutError:
         raise DriverError(DEVICE_UNREACHABLE, f"connecting to {_where(spec)} timed out after "
                           f"{spec.connect_timeout:g} s", before_start=True) from None
@@ -115,6 +130,33 @@ def _open_socket(spec: DeviceSpec) -> socket.socket:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     return sock
+
+
+def _check_addresses(spec: DeviceSpec, found: list) -> None:
+    """Refuse the whole host if any address it resolves to is refused (as the API does at create)."""
+    if spec.address_check is None:
+        return
+    for *_, sockaddr in found:
+        reason = spec.address_check(str(sockaddr[0]))
+        if reason:
+            raise DriverError(DEVICE_ADDRESS_REFUSED, f"refusing to connect to {_where(spec)}: {reason}",
+                              before_start=True)
+
+
+def _connect_first(found: list, timeout: float) -> socket.socket:
+    """A socket connected to the first of these getaddrinfo() results that accepts (as
+    socket.create_connection does for a name); the last failure if none does."""
+    last: OSError | None = None
+    for family, kind, proto, _, sockaddr in found:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(sockaddr)
+            return sock
+        except OSError as exc:
+            sock.close()
+            last = exc
+    raise last or OSError("no address to connect to")
 
 
 def _prefer_pinned_types(transport: paramiko.Transport, pinned: list[tuple[str, bytes]]) -> None:

@@ -24,6 +24,7 @@ from .base import (
     AUTH_FAILED,
     CONNECTION_LOST,
     CWD_NOT_FOUND,
+    DEVICE_ADDRESS_REFUSED,
     DEVICE_LOST,
     HOST_KEY_MISMATCH,
     HOST_KEY_UNKNOWN,
@@ -47,7 +48,7 @@ _TICK = 0.05  # how often cancel and the deadline are checked while output flows
 _IDLE_TICK = 0.2  # ... and once a run printed nothing for _QUIET_AFTER: hundreds of long, silent runs
 _QUIET_AFTER = 1.0  # in one worker cost a core at 20 wake-ups a second each (cancel stays well under 2 s)
 _KILL_SLACK = 5.0  # after the kill's grace, how long to wait for the channel to close
-_FATAL = {AUTH_FAILED, HOST_KEY_MISMATCH, HOST_KEY_UNKNOWN}  # reconnecting cannot cure these
+_FATAL = {AUTH_FAILED, HOST_KEY_MISMATCH, HOST_KEY_UNKNOWN, DEVICE_ADDRESS_REFUSED}  # reconnecting cannot cure these
 
 
 class _Channel:

@@ -22,6 +22,7 @@ from agentruns.embedded import EmbeddedServer, start_postgres, start_redis
 from agentruns.embedded.processes import ServiceProcess
 from core.config import Settings
 from core.crypto import new_secret_key
+from core.device_networks import LOOPBACK
 from tests.sshd import SshServer, free_port
 from tests.stack import AGENTRUNS, service_env, start_api, start_beat, start_worker
 
@@ -56,7 +57,7 @@ class FaultStack:
         self.pg = start_postgres(self.root / "pg", fast=False)
         self.redis = start_redis(self.root / "redis")
         self.settings = Settings(database_url=self.pg.url, redis_url=self.redis.url, secret_key=new_secret_key(),
-                                 allow_local_devices=False)
+                                 allow_local_devices=False, device_networks=LOOPBACK)  # the sshd is on 127.0.0.1
         from core.migrate import upgrade
 
         upgrade(self.pg.url)

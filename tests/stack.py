@@ -13,17 +13,22 @@ from pathlib import Path
 
 from agentruns.embedded.processes import ServiceProcess, answers_http
 from core.config import Settings
+from core.device_networks import LOOPBACK
 
 AGENTRUNS = str(Path(sys.executable).with_name("agentruns"))
 Proc = ServiceProcess  # the name the tests and benchmarks know it by
 
 
 def service_env(settings: Settings, **overrides) -> dict[str, str]:
-    """Environment for a service process with these settings (plus overrides like LEASE_SECONDS=3)."""
+    """Environment for a service process with these settings (plus overrides like LEASE_SECONDS=3).
+
+    Devices may point at loopback (the test sshd) unless the settings list their own networks or the
+    caller overrides DEVICE_NETWORKS ("" for the default allow-list, which refuses loopback)."""
     env = dict(os.environ)
     env.update(DATABASE_URL=settings.database_url, REDIS_URL=settings.redis_url,
                AGENTRUNS_SECRET_KEY=settings.secret_key, PYTHONUNBUFFERED="1",
-               AGENTRUNS_ALLOW_LOCAL_DEVICES="1" if settings.allow_local_devices else "0")
+               AGENTRUNS_ALLOW_LOCAL_DEVICES="1" if settings.allow_local_devices else "0",
+               AGENTRUNS_DEVICE_NETWORKS=settings.device_networks or LOOPBACK)
     for name, value in overrides.items():
         env[f"AGENTRUNS_{name.upper()}"] = str(value)
     return env

@@ -119,7 +119,7 @@ def test_patch_providers_merges_per_provider(client, auth):
     client.patch("/api/v1/devices/prov", json={"providers": {"hermes": None}}, headers=auth)
     with db.session() as s:
         device = s.query(Device).filter_by(id="prov").one()
-        cfg = load(device, client.application.extensions["settings"].secret_key)
+        cfg = load(device, client.application.extensions["settings"].secret_key, networks=None)
     assert set(cfg.providers) == {"codex", "pi"}
     assert cfg.provider_settings("pi").env == {"PI_KEY": "secret-pi"}
     assert cfg.provider_settings("codex").env == {}

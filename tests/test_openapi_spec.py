@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from dataclasses import replace
 
 import pytest
@@ -30,6 +31,10 @@ WEBHOOK = "/api/v1/webhooks/{endpoint_id}"
 ROTATE = "/api/v1/webhooks/{endpoint_id}/rotate-secret"
 DELIVERIES = "/api/v1/webhooks/{endpoint_id}/deliveries"
 REDELIVER = "/api/v1/webhooks/{endpoint_id}/deliveries/{delivery_id}/redeliver"
+KEYS = "/api/v1/keys"
+KEY = "/api/v1/keys/{prefix}"
+KEY_REVOKE = "/api/v1/keys/{prefix}/revoke"
+KEY_ROTATE = "/api/v1/keys/{prefix}/rotate"
 
 # Each operation's error statuses, besides `default` (an unexpected 500). 401, 429 and 503 can answer
 # any request (the key check, the rate limit, an outage); 413 and 415 any POST or PATCH (the size
@@ -54,14 +59,21 @@ ERRORS = {
     ("post", ROTATE): {401, 404, 413, 415, 429, 503},
     ("get", DELIVERIES): {401, 404, 422, 429, 503},
     ("post", REDELIVER): {401, 404, 409, 413, 415, 429, 503},
+    ("get", KEYS): {401, 429, 503},
+    ("post", KEYS): {400, 401, 403, 413, 415, 422, 429, 503},
+    ("get", KEY): {401, 404, 429, 503},
+    ("post", KEY_REVOKE): {401, 403, 404, 413, 415, 429, 503},
+    ("post", KEY_ROTATE): {401, 403, 404, 409, 413, 415, 429, 503},
 }
 SUCCESS = {("post", RUNS): {"200", "201"}, ("post", DEVICES): {"201"}, ("delete", DEVICE): {"204"},
-           ("post", WEBHOOKS): {"201"}, ("delete", WEBHOOK): {"204"}, ("post", REDELIVER): {"202"}}
+           ("post", WEBHOOKS): {"201"}, ("delete", WEBHOOK): {"204"}, ("post", REDELIVER): {"202"},
+           ("post", KEYS): {"201"}, ("post", KEY_ROTATE): {"201"}}
 
 # Response schemas: every field always sent. The ones below are null until (or unless) set.
 RESPONSE_SCHEMAS = ("RunError", "RunSummary", "RunOut", "RunEnvelope", "RunListEnvelope", "EventOut",
                     "EventListEnvelope", "DeviceOut", "DeviceEnvelope", "DeviceListEnvelope", "DeviceTestError",
-                    "DeviceTest", "DeviceTestEnvelope", "ErrorBody", "ErrorDetail")
+                    "DeviceTest", "DeviceTestEnvelope", "ErrorBody", "ErrorDetail", "KeyOut", "KeyWithSecret",
+                    "KeyEnvelope", "KeySecretEnvelope", "KeyListEnvelope")
 NULLABLE = {
     "RunSummary": {"finished_at"},
     "RunOut": {"finished_at", "started_at", "model", "command", "output", "stdout", "stderr", "exit_code", "error",
@@ -69,10 +81,13 @@ NULLABLE = {
     "RunListEnvelope": {"next_cursor"},
     "DeviceOut": {"name", "host", "username", "host_key", "default_cwd"},
     "DeviceTest": {"latency_ms", "host_key", "error"},
+    "KeyOut": {"name", "last_used_at", "expires_at", "revoked_at"},
+    "KeyWithSecret": {"name", "last_used_at", "expires_at", "revoked_at"},
 }
 TIMESTAMPS = {"RunSummary": {"created_at", "finished_at"},
               "RunOut": {"created_at", "finished_at", "started_at", "updated_at"},
-              "EventOut": {"at"}, "DeviceOut": {"created_at", "updated_at"}}
+              "EventOut": {"at"}, "DeviceOut": {"created_at", "updated_at"},
+              "KeyOut": {"created_at", "last_used_at", "expires_at", "revoked_at"}}
 UTC_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
 
@@ -420,3 +435,35 @@ def test_the_metadata_filter_is_parsed_as_before(client, auth, local_device):
     assert both.status_code == 200 and both.get_json()["data"] == []
     bare = client.get(RUNS, query_string={"metadata": "infra"}, headers=auth)  # no field named metadata
     assert bare.status_code == 422 and "metadata" in bare.get_json()["error"]["details"]["fields"]
+
+
+def test_key_answers_match_the_document(client, settings) -> None:
+    from tests.conftest import make_key
+
+    spec = client.get("/api/v1/openapi.json").get_json()
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    _, raw = make_key(tenant)
+    from core import db
+    from core.services.keys import create_key
+
+    with db.session() as s:
+        _, operator, _ = create_key(s, tenant, role="operator")
+    auth = {"Authorization": f"Bearer {raw}"}
+
+    def call(method, template, path=None, **kwargs):
+        resp = client.open(path or template, method=method.upper(), **kwargs)
+        check_answer(spec, method, template, resp)
+        return resp
+
+    created = call("post", KEYS, json={"name": "ci", "expires_in_days": 1}, headers=auth)
+    assert created.status_code == 201
+    prefix = created.get_json()["data"]["prefix"]
+    assert call("post", KEYS, json={"role": "operator"}, headers=auth).status_code == 403
+    assert call("post", KEYS, json={"expires_in_days": -1}, headers=auth).status_code == 422
+    assert call("get", KEYS, headers=auth).status_code == 200
+    assert call("get", KEY, KEY.replace("{prefix}", prefix), headers=auth).status_code == 200
+    assert call("get", KEY, KEY.replace("{prefix}", "nope"), headers=auth).status_code == 404
+    assert call("post", KEY_ROTATE, KEY_ROTATE.replace("{prefix}", prefix), headers=auth).status_code == 201
+    assert call("post", KEY_ROTATE, KEY_ROTATE.replace("{prefix}", prefix), headers=auth).status_code == 409
+    assert call("post", KEY_REVOKE, KEY_REVOKE.replace("{prefix}", prefix), headers=auth).status_code == 200
+    assert call("post", KEY_REVOKE, KEY_REVOKE.replace("{prefix}", operator[:17]), headers=auth).status_code == 403

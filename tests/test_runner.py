@@ -17,6 +17,7 @@ from workers.supervisor import ActiveRun
 @pytest.fixture()
 def worker_ctx(settings, monkeypatch):
     """This process as a worker: its own context, so a test can swap a part of it."""
+    from core import device_networks
     from workers import context
     from workers.device_backoff import DeviceBackoff
     from workers.device_cache import DeviceCache
@@ -26,7 +27,7 @@ def worker_ctx(settings, monkeypatch):
     def make(leases_cls=Leases):
         r = redis.Redis.from_url(settings.redis_url)
         ctx = context.WorkerContext(settings, r, leases_cls(r), f"test:{os.getpid()}",
-                                    DeviceCache(settings.secret_key))
+                                    DeviceCache(settings.secret_key, device_networks.policy(settings)))
         ctx.supervisor = Supervisor(ctx)
         ctx.backoff = DeviceBackoff(r, settings.device_retry_seconds, lambda: None)  # sends nothing here
         monkeypatch.setattr(context, "_ctx", ctx)

@@ -381,14 +381,15 @@ def test_a_bad_transport_is_refused_at_once():
 # --- the two shells on a fake transport ---------------------------------------------------------------
 class Blocking:
     """Drives an AsyncClient from synchronous code on one event loop: coroutines run to completion, async
-    iterators become iterators, and the namespaces (client.agent_runs, .devices, .webhooks) are wrapped alike."""
+    iterators become iterators, and the namespaces (client.agent_runs, .devices, .webhooks, .keys) are wrapped
+    alike."""
 
     def __init__(self, target: Any, runner: asyncio.Runner):
         self._target, self._runner = target, runner
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._target, name)
-        if name in ("agent_runs", "devices", "webhooks"):
+        if name in ("agent_runs", "devices", "webhooks", "keys"):
             return Blocking(attr, self._runner)
         if not callable(attr):
             return attr
@@ -492,11 +493,12 @@ def test_the_twins_have_identical_signatures():
                 for name in dir(obj) if not name.startswith("_")}
 
     sync, asyn = Client("http://x", "k"), AsyncClient("http://x", "k")
-    for namespace in ("agent_runs", "devices", "webhooks"):
+    for namespace in ("agent_runs", "devices", "webhooks", "keys"):
         assert methods(getattr(sync, namespace)) == methods(getattr(asyn, namespace)), namespace
     assert set(methods(sync.agent_runs)) == {"create", "run", "get", "wait", "page", "list", "cancel", "events",
                                              "events_page", "stream"}
     assert set(methods(sync.devices)) == {"create", "list", "get", "update", "delete", "test"}
+    assert set(methods(sync.keys)) == {"list", "get", "create", "revoke", "rotate"}
     assert list(inspect.signature(sync.agent_runs.create).parameters) == [
         "prompt", "target_id", "sandbox_id", "computer_id", "target_kind", "provider", "command", "runtime_command",
         "model", "cwd", "timeout", "metadata", "env", "wait", "webhook_url", "idempotency_key"]

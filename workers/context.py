@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from core import db
+from core import db, device_networks
 from core.config import Settings
 from workers.device_backoff import DeviceBackoff
 from workers.device_cache import DeviceCache
@@ -49,7 +49,7 @@ def get() -> WorkerContext:
                                                          health_check_interval=30)
             r = redis.Redis(connection_pool=pool)
             ctx = WorkerContext(settings, r, Leases(r), f"{socket.gethostname()}:{os.getpid()}",
-                                DeviceCache(settings.secret_key))
+                                DeviceCache(settings.secret_key, device_networks.policy(settings)))
             ctx.supervisor = Supervisor(ctx)
             ctx.backoff = DeviceBackoff(r, settings.device_retry_seconds, _sender(settings))
             _ctx = ctx

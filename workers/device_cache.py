@@ -17,6 +17,7 @@ from datetime import datetime
 from sqlalchemy import select
 
 from core import db
+from core.device_networks import DeviceNetworks
 from core.runstate import devices
 from core.services import device_config
 from core.services.device_config import DeviceConfig
@@ -35,8 +36,9 @@ class CachedDevice:
 
 
 class DeviceCache:
-    def __init__(self, secret_key: str):
+    def __init__(self, secret_key: str, networks: DeviceNetworks | None):
         self._secret_key = secret_key
+        self._networks = networks  # the allow-list the driver checks each address against
         self._entries: dict[tuple[uuid.UUID, str], CachedDevice] = {}
         self._lock = threading.Lock()
 
@@ -73,7 +75,7 @@ class DeviceCache:
                 self._entries.pop(key, None)
             return None
         entry = CachedDevice(tenant_id, device_id, row.updated_at, row.max_concurrent_runs,
-                             device_config.load(row, self._secret_key), time.monotonic())
+                             device_config.load(row, self._secret_key, networks=self._networks), time.monotonic())
         with self._lock:
             self._entries[key] = entry
         return entry

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from core import db, runstate
+from core import db, device_networks, runstate
 from core.idempotency import purge_expired
 from core.messages import Queued, enqueue, enqueue_attach
 from core.models import CANCELED, Device
@@ -47,7 +47,8 @@ def _kill_remote(ctx, run) -> None:
         with db.session() as s:
             device = s.get(Device, (run.tenant_id, run.target_id))
         if device is not None:
-            get_driver(devices.load(device, ctx.settings.secret_key).spec).kill_group(run.pgid)
+            cfg = devices.load(device, ctx.settings.secret_key, networks=device_networks.policy(ctx.settings))
+            get_driver(cfg.spec).kill_group(run.pgid)
     except Exception as exc:  # an unreachable device is expected here; the run is failed regardless
         log.warning("run %s: could not kill remote process group %s: %s", run.id, run.pgid, exc)
 

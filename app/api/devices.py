@@ -5,7 +5,7 @@ from flask import current_app, g
 
 from app.api.device_schemas import DeviceCreate, DeviceEnvelope, DeviceListEnvelope, DevicePatch, DeviceTestEnvelope
 from app.api.parser import Blueprint
-from core import db
+from core import db, device_networks
 from core.services import device_config
 from core.services import devices as device_service
 from drivers import get_driver
@@ -23,6 +23,10 @@ def _allow_local() -> bool:
     return current_app.extensions["settings"].allow_local_devices
 
 
+def _networks() -> device_networks.DeviceNetworks:
+    return device_networks.policy(current_app.extensions["settings"])
+
+
 @blp.route("/devices", methods=["POST"])
 @blp.arguments(DeviceCreate)
 @blp.response(201, DeviceEnvelope, headers={"Location": {
@@ -30,11 +34,16 @@ def _allow_local() -> bool:
     "schema": {"type": "string", "format": "uri-reference"}}})
 @blp.errors({409: "device_exists: a device with this id already exists.",
              422: "validation_error: the body failed validation (error.details.fields names the fields), "
-                  "e.g. driver local where the server does not allow local devices."})
+                  "e.g. driver local where the server does not allow local devices. "
+                  "device_address_refused: the host resolves to an address devices may not use "
+                  "(loopback, link-local, multicast, the service's own hosts, or outside the operator's "
+                  "AGENTRUNS_DEVICE_NETWORKS)."})
 def create_device(data):
     """Register a device; secrets are write-only."""
     with db.session() as s:
-        device = device_service.create(s, g.tenant_id, data, _key(), allow_local=_allow_local())
+        device = device_service.create(s, g.tenant_id, data, _key(), allow_local=_allow_local(),
+                                       networks=_networks(),
+                                       max_devices=current_app.extensions["settings"].quota_devices)
         out = device_service.to_out(device, _key())
     return {"data": out}, 201, {"Location": f"/api/v1/devices/{out['id']}"}
 
@@ -59,11 +68,13 @@ def get_device(device_id):
 @blp.route("/devices/<device_id>", methods=["PATCH"])
 @blp.arguments(DevicePatch)
 @blp.response(200, DeviceEnvelope)
-@blp.errors(_NOT_FOUND)
+@blp.errors({**_NOT_FOUND, 422: "validation_error, or device_address_refused: the new host resolves to an "
+                                "address devices may not use (AGENTRUNS_DEVICE_NETWORKS)."})
 def patch_device(data, device_id):
     """Change some fields; a secret set to null is removed."""
     with db.session() as s:
-        device = device_service.update(s, g.tenant_id, device_id, data, _key(), allow_local=_allow_local())
+        device = device_service.update(s, g.tenant_id, device_id, data, _key(), allow_local=_allow_local(),
+                                       networks=_networks())
         return {"data": device_service.to_out(device, _key())}
 
 
@@ -86,7 +97,7 @@ def test_device(device_id):
     if device.driver == "local" and not _allow_local():  # it would run `true` on the API's host
         return {"data": {"ok": False, "latency_ms": None, "host_key": None,
                          "error": {"code": "local_driver_disabled", "message": device_config.LOCAL_DISABLED}}}
-    cfg = device_config.load(device, _key())
+    cfg = device_config.load(device, _key(), networks=_networks())
     pinned = []
 
     def pin(line: str) -> None:

@@ -13,7 +13,7 @@ from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
 from core import db
-from core.errors import Conflict, DomainError, Invalid, NotFound
+from core.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, QuotaExceeded
 
 log = logging.getLogger("agentruns.api")
 
@@ -28,7 +28,8 @@ _FRIENDLY = {"Missing data for required field.": "required", "Unknown field.": "
 
 
 # Each domain error class answers with one status; the code and message are the error's own.
-_DOMAIN_STATUS: dict[type[DomainError], int] = {NotFound: 404, Conflict: 409, Invalid: 422}
+_DOMAIN_STATUS: dict[type[DomainError], int] = {NotFound: 404, Conflict: 409, Invalid: 422, Forbidden: 403,
+                                                 QuotaExceeded: 429}
 
 
 def domain_status(err: DomainError) -> int:
@@ -155,14 +156,15 @@ def error_doc(description: str, *, retry_after: bool | None = None, headers: dic
 _SHARED_ERRORS: dict[int | str, tuple[str, dict]] = {
     400: ("InvalidJson", error_doc("invalid_json: the body is not JSON this server can read.")),
     401: ("Unauthorized", error_doc(
-        "unauthorized: no `Authorization: Bearer <key>` header, or an invalid or revoked key.",
+        "unauthorized: no `Authorization: Bearer <key>` header, or an invalid, revoked or expired key.",
         headers={"WWW-Authenticate": {"required": True, "schema": {"type": "string", "enum": ["Bearer"]}}})),
     413: ("PayloadTooLarge", error_doc(
         "payload_too_large: the body is larger than the server's limit (AGENTRUNS_MAX_BODY_BYTES).")),
     415: ("UnsupportedMediaType", error_doc(
         "unsupported_media_type: a body sent as anything but application/json.")),
     429: ("RateLimited", error_doc(
-        "rate_limited: more requests this minute than the tenant's limit (AGENTRUNS_RATE_LIMIT_PER_MINUTE).",
+        "rate_limited: more requests this minute than the tenant's limit (AGENTRUNS_RATE_LIMIT_PER_MINUTE); "
+        "quota_exceeded: creating a run or a device beyond the tenant's quota (AGENTRUNS_QUOTA_*).",
         retry_after=True)),
     503: ("Unavailable", error_doc(
         "unavailable: the database or Redis cannot be reached; retry after Retry-After seconds.",

@@ -15,7 +15,7 @@ import redis
 from flask import current_app
 
 from app.console.present import iso
-from core import db
+from core import db, device_networks
 from core.services import device_config
 from core.services import devices as device_service
 from drivers import get_driver
@@ -39,7 +39,7 @@ def run_test(tenant_id: uuid.UUID, device_id: str) -> dict:
         result = {"ok": False, "latency_ms": None, "host_key": None,
                   "error": {"code": "local_driver_disabled", "message": device_config.LOCAL_DISABLED}}
     else:
-        cfg = device_config.load(device, settings.secret_key)
+        cfg = device_config.load(device, settings.secret_key, networks=device_networks.policy(settings))
         pinned: list[str] = []
 
         def pin(line: str) -> None:

@@ -24,7 +24,7 @@ from sqlalchemy import bindparam, select
 
 from core import db
 from core.models import ApiKey, Tenant
-from core.services.keys import KEY_PREFIX
+from core.services.keys import KEY_PREFIX, live_condition
 
 log = logging.getLogger("agentruns.console")
 
@@ -106,13 +106,13 @@ def save(session: ConsoleSession, response: Response) -> None:
 
 # The key's id and tenant by its hash, and the tenant of a live key id. core.services.keys has no
 # lookup that returns the key's id; these two may move there.
-_KEY_BY_HASH = select(ApiKey.id).where(ApiKey.key_hash == bindparam("key_hash"), ApiKey.revoked_at.is_(None))
+_KEY_BY_HASH = select(ApiKey.id).where(ApiKey.key_hash == bindparam("key_hash"), live_condition())
 _LIVE_KEY = (select(ApiKey.tenant_id, Tenant.name).join(Tenant, Tenant.id == ApiKey.tenant_id)
-             .where(ApiKey.id == bindparam("key_id"), ApiKey.revoked_at.is_(None)))
+             .where(ApiKey.id == bindparam("key_id"), live_condition()))
 
 
 def key_id_for(raw_key: str) -> uuid.UUID | None:
-    """The id of a live API key, or None (the same checks as core.services.keys.authenticate)."""
+    """The id of a live (not revoked, not expired) API key, or None (as core.services.keys.authenticate)."""
     raw_key = raw_key.strip()
     if not raw_key.startswith(KEY_PREFIX) or len(raw_key) > 200:
         return None

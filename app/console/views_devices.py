@@ -6,7 +6,7 @@ from flask import current_app, redirect, render_template, request, url_for
 from agentruns.vocabulary import KINDS, PROVIDERS
 from app.console import device_forms, device_test, present, session
 from app.console.blueprint import blp, tenant_id
-from core import db
+from core import db, device_networks
 from core.crypto import decrypt_json
 from core.errors import Conflict, DomainError
 from core.services import devices as device_service
@@ -49,7 +49,9 @@ def device_create():
         body = device_forms.create_body(request.form, request.files)
         with db.session() as s:
             device = device_service.create(s, tenant_id(), body, _settings().secret_key,
-                                           allow_local=_settings().allow_local_devices)
+                                           allow_local=_settings().allow_local_devices,
+                                           networks=device_networks.policy(_settings()),
+                                           max_devices=_settings().quota_devices)
             device_id = device.id
     except device_forms.FormProblems as exc:
         return _render_new(_typed(), exc.fields, 422)
@@ -88,7 +90,8 @@ def device_update(device_id: str):
             current_env = decrypt_json(_settings().secret_key, device.secrets_enc).get("provider_env", {})
             body = device_forms.patch_body(request.form, request.files, dict(device.providers or {}), current_env)
             device_service.update(s, tenant_id(), device_id, body, _settings().secret_key,
-                                  allow_local=_settings().allow_local_devices)
+                                  allow_local=_settings().allow_local_devices,
+                                  networks=device_networks.policy(_settings()))
     except device_forms.FormProblems as exc:
         return _render_device(device_id, exc.fields, 422)
     except DomainError as exc:

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Row
 
 from core import db
 from core.crypto import decrypt_json
+from core.device_networks import DeviceNetworks
 from core.models import Device
 from drivers.base import DeviceSpec
 from providers.base import ProviderSettings
@@ -32,13 +33,18 @@ class DeviceConfig:
         return self.providers.get(name) or (self.providers.get(alias) if alias else None) or ProviderSettings()
 
 
-def load(device: Device | Row, secret_key: str) -> DeviceConfig:
-    """Decrypt a device's secrets (an ORM Device or a Core row of the devices table) into a DeviceConfig."""
+def load(device: Device | Row, secret_key: str, *, networks: DeviceNetworks | None) -> DeviceConfig:
+    """Decrypt a device's secrets (an ORM Device or a Core row of the devices table) into a DeviceConfig.
+
+    networks: the allow-list (core.device_networks.policy(settings)) the driver checks every address
+    against before it connects; None only where nothing connects (or in a test of something else).
+    """
     secrets = decrypt_json(secret_key, device.secrets_enc)
     spec = DeviceSpec(
         id=f"{device.tenant_id}/{device.id}", driver=device.driver, host=device.host, port=device.port or 22,
         username=device.username, private_key=secrets.get("private_key"), password=secrets.get("password"),
         host_key=device.host_key, trust_on_first_use=device.trust_on_first_use, login_shell=device.login_shell,
+        address_check=networks.refusal if networks is not None else None,
     )
     provider_env = secrets.get("provider_env", {})
     providers = {}

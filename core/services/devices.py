@@ -7,7 +7,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from core import quotas
 from core.crypto import decrypt_json, encrypt_json
+from core.device_networks import DeviceNetworks
 from core.errors import Conflict, Invalid, NotFound
 from core.models import QUEUED, RUNNING, Device, Run
 from core.services.device_config import LOCAL_DISABLED
@@ -19,6 +21,15 @@ def _refuse_local(data: dict, allow_local: bool) -> None:
     """Whoever holds an API key must not be able to run commands as the service itself."""
     if data.get("driver") == "local" and not allow_local:
         raise Invalid.field("driver", LOCAL_DISABLED)
+
+
+def _refuse_address(driver: str | None, host: str | None, networks: DeviceNetworks | None) -> None:
+    """An ssh device may point only at the networks the operator allows (checked again at connect)."""
+    if networks is None or driver != "ssh" or not host:
+        return
+    reason = networks.check_host(host)
+    if reason:
+        raise Invalid.field("host", reason, code="device_address_refused")
 
 
 def _split_providers(providers: dict) -> tuple[dict, dict]:
@@ -60,8 +71,13 @@ def _apply(device: Device, data: dict, secret_key: str) -> None:
     device.secrets_enc = encrypt_json(secret_key, {k: v for k, v in secrets.items() if v})
 
 
-def create(s: Session, tenant_id: uuid.UUID, data: dict, secret_key: str, *, allow_local: bool = False) -> Device:
+def create(s: Session, tenant_id: uuid.UUID, data: dict, secret_key: str, *, allow_local: bool = False,
+           networks: DeviceNetworks | None, max_devices: int = 0) -> Device:
+    """A new device; networks is the allow-list its host must pass (None: not checked); max_devices is the
+    tenant's quota (AGENTRUNS_QUOTA_DEVICES, 0: none)."""
     _refuse_local(data, allow_local)
+    _refuse_address(data.get("driver"), data.get("host"), networks)
+    quotas.check_devices(s, tenant_id, max_devices)  # last: its lock is held until the device commits
     device = Device(tenant_id=tenant_id, id=data.pop("id", None) or str(uuid.uuid4()), labels={}, providers={},
                     port=22, max_concurrent_runs=1, trust_on_first_use=False, login_shell=True)
     _apply(device, data, secret_key)
@@ -91,11 +107,15 @@ def get(s: Session, tenant_id: uuid.UUID, device_id: str, *, lock: str | None = 
 
 
 def update(s: Session, tenant_id: uuid.UUID, device_id: str, data: dict, secret_key: str, *,
-           allow_local: bool = False) -> Device:
+           allow_local: bool = False, networks: DeviceNetworks | None) -> Device:
+    """Change a device; a new host (or driver) must pass the allow-list `networks` (None: not checked)."""
     device = get(s, tenant_id, device_id, lock="update")
     if device.driver != "local":  # sending back a local device's own driver changes nothing
         _refuse_local(data, allow_local)
+    readdressed = "host" in data or "driver" in data
     _apply(device, data, secret_key)
+    if readdressed:
+        _refuse_address(device.driver, device.host, networks)
     if device.driver == "ssh" and not (device.host and device.username):
         raise Invalid("host, username: required for driver ssh",
                       details={"fields": {name: ["required for driver ssh"] for name in ("host", "username")}})

@@ -9,7 +9,7 @@ from sqlalchemy import and_, bindparam, inspect, or_, select, tuple_
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from core import runstate
+from core import quotas, runstate
 from core.config import Settings
 from core.crypto import encrypt_json
 from core.errors import Conflict, Invalid, NotFound
@@ -38,6 +38,7 @@ def create(conn: Connection, tenant_id: uuid.UUID, data: dict, request_id: str, 
     Core statements on the caller's transaction, not the ORM unit of work (the API's hot path); the
     returned Run is transient, holding what was inserted.
     """
+    quotas.check_run(conn, tenant_id, settings)  # the tenant's quotas, if set (429 quota_exceeded)
     webhook_url = data.get("webhook_url")
     if webhook_url:
         webhooks.check_url(webhook_url, settings, field="webhook_url")

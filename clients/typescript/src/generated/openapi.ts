@@ -457,7 +457,7 @@ export interface paths {
                 };
                 413: components["responses"]["PayloadTooLarge"];
                 415: components["responses"]["UnsupportedMediaType"];
-                /** @description validation_error: the body failed validation (error.details.fields names the fields), e.g. driver local where the server does not allow local devices. */
+                /** @description validation_error: the body failed validation (error.details.fields names the fields), e.g. driver local where the server does not allow local devices. device_address_refused: the host resolves to an address devices may not use (loopback, link-local, multicast, the service's own hosts, or outside the operator's AGENTRUNS_DEVICE_NETWORKS). */
                 422: {
                     headers: {
                         "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -624,7 +624,7 @@ export interface paths {
                 };
                 413: components["responses"]["PayloadTooLarge"];
                 415: components["responses"]["UnsupportedMediaType"];
-                /** @description validation_error: the parameters or the body failed validation; error.details.fields maps each field to its problems. */
+                /** @description validation_error, or device_address_refused: the new host resolves to an address devices may not use (AGENTRUNS_DEVICE_NETWORKS). */
                 422: {
                     headers: {
                         "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -878,6 +878,16 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description per_run_endpoint: the per-run endpoint cannot be deleted. */
+                409: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 429: components["responses"]["RateLimited"];
                 503: components["responses"]["Unavailable"];
                 default: components["responses"]["UnexpectedError"];
@@ -885,7 +895,10 @@ export interface paths {
         };
         options?: never;
         head?: never;
-        /** Change some fields; `enabled: true` re-enables an endpoint the server disabled. */
+        /**
+         * Change some fields; `enabled: true` re-enables an endpoint the server disabled. Disabling one ends
+         *     its pending deliveries (`failed`, "endpoint disabled"); redeliver sends one again.
+         */
         patch: {
             parameters: {
                 query?: never;
@@ -1123,6 +1136,333 @@ export interface paths {
                 401: components["responses"]["Unauthorized"];
                 /** @description not_found: no such webhook endpoint or delivery in this tenant. */
                 404: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description webhook_disabled: the endpoint is disabled; delivery_pending: that delivery is still being tried. */
+                409: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                413: components["responses"]["PayloadTooLarge"];
+                415: components["responses"]["UnsupportedMediaType"];
+                429: components["responses"]["RateLimited"];
+                503: components["responses"]["Unavailable"];
+                default: components["responses"]["UnexpectedError"];
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/keys": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The tenant's keys, newest first, revoked and expired ones included (never a key's secret). */
+        get: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description Your id for this request (1 to 128 characters of [A-Za-z0-9._:-]), echoed in the X-Request-Id response header and stored as a created run's request_id; any other value is replaced by one the server makes up (never refused). */
+                    "X-Request-Id"?: components["parameters"]["X-Request-Id"];
+                };
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["KeyListEnvelope"];
+                    };
+                };
+                401: components["responses"]["Unauthorized"];
+                429: components["responses"]["RateLimited"];
+                503: components["responses"]["Unavailable"];
+                default: components["responses"]["UnexpectedError"];
+            };
+        };
+        put?: never;
+        /** Create a tenant key; the answer holds the full key, shown only here. */
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description Your id for this request (1 to 128 characters of [A-Za-z0-9._:-]), echoed in the X-Request-Id response header and stored as a created run's request_id; any other value is replaced by one the server makes up (never refused). */
+                    "X-Request-Id"?: components["parameters"]["X-Request-Id"];
+                };
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["KeyCreate"];
+                };
+            };
+            responses: {
+                /** @description Created */
+                201: {
+                    headers: {
+                        /** @description The new key's path, /api/v1/keys/{prefix}. */
+                        Location: string;
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["KeySecretEnvelope"];
+                    };
+                };
+                400: components["responses"]["InvalidJson"];
+                401: components["responses"]["Unauthorized"];
+                /** @description forbidden: role operator (operator keys are created by the operator's CLI). */
+                403: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                413: components["responses"]["PayloadTooLarge"];
+                415: components["responses"]["UnsupportedMediaType"];
+                /** @description validation_error: the body failed validation (error.details.fields names the fields). */
+                422: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                429: components["responses"]["RateLimited"];
+                503: components["responses"]["Unavailable"];
+                default: components["responses"]["UnexpectedError"];
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/keys/{prefix}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                prefix: string;
+            };
+            cookie?: never;
+        };
+        /** One key, by its prefix. */
+        get: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description Your id for this request (1 to 128 characters of [A-Za-z0-9._:-]), echoed in the X-Request-Id response header and stored as a created run's request_id; any other value is replaced by one the server makes up (never refused). */
+                    "X-Request-Id"?: components["parameters"]["X-Request-Id"];
+                };
+                path: {
+                    prefix: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["KeyEnvelope"];
+                    };
+                };
+                401: components["responses"]["Unauthorized"];
+                /** @description not_found: no such API key in this tenant. */
+                404: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                429: components["responses"]["RateLimited"];
+                503: components["responses"]["Unavailable"];
+                default: components["responses"]["UnexpectedError"];
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/keys/{prefix}/revoke": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                prefix: string;
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Revoke a key: every API process refuses it from the next request on. A key may revoke itself;
+         *     revoking a revoked key changes nothing.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description Your id for this request (1 to 128 characters of [A-Za-z0-9._:-]), echoed in the X-Request-Id response header and stored as a created run's request_id; any other value is replaced by one the server makes up (never refused). */
+                    "X-Request-Id"?: components["parameters"]["X-Request-Id"];
+                };
+                path: {
+                    prefix: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["KeyEnvelope"];
+                    };
+                };
+                401: components["responses"]["Unauthorized"];
+                /** @description forbidden: the key is an operator key and the caller's key is not. */
+                403: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description not_found: no such API key in this tenant. */
+                404: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                413: components["responses"]["PayloadTooLarge"];
+                415: components["responses"]["UnsupportedMediaType"];
+                429: components["responses"]["RateLimited"];
+                503: components["responses"]["Unavailable"];
+                default: components["responses"]["UnexpectedError"];
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/keys/{prefix}/rotate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                prefix: string;
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * A new key with the same name, role and expiry, shown only here; the old key is revoked at once.
+         *     A key may rotate itself (use the new key from then on).
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description Your id for this request (1 to 128 characters of [A-Za-z0-9._:-]), echoed in the X-Request-Id response header and stored as a created run's request_id; any other value is replaced by one the server makes up (never refused). */
+                    "X-Request-Id"?: components["parameters"]["X-Request-Id"];
+                };
+                path: {
+                    prefix: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Created */
+                201: {
+                    headers: {
+                        /** @description The new key's path, /api/v1/keys/{prefix}. */
+                        Location: string;
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["KeySecretEnvelope"];
+                    };
+                };
+                401: components["responses"]["Unauthorized"];
+                /** @description forbidden: the key is an operator key and the caller's key is not. */
+                403: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description not_found: no such API key in this tenant. */
+                404: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description key_revoked, key_expired: the key is revoked or expired; create a new one instead. */
+                409: {
                     headers: {
                         "X-Request-Id": components["headers"]["X-Request-Id"];
                         [name: string]: unknown;
@@ -1556,6 +1896,84 @@ export interface components {
         DeliveryEnvelope: {
             data: components["schemas"]["DeliveryOut"];
         };
+        KeyOut: {
+            /** @description the key's visible start; names it in the API */
+            prefix: string;
+            name: string | null;
+            /** @enum {string} */
+            role: "tenant" | "operator";
+            /** @enum {string} */
+            state: "active" | "expired" | "revoked";
+            /** @description the key this request was made with */
+            current: boolean;
+            /** Format: date-time */
+            created_at: string;
+            /**
+             * Format: date-time
+             * @description the last request made with it, to the minute (null: never used)
+             */
+            last_used_at: string | null;
+            /**
+             * Format: date-time
+             * @description null: never expires
+             */
+            expires_at: string | null;
+            /** Format: date-time */
+            revoked_at: string | null;
+        };
+        KeyListEnvelope: {
+            data: components["schemas"]["KeyOut"][];
+        };
+        KeyCreate: {
+            /** @description what the key is for */
+            name?: string | null;
+            /**
+             * @description only `tenant` here: operator keys are created by the operator's CLI (403)
+             * @default tenant
+             * @enum {string}
+             */
+            role?: "tenant" | "operator";
+            /** @description the key expires this many days from now (default: never) */
+            expires_in_days?: number | null;
+            /**
+             * Format: date-time
+             * @description the key expires at this time (RFC 3339 with an offset); not with expires_in_days
+             */
+            expires_at?: string | null;
+        };
+        KeyWithSecret: {
+            /** @description the key's visible start; names it in the API */
+            prefix: string;
+            name: string | null;
+            /** @enum {string} */
+            role: "tenant" | "operator";
+            /** @enum {string} */
+            state: "active" | "expired" | "revoked";
+            /** @description the key this request was made with */
+            current: boolean;
+            /** Format: date-time */
+            created_at: string;
+            /**
+             * Format: date-time
+             * @description the last request made with it, to the minute (null: never used)
+             */
+            last_used_at: string | null;
+            /**
+             * Format: date-time
+             * @description null: never expires
+             */
+            expires_at: string | null;
+            /** Format: date-time */
+            revoked_at: string | null;
+            /** @description the full key: shown only in this answer and stored only as a hash (keep it now) */
+            key: string;
+        };
+        KeySecretEnvelope: {
+            data: components["schemas"]["KeyWithSecret"];
+        };
+        KeyEnvelope: {
+            data: components["schemas"]["KeyOut"];
+        };
     };
     responses: {
         /** @description invalid_json: the body is not JSON this server can read. */
@@ -1568,7 +1986,7 @@ export interface components {
                 "application/json": components["schemas"]["ErrorBody"];
             };
         };
-        /** @description unauthorized: no `Authorization: Bearer <key>` header, or an invalid or revoked key. */
+        /** @description unauthorized: no `Authorization: Bearer <key>` header, or an invalid, revoked or expired key. */
         Unauthorized: {
             headers: {
                 "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -1599,7 +2017,7 @@ export interface components {
                 "application/json": components["schemas"]["ErrorBody"];
             };
         };
-        /** @description rate_limited: more requests this minute than the tenant's limit (AGENTRUNS_RATE_LIMIT_PER_MINUTE). */
+        /** @description rate_limited: more requests this minute than the tenant's limit (AGENTRUNS_RATE_LIMIT_PER_MINUTE); quota_exceeded: creating a run or a device beyond the tenant's quota (AGENTRUNS_QUOTA_*). */
         RateLimited: {
             headers: {
                 "X-Request-Id": components["headers"]["X-Request-Id"];
