@@ -8,6 +8,7 @@ import logging
 import threading
 
 from celery.signals import beat_init, worker_shutting_down
+from celery.worker.control import inspect_command
 
 from core import db
 from core.config import Settings
@@ -82,6 +83,16 @@ def purge_webhook_events() -> int:
     settings = Settings.from_env()
     db.init(settings.database_url)
     return webhook_dispatch.purge(settings.webhook_retention_days)
+
+
+@inspect_command()
+def runs(state) -> list[dict]:
+    """The runs this worker holds now: `celery -A workers.tasks inspect runs` (`inspect active` lists the
+    runs.execute deliveries, and one delivery serves its device's queued runs one after another)."""
+    held = list(context.get().supervisor.active.values())
+    return [{"run_id": str(r.run_id), "epoch": r.epoch, "pgid": r.pgid,
+             "started_at": r.started_at.isoformat() if r.started_at else None, "device_slot": r.slot_key}
+            for r in held]
 
 
 @beat_init.connect
