@@ -25,6 +25,8 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
+from core.outbound import embedded_ipv4
+
 if TYPE_CHECKING:
     from core.config import Settings
 
@@ -110,6 +112,12 @@ class DeviceNetworks:
             ip = address(text)
         except ValueError:
             return "not an IP address"
+        if isinstance(ip, IPv6Address):
+            # NAT64, 6to4, Teredo and IPv4-compatible addresses lead to an IPv4 address: judged as it too.
+            for inner in embedded_ipv4(ip):
+                why = self._why(str(inner))
+                if why:
+                    return f"{why} (carried in an IPv6 address)"
         if ip.is_unspecified:
             return "the unspecified address (it connects to this host itself), which devices may never use"
         if self.networks:

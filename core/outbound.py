@@ -30,7 +30,7 @@ _EMBEDDING = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9
               ipaddress.ip_network("::/96"))
 
 
-def _embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+def embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
     """The IPv4 addresses an IPv6 address leads to (mapped, 6to4, Teredo, NAT64, compatible)."""
     found = [a for a in (address.ipv4_mapped, address.sixtofour) if a is not None]
     found.extend(address.teredo or ())
@@ -46,7 +46,7 @@ def forbidden_reason(address: IPAddress) -> str | None:
     is judged by the IPv4 address it reaches.
     """
     if isinstance(address, ipaddress.IPv6Address):
-        embedded = _embedded_ipv4(address)
+        embedded = embedded_ipv4(address)
         if embedded:
             reasons = [r for r in map(forbidden_reason, embedded) if r]
             return reasons[0] if reasons else None

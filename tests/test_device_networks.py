@@ -325,3 +325,20 @@ def test_a_worker_without_the_opt_in_fails_the_run_untouched(quiet_client, auth,
     done = quiet_client.get(f"/api/v1/agent-runs/{run['id']}", headers=auth).get_json()["data"]
     assert done["status"] == "failed" and done["error"]["code"] == DEVICE_ADDRESS_REFUSED, done
     assert done["started_at"] is None and SETTING in done["error"]["message"]
+
+
+@pytest.mark.parametrize("address", [
+    "64:ff9b::a9fe:a9fe", "64:ff9b:1::a9fe:a9fe", "64:ff9b::7f00:1",  # NAT64 of 169.254.169.254, 127.0.0.1
+    "2002:a9fe:a9fe::1", "2002:7f00:1::1",  # 6to4
+    "::127.0.0.1", "::169.254.169.254",  # IPv4-compatible
+    "2001:0:4136:e378:8000:63bf:5601:5601",  # Teredo, whose client is 169.254.169.254
+])
+def test_ipv6_forms_of_a_refused_ipv4_address_are_refused(address):
+    assert DeviceNetworks("", ()).refusal(address) is not None
+
+
+def test_an_ipv6_form_of_the_services_own_host_is_refused(monkeypatch):
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: [
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.1.2.3", 0))])
+    rule = DeviceNetworks("", ("db.internal",))
+    assert rule.refusal("64:ff9b::a01:203") is not None and rule.refusal("64:ff9b::808:808") is None

@@ -81,6 +81,8 @@ def test_create_validates_its_body(client, auth):
                  422, "validation_error", "expires_at")
     assert_error(client.post(KEYS, json={"expires_in_days": 0}, headers=auth), 422, "validation_error",
                  "expires_in_days")
+    assert_error(client.post(KEYS, json={"expires_at": "9999-12-31T23:59:59-01:00"}, headers=auth),  # year 10000 UTC
+                 422, "validation_error", "expires_at")
     assert_error(client.post(KEYS, json={"role": "root"}, headers=auth), 422, "validation_error", "role")
     assert_error(client.post(KEYS, json={"key": "ark_live_mine"}, headers=auth), 422, "validation_error", "key")
     at = (datetime.now(UTC) + timedelta(days=2)).replace(microsecond=0)

@@ -2,7 +2,9 @@
 under concurrent creates. No worker listens to these apps' Redis: their runs stay queued."""
 from __future__ import annotations
 
+import socket
 import threading
+import time
 from dataclasses import replace
 
 import pytest
@@ -120,3 +122,28 @@ def test_no_quota_by_default_and_the_answer_matches_the_document(quota_client):
     spec = limited.get("/api/v1/openapi.json").get_json()
     for _ in range(2):
         check_answer(spec, "post", RUNS, _run(limited, limited_auth))
+
+
+def test_a_slow_webhook_lookup_does_not_hold_up_the_tenants_other_creates(quota_client, monkeypatch):
+    """The quota lock is taken last: one request's DNS lookup of its webhook_url must not serialise the rest."""
+    import threading
+
+    client, auth = quota_client(quota_runs_in_flight=1000)
+    real = socket.getaddrinfo
+
+    def slow(host, *args, **kwargs):
+        if host == "slow.example.test":
+            time.sleep(2.0)
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow)
+    slow_create = threading.Thread(target=lambda: client.post(RUNS, json={
+        "prompt": "x", "sandbox_id": "box", "provider": "custom", "command": "true",
+        "webhook_url": "https://slow.example.test/h"}, headers=auth))
+    slow_create.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    assert _run(client, auth).status_code == 201
+    assert time.monotonic() - started < 1.5
+    slow_create.join()

@@ -29,6 +29,7 @@ from core.models import ApiKey, Tenant
 from core.runstate import utcnow
 
 KEY_PREFIX = "ark_live_"
+MAX_EXPIRY_DAYS = 3650  # as expires_in_days; a later time does not fit Python's datetime for every offset
 # last_used_at is written at most this often per key: knowing a key was used this minute is enough,
 # and a write per request would double the cost of authentication.
 TOUCH_INTERVAL = timedelta(seconds=60)
@@ -77,6 +78,8 @@ def issue(s: Session, tenant_id: uuid.UUID, *, name: str | None = None, role: st
         raise Invalid.field("role", f"must be one of {', '.join(KEY_ROLES)}")
     if expires_at is not None and expires_at <= utcnow():
         raise Invalid.field("expires_at", "must be in the future")
+    if expires_at is not None and expires_at > utcnow() + timedelta(days=MAX_EXPIRY_DAYS):
+        raise Invalid.field("expires_at", f"must be within {MAX_EXPIRY_DAYS} days")
     raw = KEY_PREFIX + secrets.token_urlsafe(32).replace("-", "x").replace("_", "y")
     key = ApiKey(tenant_id=tenant_id, prefix=raw[: len(KEY_PREFIX) + 8], key_hash=_hash(raw), name=name, role=role,
                  expires_at=expires_at)

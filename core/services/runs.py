@@ -38,7 +38,6 @@ def create(conn: Connection, tenant_id: uuid.UUID, data: dict, request_id: str, 
     Core statements on the caller's transaction, not the ORM unit of work (the API's hot path); the
     returned Run is transient, holding what was inserted.
     """
-    quotas.check_run(conn, tenant_id, settings)  # the tenant's quotas, if set (429 quota_exceeded)
     webhook_url = data.get("webhook_url")
     if webhook_url:
         webhooks.check_url(webhook_url, settings, field="webhook_url")
@@ -59,6 +58,9 @@ def create(conn: Connection, tenant_id: uuid.UUID, data: dict, request_id: str, 
         env_enc=encrypt_json(settings.secret_key, data.get("env") or {}), request_id=request_id,
         webhook_url=webhook_url,
     )
+    # Last: while a quota is set it locks the tenant's creates until this transaction commits, so
+    # nothing slow (the webhook URL's DNS lookup above) may come after it.
+    quotas.check_run(conn, tenant_id, settings)  # the tenant's quotas, if set (429 quota_exceeded)
     created = runstate.create_queued(conn, values)
     values["metadata_"] = values.pop("metadata")
     return Run(**values, status=runstate.QUEUED, epoch=0, stdout_truncated=False, stderr_truncated=False,

@@ -5,12 +5,12 @@ Keys get a role: `tenant` (every key so far) or `operator` (the operator's endpo
 (core.services.keys.authenticate), so it costs no write per request.
 
 Adding nullable columns, and a NOT NULL one with a constant default, rewrites no row (PostgreSQL 11+
-stores the default in the catalog). The CHECK constraint is added NOT VALID and validated afterwards,
-so the scan takes only a SHARE UPDATE EXCLUSIVE lock.
+stores the default in the catalog). In one transaction the ALTERs hold the table's exclusive lock
+until the commit, through the CHECK's validation scan too: api_keys is small, so that is a moment.
 
 Revision ID: 0007
 Revises: 0006
-Create Date: 2026-11-30 08:00:00
+Create Date: 2026-11-29 11:00:00
 """
 import sqlalchemy as sa
 from alembic import op
