@@ -8,6 +8,7 @@ this one import click and the standard library at the top, and every command imp
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import click
@@ -113,14 +114,27 @@ def api(bind: str, workers: int, worker_class: str, connections: int) -> None:
               show_envvar=True, help="Serve Prometheus metrics on this port (default: off).")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True, envvar="AGENTRUNS_METRICS_HOST",
               show_envvar=True, help="Address of the metrics endpoint (it has no authentication).")
-@click.option("--queue", "-Q", "queues", multiple=True, default=("agentruns", "agentruns.webhooks"),
-              show_default=True, type=click.Choice(["agentruns", "agentruns.webhooks"]),
-              help="Queues to consume (repeatable): agentruns executes runs, agentruns.webhooks sends webhook "
-                   "deliveries; name one to give each its own workers.")
+@click.option("--pool", "pools", multiple=True, default=("default",), show_default=True, metavar="NAME",
+              help="Serve the devices of this worker pool (repeatable): start the workers of a private "
+                   "network with the pool of its devices (a device's `pool` field).")
+@click.option("--webhooks/--no-webhooks", default=True, show_default=True,
+              help="Also send webhook deliveries (queue agentruns.webhooks).")
+@click.option("--webhooks-only", is_flag=True, help="Only send webhook deliveries: run no devices' runs.")
 def worker(concurrency: int, loglevel: str, hostname: str | None, metrics_port: int | None,
-           metrics_host: str, queues: tuple[str, ...]) -> None:
-    """Start a Celery worker that executes runs and sends webhooks."""
+           metrics_host: str, pools: tuple[str, ...], webhooks: bool, webhooks_only: bool) -> None:
+    """Start a Celery worker that executes runs (of its pools' devices) and sends webhooks."""
+    bad = [p for p in pools if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", p)]
+    if bad:
+        raise click.BadParameter(f"{bad[0]!r}: 1 to 64 of A-Z a-z 0-9 _ . -", param_hint="--pool")
+    # Read by workers.runner when it is imported below: the pools whose devices this worker serves.
+    os.environ["AGENTRUNS_WORKER_POOLS"] = ",".join(dict.fromkeys(pools))
+    os.environ["AGENTRUNS_WORKER_CONCURRENCY"] = str(concurrency)
+    from core.messages import WEBHOOK_QUEUE, queue_for
     from workers.tasks import celery
+
+    queues = [] if webhooks_only else [queue_for(p) for p in dict.fromkeys(pools)]
+    if webhooks or webhooks_only:
+        queues.append(WEBHOOK_QUEUE)
 
     _logging(loglevel)
     if metrics_port is not None:
@@ -131,7 +145,7 @@ def worker(concurrency: int, loglevel: str, hostname: str | None, metrics_port: 
         except OSError as exc:  # the port is taken, or the address is not ours
             raise click.ClickException(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}") from None
     argv = ["worker", "--pool", "threads", "--concurrency", str(concurrency), "--loglevel", loglevel,
-            "-Q", ",".join(dict.fromkeys(queues)), "--without-gossip", "--without-mingle",
+            "-Q", ",".join(queues), "--without-gossip", "--without-mingle",
             "--hostname", hostname or f"agentruns@%h:{os.getpid()}"]
     # Not celery.worker_main: it drops the worker's exit code, so a worker that stopped on an
     # unrecoverable error exited 0 and a supervisor restarting only on failure left it dead.

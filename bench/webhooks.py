@@ -56,11 +56,11 @@ def setup(bench: Bench, webhook_workers: str) -> dict:
     env = service_env(settings, webhook_allow_http=1, webhook_allow_private=1)
     url = start_api(bench, env, workers=2)
     worker = start_worker(env, concurrency=50, name="bench-worker",
-                          queues=() if webhook_workers == "same" else ("agentruns",))
+                          options=() if webhook_workers == "same" else ("--no-webhooks",))
     bench.on_exit(stop_proc, worker)
     pids = {"worker": worker.pid}
     if webhook_workers == "own":  # webhooks on a worker process of their own
-        hooks = start_worker(env, concurrency=4, name="bench-webhooks", queues=("agentruns.webhooks",))
+        hooks = start_worker(env, concurrency=4, name="bench-webhooks", options=("--webhooks-only",))
         bench.on_exit(stop_proc, hooks)
         pids["webhook_worker"] = hooks.pid
     beat = start_beat(env)
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--samples", type=int, default=60)
     parser.add_argument("--webhook-workers", choices=("same", "own", "none"), default="same",
                         help="send webhooks from the runs' worker (same), from a worker of their own (own: "
-                             "`agentruns worker --queue agentruns.webhooks`), or not at all (none: only the "
+                             "`agentruns worker --webhooks-only`), or not at all (none: only the "
                              "events' cost in the runs' path is measured; the delivery phase is skipped)")
     parser.add_argument("--json", dest="json_path", help="also write the results as JSON here")
     args = parser.parse_args(argv)

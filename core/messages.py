@@ -33,12 +33,23 @@ WEBHOOK_QUEUE = "agentruns.webhooks"
 WEBHOOK_CHANNEL = "agentruns_webhooks"  # the NOTIFY channel of migration 0006's trigger
 
 
+DEFAULT_POOL = "default"
+POOL_QUEUE_PREFIX = "agentruns.pool."
+
+
+def queue_for(pool: str) -> str:
+    """The queue of a worker pool: `agentruns` for the default pool (as before pools), else
+    `agentruns.pool.NAME`. `agentruns worker --pool NAME` consumes it."""
+    return QUEUE if pool == DEFAULT_POOL else POOL_QUEUE_PREFIX + pool
+
+
 class Queued(NamedTuple):
-    """What a worker needs to find a run's device without reading the run first."""
+    """What a worker needs to find a run's device without reading the run first, and where to send it."""
 
     run_id: uuid.UUID
     tenant_id: uuid.UUID
     device_id: str
+    pool: str = DEFAULT_POOL
 
 
 def execute_args(run: Queued) -> list[str]:
@@ -91,13 +102,14 @@ def fail_fast(celery: Celery) -> Celery:
     return celery
 
 
-def enqueue_attach(celery: Celery, run_ids: list[uuid.UUID]) -> list[uuid.UUID]:
-    """Publish runs.attach for each run taken over; returns the ids sent (a run not sent is taken
-    over again, and sent again, once its renewed lease lapses)."""
+def enqueue_attach(celery: Celery, runs: list[tuple[uuid.UUID, str]]) -> list[uuid.UUID]:
+    """Publish runs.attach for each run taken over, (run id, its device's pool) each, to that pool's
+    queue; returns the ids sent (a run not sent is taken over again, and sent again, once its renewed
+    lease lapses)."""
     sent = []
     try:
-        for run_id in run_ids:
-            celery.send_task(ATTACH, args=[str(run_id)], retry=False)
+        for run_id, pool in runs:
+            celery.send_task(ATTACH, args=[str(run_id)], retry=False, queue=queue_for(pool))
             sent.append(run_id)
     except Exception as exc:  # kombu and redis-py raise several types for an unreachable broker
         log.warning("enqueue of runs.attach failed, the reaper will retry: %s", type(exc).__name__)
@@ -113,7 +125,8 @@ def enqueue(celery: Celery, runs: list[Queued], countdown: float | None = None) 
     sent = []
     try:
         for run in runs:
-            celery.send_task(EXECUTE, args=execute_args(run), retry=False, countdown=countdown)
+            celery.send_task(EXECUTE, args=execute_args(run), retry=False, countdown=countdown,
+                             queue=queue_for(run.pool))
             sent.append(run.run_id)
     except Exception as exc:  # kombu and redis-py raise several types for an unreachable broker
         log.warning("enqueue failed, the sweeper will retry: %s", type(exc).__name__)

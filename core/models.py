@@ -90,6 +90,8 @@ class Device(Base):
     trust_on_first_use: Mapped[bool] = mapped_column(Boolean, default=False)
     login_shell: Mapped[bool] = mapped_column(Boolean, default=True)
     labels: Mapped[dict] = mapped_column(JSONB, default=dict)
+    # The worker pool that serves it (its runs go to that pool's queue: core.messages.queue_for).
+    pool: Mapped[str] = mapped_column(String(64), default="default", server_default="default")
     max_concurrent_runs: Mapped[int] = mapped_column(Integer, default=1)
     default_cwd: Mapped[str | None] = mapped_column(Text)
     # Non-secret provider settings: {"codex": {"executable": "...", "extra_args": [...]}}
@@ -103,6 +105,10 @@ class Device(Base):
 
 class Run(Base):
     __tablename__ = "runs"
+    __allow_unmapped__ = True  # for `pool` below, which is not a column
+    # Not a column: the pool of the run's device when core.services.runs.create made it, for the
+    # runs.execute message that follows (core.messages.queue_for).
+    pool: str | None = None
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     target_kind: Mapped[str] = mapped_column(String(16))

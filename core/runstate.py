@@ -133,7 +133,9 @@ taken AS (
 logged AS (
     INSERT INTO run_events (run_id, type, data)
     SELECT id, 'note', :note FROM taken, before WHERE before.worker_id IS NOT NULL)
-SELECT * FROM taken""")
+SELECT taken.*, coalesce((SELECT pool FROM devices d WHERE d.tenant_id = taken.tenant_id AND d.id = taken.target_id),
+                         'default') AS pool
+FROM taken""")
 _CLAIM_ATTACH = text("""
 WITH claimed AS (
     UPDATE runs SET epoch = epoch + 1, worker_id = :worker_id,
@@ -156,9 +158,10 @@ FROM unnest(CAST(:ids AS uuid[]), CAST(:epochs AS integer[]), CAST(:outs AS bigi
 WHERE runs.id = v.id AND runs.epoch = v.epoch AND runs.status = 'running'
 RETURNING runs.id""")
 _STALE_QUEUED = text("""
-SELECT id, tenant_id, target_id FROM runs
-WHERE status = 'queued' AND coalesce(enqueued_at, created_at) < now() - make_interval(secs => :seconds)
-ORDER BY created_at LIMIT :limit""")
+SELECT r.id, r.tenant_id, r.target_id, coalesce(d.pool, 'default') AS pool
+FROM runs r LEFT JOIN devices d ON d.tenant_id = r.tenant_id AND d.id = r.target_id
+WHERE r.status = 'queued' AND coalesce(r.enqueued_at, r.created_at) < now() - make_interval(secs => :seconds)
+ORDER BY r.created_at LIMIT :limit""")
 _MARK_ENQUEUED = text("""
 UPDATE runs SET enqueued_at = now() WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'queued'""")
 _RESULT_FIELDS = dict(output=None, stdout=None, stderr=None, exit_code=None, stdout_truncated=False,
@@ -305,8 +308,8 @@ def take_over(conn: Connection, run_id: uuid.UUID, epoch: int, lease_seconds: in
     """running -> running, fenced by epoch: the run is up for re-attaching (epoch + 1, no worker).
 
     Its lease is renewed so the re-attach has time to arrive; a `note` event says why (unless no
-    worker had it: taken over again). Returns a row (id, epoch, tenant_id, target_id), or None when
-    the run moved on meanwhile.
+    worker had it: taken over again). Returns a row (id, epoch, tenant_id, target_id, pool: its
+    device's), or None when the run moved on meanwhile.
     """
     note = json.dumps({"note": f"taken over for re-attaching: {why}"})
     return conn.execute(_TAKE_OVER, dict(run_id=run_id, epoch=epoch, lease_seconds=lease_seconds,
@@ -341,9 +344,10 @@ def record_output(conn: Connection, offsets: list[tuple[uuid.UUID, int, int, int
     return held
 
 
-def stale_queued(conn: Connection, older_than_seconds: int, limit: int = 500) -> list[tuple[uuid.UUID, uuid.UUID, str]]:
-    """(id, tenant_id, target_id) of queued runs nobody enqueued or claimed for a while (Redis was
-    down, or a message was lost)."""
+def stale_queued(conn: Connection, older_than_seconds: int,
+                 limit: int = 500) -> list[tuple[uuid.UUID, uuid.UUID, str, str]]:
+    """(id, tenant_id, target_id, its device's pool) of queued runs nobody enqueued or claimed for a
+    while (Redis was down, or a message was lost)."""
     rows = conn.execute(_STALE_QUEUED, dict(seconds=older_than_seconds, limit=limit)).all()
     return [tuple(row) for row in rows]
 

@@ -43,13 +43,13 @@ def ignoring_sigint(argv: list[str]) -> list[str]:
 
 
 def start_worker(env: dict[str, str], concurrency: int = 50, name: str = "worker",
-                 metrics_port: int | None = None, queues: tuple[str, ...] = ()) -> ServiceProcess:
-    """`agentruns worker` (on `queues`, default all), once it has logged that it is ready."""
+                 metrics_port: int | None = None, options: tuple[str, ...] = ()) -> ServiceProcess:
+    """`agentruns worker` (with `options`, e.g. ("--pool", "gpu") or ("--no-webhooks",)), once it has
+    logged that it is ready."""
     argv = [AGENTRUNS, "worker", "--concurrency", str(concurrency), "--hostname", f"{name}@%h:{time.time_ns()}"]
     if metrics_port is not None:
         argv += ["--metrics-port", str(metrics_port)]
-    for queue in queues:
-        argv += ["--queue", queue]
+    argv += list(options)
     proc = ServiceProcess(argv, env, name)
     return _ready(proc, lambda: proc.wait_for("ready.", timeout=60))
 

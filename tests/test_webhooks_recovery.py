@@ -80,7 +80,7 @@ def finished_run(http) -> dict:
 def test_events_recorded_by_a_killed_worker_are_delivered_by_the_next(stack, receiver):
     env, http, restart_redis_empty = stack
     hook = http.post("/api/v1/webhooks", json={"url": receiver.url("/k")}).json()["data"]
-    runs_only = start_worker(env, concurrency=8, name="runs-only", queues=("agentruns",))
+    runs_only = start_worker(env, concurrency=8, name="runs-only", options=("--no-webhooks",))
     try:
         done = [finished_run(http) for _ in range(3)]
     finally:

@@ -32,6 +32,7 @@ class CachedDevice:
     version: datetime
     max_concurrent_runs: int
     config: DeviceConfig
+    pool: str  # the worker pool that serves it
     checked_at: float  # time.monotonic() of the last check against the database
 
 
@@ -75,7 +76,8 @@ class DeviceCache:
                 self._entries.pop(key, None)
             return None
         entry = CachedDevice(tenant_id, device_id, row.updated_at, row.max_concurrent_runs,
-                             device_config.load(row, self._secret_key, networks=self._networks), time.monotonic())
+                             device_config.load(row, self._secret_key, networks=self._networks), row.pool,
+                             time.monotonic())
         with self._lock:
             self._entries[key] = entry
         return entry

@@ -1,8 +1,11 @@
 """Prometheus metrics of a worker process, served with `agentruns worker --metrics-port PORT`.
 
 Counters are this process's own (a scraper sums them over workers). `agentruns_runs` is read from
-PostgreSQL at each scrape, for all tenants: every worker reports the same figure (take the max).
-Only counts and durations are exported: no run ids, prompts, tenants or device names.
+PostgreSQL at each scrape, for all tenants: every worker reports the same figure (take the max); so do
+the per-pool gauges `agentruns_pool_*` (core.services.fleet_stats, the figures of GET /api/v1/admin/stats;
+live workers and their free slots from the workers' heartbeats in Redis, workers.presence).
+Only counts and durations are exported, labelled at most by pool: no run ids, prompts, tenants or
+device names.
 """
 from __future__ import annotations
 
@@ -16,13 +19,15 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
+from core.services import fleet_stats
 from workers import context
 
 log = logging.getLogger("agentruns.metrics")
 
 DELIVERIES = Counter("agentruns_deliveries", "runs.execute messages handled, by outcome: executed, busy "
                      "(every slot of the device taken), nothing_queued (a duplicate, or served already), missing, "
-                     "device_backoff (the device is unreachable and waits for its retry), "
+                     "device_backoff (the device is unreachable and waits for its retry), rerouted (the device is "
+                     "in a pool this worker does not serve: passed on to that pool's queue), "
                      "error (the task raised)",
                      ["outcome"])
 FINISHED = Counter("agentruns_runs_finished", "Runs this process recorded as terminal, by status and error code "
@@ -56,8 +61,8 @@ def finished(status: str, error: dict | None, started_at, finished_at) -> None:
 
 
 class _RunsByStatus(Collector):
-    """agentruns_runs{status}: how many runs are queued and running now, and the webhook outbox's
-    backlog, read at scrape time."""
+    """agentruns_runs{status}: how many runs are queued and running now, the webhook outbox's backlog
+    and the per-pool figures, read at scrape time."""
 
     def describe(self):
         return []  # nothing to read when registering: the database may not be up yet
@@ -67,6 +72,7 @@ class _RunsByStatus(Collector):
             with _engine().connect() as conn:
                 counts = dict(conn.execute(_COUNT_BY_STATUS).all())
                 pending, oldest = conn.execute(_OUTBOX).one()
+                pools = fleet_stats.pool_figures(conn)
         except Exception as exc:  # a scrape must not fail because PostgreSQL is away: the gauge is left out
             log.warning("metrics: could not count runs by status: %s", exc)
             return
@@ -79,6 +85,33 @@ class _RunsByStatus(Collector):
                                 value=pending)
         yield GaugeMetricFamily("agentruns_webhook_oldest_pending_seconds", "Age of the oldest pending webhook "
                                 "delivery: the outbox's lag (0 when none)", value=float(oldest))
+        yield from _pool_gauges(pools)
+
+
+_POOL_GAUGES = (
+    ("agentruns_pool_queued_runs", "queued_runs", "Runs queued for the pool's devices, all tenants"),
+    ("agentruns_pool_oldest_queued_seconds", "oldest_queued_seconds",
+     "Age of the pool's oldest queued run (0 when none): how long work has waited"),
+    ("agentruns_pool_runs_in_flight", "runs_in_flight", "Runs running on the pool's devices"),
+    ("agentruns_pool_device_slots", "device_slots", "The pool's devices' max_concurrent_runs, summed"),
+)
+_WORKER_GAUGES = (
+    ("agentruns_pool_live_workers", "live_workers", "Live workers serving the pool (heartbeat within 15 s, "
+     "not draining); a worker serving several pools counts in each"),
+    ("agentruns_pool_free_slots", "free_worker_slots", "Free slots (concurrency less busy threads) of the "
+     "pool's live workers"),
+)
+
+
+def _pool_gauges(figures: list[dict]):
+    """agentruns_pool_*{pool}: the pools' figures; the worker gauges only when Redis could be read."""
+    pools = fleet_stats.with_workers(figures, fleet_stats.live_workers(context.get().redis))
+    gauges = _POOL_GAUGES + (_WORKER_GAUGES if pools and pools[0]["live_workers"] is not None else ())
+    for name, field, doc in gauges:
+        family = GaugeMetricFamily(name, doc, labels=["pool"])
+        for pool in pools:
+            family.add_metric([pool["pool"]], float(pool[field] or 0))
+        yield family
 
 
 def _engine() -> Engine:

@@ -31,7 +31,7 @@ def reap(celery) -> int:
         reaped, taken = runstate.reap_expired(conn, s.lease_seconds, slack)
     if taken:
         log.warning("run(s) %s: lease expired, taken over for re-attaching", ", ".join(str(r.id) for r in taken))
-        enqueue_attach(celery, [r.id for r in taken])
+        enqueue_attach(celery, [(r.id, r.pool) for r in taken])
     for run in reaped:
         log.warning("run %s: lease expired, marked canceled/worker_lost", run.id)
         metrics.REAPED.inc()

@@ -10,6 +10,7 @@ leaves a "pending" mark for the slot holders and returns; a delivery whose run w
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from collections.abc import Callable
 from functools import partial
@@ -20,7 +21,7 @@ from sqlalchemy import select
 
 from core import db, runstate
 from core.crypto import decrypt_json
-from core.messages import Queued
+from core.messages import Queued, enqueue
 from core.models import CANCELED, FAILED, SUCCEEDED
 from core.notify import channel, publish
 from core.services import device_config
@@ -49,6 +50,20 @@ class Outcome(NamedTuple):
     retry_in: float | None = None  # the device was away before the command started: back to the queue
 
 
+# The pools this worker serves (`agentruns worker --pool`, which sets this); unset: every pool (a
+# worker started with `celery ... worker -Q ...` consumes whatever queues it was given).
+WORKER_POOLS = frozenset(p for p in os.environ.get("AGENTRUNS_WORKER_POOLS", "").split(",") if p)
+
+
+def serves(pool: str) -> bool:
+    return not WORKER_POOLS or pool in WORKER_POOLS
+
+
+def ctx_sender(ctx):
+    """The Celery app this worker process sends messages with (the one delayed deliveries use)."""
+    return ctx.backoff.sender()
+
+
 def execute(run_id: str, tenant_id: str | None = None, device_id: str | None = None) -> str:
     """Task body of runs.execute; returns what happened ("executed:N", "busy", "nothing-queued", "missing",
     "device-backoff")."""
@@ -67,6 +82,11 @@ def execute(run_id: str, tenant_id: str | None = None, device_id: str | None = N
         device = ctx.devices.get(tenant, device_id)
         if device is None:
             return "missing"
+        if not serves(device.pool):
+            # The device moved to another pool after this message was sent (the API re-routes its
+            # queued runs too): pass the message on to the workers that can reach it.
+            enqueue(ctx_sender(ctx), [Queued(uuid.UUID(run_id), tenant, device_id, device.pool)])
+            return "rerouted"
         served = _serve(ctx, device)
         if isinstance(served, int):  # BACKING_OFF
             return "device-backoff"  # the delivery that set the backoff sent a delayed retry
@@ -178,7 +198,8 @@ def _run_one(ctx, run, device: CachedDevice, slot: Slot, keep_serving: bool) -> 
         outcome = run_on_device(ctx, run, device, active)
         if outcome is not None and outcome.retry_in is not None:
             _give_back(run)
-            quietly(ctx.backoff.retry_later, Queued(run.id, device.tenant_id, device.id), outcome.retry_in)
+            quietly(ctx.backoff.retry_later, Queued(run.id, device.tenant_id, device.id, device.pool),
+                    outcome.retry_in)
             return False, None, False
         quietly(ctx.backoff.reached, device.tenant_id, device.id)
         keep_serving = keep_serving and not active.slot_lost and not ctx.supervisor.draining

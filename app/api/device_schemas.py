@@ -69,6 +69,9 @@ class _DeviceFields(Schema):
     trust_on_first_use = fields.Boolean()
     login_shell = fields.Boolean()
     labels = fields.Dict(keys=Text(validate=validate.Length(1, 63)), values=Text())
+    pool = fields.String(validate=FullMatch(r"^[A-Za-z0-9_.-]{1,64}$"), metadata={
+        "description": "the worker pool that serves it (`agentruns worker --pool NAME`); default `default`. "
+                       "Changing it sends the device's queued runs to the new pool"})
     max_concurrent_runs = fields.Integer(strict=True, validate=validate.Range(1, 1000))
     default_cwd = Text(validate=check_cwd, allow_none=True)
     env = fields.Dict(keys=fields.String(), values=env_values(), validate=check_env)
@@ -127,6 +130,7 @@ class DeviceOut(Schema):
     trust_on_first_use = fields.Boolean(required=True)
     login_shell = fields.Boolean(required=True)
     labels = fields.Dict(required=True, keys=fields.String(), values=fields.String())
+    pool = fields.String(required=True)
     max_concurrent_runs = fields.Integer(required=True)
     default_cwd = fields.String(required=True, allow_none=True)
     providers = fields.Dict(required=True, metadata={

@@ -6,6 +6,7 @@ from flask import current_app, g
 from app.api.device_schemas import DeviceCreate, DeviceEnvelope, DeviceListEnvelope, DevicePatch, DeviceTestEnvelope
 from app.api.parser import Blueprint
 from core import db, device_networks
+from core.messages import Queued, enqueue
 from core.services import device_config
 from core.services import devices as device_service
 from drivers import get_driver
@@ -71,11 +72,19 @@ def get_device(device_id):
 @blp.errors({**_NOT_FOUND, 422: "validation_error, or device_address_refused: the new host resolves to an "
                                 "address devices may not use (AGENTRUNS_DEVICE_NETWORKS)."})
 def patch_device(data, device_id):
-    """Change some fields; a secret set to null is removed."""
+    """Change some fields; a secret set to null is removed. A new `pool` takes the device's queued
+    runs with it."""
     with db.session() as s:
+        before = device_service.get(s, g.tenant_id, device_id).pool
         device = device_service.update(s, g.tenant_id, device_id, data, _key(), allow_local=_allow_local(),
                                        networks=_networks())
-        return {"data": device_service.to_out(device, _key())}
+        out = device_service.to_out(device, _key())
+        moved = device.pool != before
+        queued = device_service.queued_runs(s.connection(), g.tenant_id, device.id) if moved else []
+    if queued:  # after the commit: the new pool's workers claim them (the old pool's pass theirs on)
+        enqueue(current_app.extensions["celery"], [Queued(run_id, g.tenant_id, out["id"], out["pool"])
+                                                   for run_id in queued])
+    return {"data": out}
 
 
 @blp.route("/devices/<device_id>", methods=["DELETE"])

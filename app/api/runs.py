@@ -17,7 +17,7 @@ from app.api.schemas import (
     unstorable,
 )
 from core import db, idempotency
-from core.messages import Queued, enqueue
+from core.messages import enqueue
 from core.notify import publish, publish_cancel
 from core.services import runs as run_service
 from core.services.waiting import wait_terminal
@@ -100,7 +100,7 @@ def create_run(data):
             _ext("redis"), g.tenant_id, idempotency.validate_key(key), fp, settings.idempotency_ttl_seconds,
             settings.idempotency_wait_seconds, create)
     if not replayed:
-        enqueue(_ext("celery"), [Queued(run.id, run.tenant_id, run.target_id)])
+        enqueue(_ext("celery"), [run_service.queued(run)])
     if wait:
         run = wait_terminal(_ext("redis"), run, wait)
     headers = {"Location": f"/api/v1/agent-runs/{run.id}"}

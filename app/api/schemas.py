@@ -154,6 +154,11 @@ class RunCreate(Schema):
     metadata = fields.Dict(keys=fields.String(), load_default=dict)
     wait = Wait(load_default=0)
     env = fields.Dict(keys=fields.String(), values=env_values(), load_default=dict, validate=check_env)
+    target_selector = fields.Dict(keys=Text(validate=validate.Length(1, 63)), values=Text(),
+                                  validate=validate.Length(1, 20), metadata={
+        "description": "instead of a device: labels a device of the tenant must have (e.g. {\"gpu\": \"a100\"}); "
+                       "the run goes to the least loaded matching device (one with a free slot first), "
+                       "recorded as its target_id"})
     webhook_url = webhook_url_field(metadata={
         "description": "also send this run's webhook events here, signed with the tenant's per-run secret "
                        "(see /api/v1/webhooks/per-run)"})
@@ -184,8 +189,10 @@ class RunCreate(Schema):
     def _targets(self, data, **_):
         errors = {}
         given = {k: data[k] for k in ("target_id", "sandbox_id", "computer_id") if k in data}
-        if not given:
-            errors["target_id"] = ["required (or sandbox_id / computer_id)"]
+        if given and "target_selector" in data:
+            errors["target_selector"] = [f"give {' or '.join(sorted(given))} or target_selector, not both"]
+        elif not given and "target_selector" not in data:
+            errors["target_id"] = ["required (or sandbox_id / computer_id, or target_selector)"]
         elif len(set(given.values())) > 1:
             errors["target_id"] = [f"{' and '.join(sorted(given))} disagree"]
         if "sandbox_id" in data and "computer_id" in data:

@@ -18,7 +18,7 @@ from app.api.schemas import RunCreate
 from app.console.blueprint import blp, tenant_id
 from core import db, idempotency
 from core.errors import DomainError
-from core.messages import Queued, enqueue
+from core.messages import enqueue
 from core.services import devices as device_service
 from core.services import runs as run_service
 
@@ -99,5 +99,5 @@ def create_run():
         fields = exc.details.get("fields") or {"_form": [exc.message]}
         return _render(form, fields, 422)
     if not replayed:
-        enqueue(current_app.extensions["celery"], [Queued(run.id, run.tenant_id, run.target_id)])
+        enqueue(current_app.extensions["celery"], [run_service.queued(run)])
     return redirect(url_for("console.run_page", run_id=run.id))

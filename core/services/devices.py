@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -79,6 +79,7 @@ def create(s: Session, tenant_id: uuid.UUID, data: dict, secret_key: str, *, all
     _refuse_address(data.get("driver"), data.get("host"), networks)
     quotas.check_devices(s, tenant_id, max_devices)  # last: its lock is held until the device commits
     device = Device(tenant_id=tenant_id, id=data.pop("id", None) or str(uuid.uuid4()), labels={}, providers={},
+                    pool="default",
                     port=22, max_concurrent_runs=1, trust_on_first_use=False, login_shell=True)
     _apply(device, data, secret_key)
     s.add(device)
@@ -143,7 +144,7 @@ def to_out(device: Device, secret_key: str) -> dict:
     """The public view of a device: which secrets exist, never their values."""
     secrets = decrypt_json(secret_key, device.secrets_enc)
     out = {c: getattr(device, c) for c in ("id", "kind", "name", "driver", "host", "port", "username", "host_key",
-                                           "trust_on_first_use", "login_shell", "labels", "max_concurrent_runs",
+                                           "trust_on_first_use", "login_shell", "labels", "pool", "max_concurrent_runs",
                                            "default_cwd", "created_at", "updated_at")}
     providers = {name: dict(settings) for name, settings in (device.providers or {}).items()}
     for name, env in secrets.get("provider_env", {}).items():
@@ -151,3 +152,12 @@ def to_out(device: Device, secret_key: str) -> dict:
     out.update(providers=providers, has_private_key="private_key" in secrets, has_password="password" in secrets,
                env_names=sorted(secrets.get("env", {})))
     return out
+
+
+_QUEUED_ON = text("SELECT id FROM runs WHERE tenant_id = :tenant_id AND target_id = :device_id AND status = 'queued' "
+                  "ORDER BY created_at")
+
+
+def queued_runs(conn, tenant_id: uuid.UUID, device_id: str) -> list[uuid.UUID]:
+    """The ids of the device's queued runs, oldest first (to send them again after a pool change)."""
+    return list(conn.execute(_QUEUED_ON, {"tenant_id": tenant_id, "device_id": device_id}).scalars())

@@ -5,7 +5,8 @@ import json
 import math
 import uuid
 
-from sqlalchemy import and_, bindparam, inspect, or_, select, tuple_
+from sqlalchemy import and_, bindparam, inspect, or_, select, text, tuple_
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -13,6 +14,7 @@ from core import quotas, runstate
 from core.config import Settings
 from core.crypto import encrypt_json
 from core.errors import Conflict, Invalid, NotFound
+from core.messages import DEFAULT_POOL, Queued
 from core.models import Device, Run, RunEvent
 from core.services import webhooks
 from core.services.cursor import decode_cursor, encode_cursor
@@ -27,7 +29,7 @@ def _prompt_limit(provider: str) -> int | None:
 # Built once: constructing (and cache-keying) a statement costs more CPU than running it. FOR KEY
 # SHARE until the run commits: a concurrent delete of the device waits and then sees the run (409),
 # while other creates and device updates are not blocked.
-_DEVICE = (select(Device.id, Device.kind, Device.default_cwd)
+_DEVICE = (select(Device.id, Device.kind, Device.default_cwd, Device.pool)
            .where(Device.tenant_id == bindparam("tenant_id"), Device.id == bindparam("device_id"))
            .with_for_update(read=True, key_share=True))
 
@@ -42,6 +44,8 @@ def create(conn: Connection, tenant_id: uuid.UUID, data: dict, request_id: str, 
     if webhook_url:
         webhooks.check_url(webhook_url, settings, field="webhook_url")
         webhooks.ensure_per_run(conn, tenant_id, settings)
+    if data.get("target_selector"):
+        data = {**data, "target_id": select_device(conn, tenant_id, data["target_selector"], data["target_kind"])}
     device = conn.execute(_DEVICE, {"tenant_id": tenant_id, "device_id": data["target_id"]}).first()
     if device is None:
         raise Invalid.field("target_id", f"no device {data['target_id']!r} in this tenant")
@@ -63,8 +67,36 @@ def create(conn: Connection, tenant_id: uuid.UUID, data: dict, request_id: str, 
     quotas.check_run(conn, tenant_id, settings)  # the tenant's quotas, if set (429 quota_exceeded)
     created = runstate.create_queued(conn, values)
     values["metadata_"] = values.pop("metadata")
-    return Run(**values, status=runstate.QUEUED, epoch=0, stdout_truncated=False, stderr_truncated=False,
-               created_at=created.created_at, updated_at=created.updated_at)
+    run = Run(**values, status=runstate.QUEUED, epoch=0, stdout_truncated=False, stderr_truncated=False,
+              created_at=created.created_at, updated_at=created.updated_at)
+    run.pool = device.pool
+    return run
+
+
+# The least loaded matching device: one with a free slot first, then by runs in flight per slot; a
+# random tie-break spreads a burst of runs over equally loaded devices.
+_SELECT_DEVICE = text("""
+SELECT d.id FROM devices d,
+     LATERAL (SELECT count(*) AS live FROM runs r
+              WHERE r.tenant_id = d.tenant_id AND r.target_id = d.id AND r.status IN ('queued', 'running')) load
+WHERE d.tenant_id = :tenant_id AND d.labels @> :selector AND (CAST(:kind AS text) IS NULL OR d.kind = :kind)
+ORDER BY load.live >= d.max_concurrent_runs, load.live::float / d.max_concurrent_runs, random()
+LIMIT 1""").bindparams(bindparam("selector", type_=JSONB))
+
+
+def select_device(conn: Connection, tenant_id: uuid.UUID, selector: dict[str, str], kind: str | None) -> str:
+    """The device a run with a target_selector goes to; 422 no_matching_device when none has the labels."""
+    found = conn.execute(_SELECT_DEVICE, {"tenant_id": tenant_id, "selector": selector, "kind": kind}).scalar()
+    if found is None:
+        what = f"{kind} " if kind else ""
+        raise Invalid.field("target_selector", f"no {what}device of this tenant has the labels {selector}",
+                            code="no_matching_device")
+    return found
+
+
+def queued(run: Run) -> Queued:
+    """The runs.execute message of a run just created (to its device's pool's queue)."""
+    return Queued(run.id, run.tenant_id, run.target_id, run.pool or DEFAULT_POOL)
 
 
 # Every column, named as its Run attribute (metadata_), so that a row builds a transient Run.
