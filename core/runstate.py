@@ -157,6 +157,15 @@ FROM unnest(CAST(:ids AS uuid[]), CAST(:epochs AS integer[]), CAST(:outs AS bigi
      AS v(id, epoch, stdout_offset, stderr_offset)
 WHERE runs.id = v.id AND runs.epoch = v.epoch AND runs.status = 'running'
 RETURNING runs.id""")
+# The tenant's claims wait for each other (until the claiming transaction commits), so that two
+# workers cannot both see one slot under the cap and both take it. Two statements: a statement's
+# snapshot is taken when it starts, so a count in the locking statement would not see the claim
+# committed while it waited for the lock.
+_TENANT_CLAIM_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended('agentruns.tenant:' || "
+                          "CAST(:tenant_id AS text), 0))")
+_TENANT_BELOW_CAP = text("""
+SELECT (SELECT count(*) FROM (SELECT 1 FROM runs WHERE tenant_id = :tenant_id AND status = 'running'
+                              LIMIT :cap) running) < :cap""")
 _STALE_QUEUED = text("""
 SELECT r.id, r.tenant_id, r.target_id, coalesce(d.pool, 'default') AS pool
 FROM runs r LEFT JOIN devices d ON d.tenant_id = r.tenant_id AND d.id = r.target_id
@@ -206,6 +215,13 @@ def claim_next(s: Connection, tenant_id: uuid.UUID, device_id: str, worker_id: s
     """
     return s.execute(_CLAIM_NEXT, dict(tenant_id=tenant_id, device_id=device_id, worker_id=worker_id,
                                        lease_seconds=lease_seconds, event=_event_data(RUNNING))).first()
+
+
+def tenant_below_cap(conn: Connection, tenant_id: uuid.UUID, cap: int) -> bool:
+    """Whether the tenant has fewer than `cap` runs running; holds the tenant's claim lock until the
+    transaction ends (a claim that follows in it cannot overshoot the cap)."""
+    conn.execute(_TENANT_CLAIM_LOCK, dict(tenant_id=tenant_id))
+    return bool(conn.execute(_TENANT_BELOW_CAP, dict(tenant_id=tenant_id, cap=cap)).scalar())
 
 
 def unclaim(conn: Connection, run_id: uuid.UUID, epoch: int) -> bool:

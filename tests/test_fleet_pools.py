@@ -88,7 +88,9 @@ def tenant_of(run_id: str) -> uuid.UUID:
     from core.models import Run
 
     with db.session() as s:
-        return s.scalar(select(Run.tenant_id).where(Run.id == uuid.UUID(run_id)))
+        tenant = s.scalar(select(Run.tenant_id).where(Run.id == uuid.UUID(run_id)))
+    assert tenant is not None
+    return tenant
 
 
 def test_a_selector_picks_free_matching_devices_and_spreads_load(quiet_client, auth, tmp_path):

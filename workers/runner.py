@@ -17,7 +17,7 @@ from functools import partial
 from typing import NamedTuple
 
 import redis
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from core import db, runstate
 from core.crypto import decrypt_json
@@ -152,7 +152,34 @@ def _serve(ctx, device: CachedDevice) -> tuple[int, bool] | int | None:
 
 
 def _claim_next(ctx, conn, device: CachedDevice):
+    cap = ctx.settings.tenant_max_in_flight
+    if cap and not runstate.tenant_below_cap(conn, device.tenant_id, cap):
+        # Fair sharing: the tenant has its share running. Its run stays queued, in order; the device
+        # is remembered, and the tenant's next finished run sends a message for it (_wake_throttled).
+        quietly(ctx.redis.sadd, throttled_key(device.tenant_id), device.id)
+        return None
     return runstate.claim_next(conn, device.tenant_id, device.id, ctx.worker_id, ctx.settings.lease_seconds)
+
+
+def throttled_key(tenant_id: uuid.UUID) -> str:
+    return f"agentruns:throttled:{tenant_id}"
+
+
+_OLDEST_QUEUED = text("SELECT id FROM runs WHERE tenant_id = :tenant_id AND target_id = :device_id "
+                      "AND status = 'queued' ORDER BY created_at, id LIMIT 1")
+
+
+def _wake_throttled(ctx, tenant_id: uuid.UUID) -> None:
+    """A run of a capped tenant ended: send a message for one device whose run waited for the cap."""
+    device_id = quietly(ctx.redis.spop, throttled_key(tenant_id))
+    if not device_id:
+        return
+    device_id = device_id.decode() if isinstance(device_id, bytes) else device_id
+    device = ctx.devices.get(tenant_id, device_id)
+    with db.transaction() as conn:
+        waiting = conn.execute(_OLDEST_QUEUED, dict(tenant_id=tenant_id, device_id=device_id)).scalar()
+    if device is not None and waiting is not None:
+        enqueue(ctx_sender(ctx), [Queued(waiting, tenant_id, device_id, device.pool)])
 
 
 def _give_back(run) -> None:
@@ -355,6 +382,8 @@ def record(ctx, run, active: ActiveRun | None, next_of: CachedDevice | None, out
     else:
         log.info("run %s %s", run.id, outcome.status)
         metrics.finished(outcome.status, fields.get("error"), row.started_at, row.finished_at)
+        if ctx.settings.tenant_max_in_flight and following is None:
+            quietly(_wake_throttled, ctx, row.tenant_id)
         if outcome.recorded is not None:
             try:
                 outcome.recorded()
