@@ -1,5 +1,5 @@
-"""The SDK's resources as I/O-free flows: what each method of `agent_runs`, `devices`, `webhooks` and `keys`
-sends, how it decodes the answers, and the loops (long-poll wait, pagination) around them. The shells in
+"""The SDK's resources as I/O-free flows: what each method of `agent_runs`, `devices`, `webhooks`, `keys`
+and `admin` sends, how it decodes the answers, and the loops (long-poll wait, pagination) around them. The shells in
 agentruns.client and agentruns.client_async only perform the flows' instructions."""
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ RUNS = "/api/v1/agent-runs"
 DEVICES = "/api/v1/devices"
 WEBHOOKS = "/api/v1/webhooks"
 KEYS = "/api/v1/keys"
+ADMIN_STATS = "/api/v1/admin/stats"
 # A create with `wait=True` lets the server hold the request this long before answering.
 SERVER_WAIT_DEFAULT = 60
 DEVICE_TEST_SECONDS = 30
@@ -300,3 +301,16 @@ class KeyFlows:
     def rotate(self, prefix: str) -> Flow[dict]:
         """POST rotate; the answer carries the new full key."""
         return self._call("POST", self._path(prefix, "rotate"))
+
+
+class AdminFlows:
+    """Flows behind `client.admin` (both shells): the operator's endpoints (an operator key; a tenant key
+    gets PermissionDenied)."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+
+    def stats(self, pool: str | None = None) -> Flow[dict]:
+        """GET the fleet's figures (pools, devices, workers), of one pool when given."""
+        return send_for_data(self.cfg, Call("GET", ADMIN_STATS, params=drop_none({"pool": pool}),
+                                            timeout=self.cfg.timeout, retry="always"))

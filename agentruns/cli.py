@@ -17,13 +17,14 @@ from agentruns.cli_client import kind_groups, mcp
 from agentruns.cli_common import own_sigint
 from agentruns.cli_keys import api_keys
 from agentruns.cli_resources import devices, runs
+from agentruns.cli_status import status
 from agentruns.cli_webhooks import webhooks
 from agentruns.dev import dev
 from agentruns.vocabulary import KEY_ROLES, TENANT_ROLE
 
 # `agentruns --help` lists the commands by what the reader wants to do, not alphabetically.
 SECTIONS = (("Use the service", ("sandbox", "computer", "runs", "devices", "webhooks", "api-keys", "mcp")),
-            ("Run the service", ("dev", "api", "worker", "beat", "flower", "db", "keys")))
+            ("Run the service", ("dev", "api", "worker", "beat", "status", "flower", "db", "keys")))
 # Third-party packages of the `server` and `embedded` extras: the base install is the client only.
 SERVER_DEPENDENCIES = frozenset({
     "flask", "flask_smorest", "apispec", "marshmallow", "sqlalchemy", "psycopg", "alembic", "celery", "kombu",
@@ -81,10 +82,46 @@ def main() -> None:
     """
 
 
-def _logging(level: str = "INFO") -> None:
+LOG_FORMATS = ("text", "json")  # core.log_context.FORMATS (not imported here: client commands must start fast)
+log_format_option = click.option(
+    "--log-format", type=click.Choice(LOG_FORMATS, case_sensitive=False), default="text", show_default=True,
+    envvar="AGENTRUNS_LOG_FORMAT", show_envvar=True,
+    help="json: one JSON object per line (ts, level, logger, message, and the run_id, tenant_id, device_id, "
+         "pool, request_id and worker it concerns), for log search across processes.")
+
+
+def _logging(level: str = "INFO", log_format: str = "text", **fields: str) -> None:
+    """Log to stderr as text lines, or as JSON lines (Celery's own loggers included) with `fields`
+    (e.g. worker=NODE) on every line."""
     import logging
 
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if log_format != "json":
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+        return
+    from celery.signals import setup_logging
+
+    from core import log_context
+
+    log_context.set_process_fields(**fields)
+    log_context.configure_json(level)
+    # Any receiver of setup_logging makes Celery leave logging alone: else it gives its task logger a
+    # text handler of its own that does not propagate to ours.
+    setup_logging.connect(_celery_logs_through_ours, weak=False)
+    # The worker's shutdown notices ("worker: Warm shutdown (MainProcess)") are written straight to
+    # stdout by safe_say, looked up by name when called: make them log lines too.
+    from celery.apps import worker as celery_worker
+
+    notices = logging.getLogger("celery.apps.worker")
+    celery_worker.safe_say = lambda msg, f=None: notices.warning("%s", str(msg).strip())
+
+
+def _celery_logs_through_ours(**_kwargs) -> None:
+    """celery.signals.setup_logging receiver: the root logger's JSON handler is already in place."""
+
+
+def _celery_argv(argv: list[str], log_format: str) -> list[str]:
+    # --quiet: no banner printed to stdout, which would be the only lines that are not JSON.
+    return ["--quiet", *argv] if log_format == "json" else argv
 
 
 @main.command()
@@ -94,7 +131,8 @@ def _logging(level: str = "INFO") -> None:
               help="gevent serves hundreds of long-polls and live streams per process; gthread is the fallback.")
 @click.option("--connections", default=1000, show_default=True,
               help="Concurrent connections per worker (gevent) or threads per worker (gthread).")
-def api(bind: str, workers: int, worker_class: str, connections: int) -> None:
+@log_format_option
+def api(bind: str, workers: int, worker_class: str, connections: int, log_format: str) -> None:
     """Serve the REST API with gunicorn."""
     # exec a fresh interpreter: gevent must monkey-patch before ssl, socket and friends are imported,
     # and this process may have imported them already.
@@ -102,6 +140,9 @@ def api(bind: str, workers: int, worker_class: str, connections: int) -> None:
             "--worker-class", worker_class, "--worker-connections", str(connections),
             "--threads", str(min(connections, 64)), "--graceful-timeout", "30", "--keep-alive", "5",
             "--no-control-socket", "--error-logfile", "-"]
+    os.environ["AGENTRUNS_LOG_FORMAT"] = log_format  # read by create_app in gunicorn's workers
+    if log_format == "json":  # gunicorn's own lines too, and the app's loggers from the master on
+        argv += ["--logger-class", "app.gunicorn_json.JsonLogger"]
     os.execv(sys.executable, argv)
 
 
@@ -120,8 +161,9 @@ def api(bind: str, workers: int, worker_class: str, connections: int) -> None:
 @click.option("--webhooks/--no-webhooks", default=True, show_default=True,
               help="Also send webhook deliveries (queue agentruns.webhooks).")
 @click.option("--webhooks-only", is_flag=True, help="Only send webhook deliveries: run no devices' runs.")
+@log_format_option
 def worker(concurrency: int, loglevel: str, hostname: str | None, metrics_port: int | None,
-           metrics_host: str, pools: tuple[str, ...], webhooks: bool, webhooks_only: bool) -> None:
+           metrics_host: str, pools: tuple[str, ...], webhooks: bool, webhooks_only: bool, log_format: str) -> None:
     """Start a Celery worker that executes runs (of its pools' devices) and sends webhooks."""
     bad = [p for p in pools if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", p)]
     if bad:
@@ -136,7 +178,10 @@ def worker(concurrency: int, loglevel: str, hostname: str | None, metrics_port: 
     if webhooks or webhooks_only:
         queues.append(WEBHOOK_QUEUE)
 
-    _logging(loglevel)
+    from celery.utils.nodenames import host_format
+
+    nodename = hostname or f"agentruns@%h:{os.getpid()}"
+    _logging(loglevel, log_format, worker=host_format(nodename))
     if metrics_port is not None:
         from workers import metrics
 
@@ -146,24 +191,25 @@ def worker(concurrency: int, loglevel: str, hostname: str | None, metrics_port: 
             raise click.ClickException(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}") from None
     argv = ["worker", "--pool", "threads", "--concurrency", str(concurrency), "--loglevel", loglevel,
             "-Q", ",".join(queues), "--without-gossip", "--without-mingle",
-            "--hostname", hostname or f"agentruns@%h:{os.getpid()}"]
+            "--hostname", nodename]
     # Not celery.worker_main: it drops the worker's exit code, so a worker that stopped on an
     # unrecoverable error exited 0 and a supervisor restarting only on failure left it dead.
-    sys.exit(celery.start(argv) or 0)
+    sys.exit(celery.start(_celery_argv(argv, log_format)) or 0)
 
 
 @main.command()
 @click.option("--loglevel", default="INFO", show_default=True, help="DEBUG, INFO, WARNING or ERROR.")
 @click.option("--schedule", default=None, help="Beat schedule file (default: a temporary file).")
-def beat(loglevel: str, schedule: str | None) -> None:
+@log_format_option
+def beat(loglevel: str, schedule: str | None, log_format: str) -> None:
     """Run the periodic tasks (reaper, sweeper, purges, webhook retries) and wake the webhook dispatcher."""
     import tempfile
 
     from workers.tasks import celery
 
-    _logging(loglevel)
+    _logging(loglevel, log_format)
     schedule = schedule or os.path.join(tempfile.mkdtemp(prefix="agentruns-beat-"), "schedule")
-    sys.exit(celery.start(["beat", "--loglevel", loglevel, "--schedule", schedule]) or 0)
+    sys.exit(celery.start(_celery_argv(["beat", "--loglevel", loglevel, "--schedule", schedule], log_format)) or 0)
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
@@ -319,5 +365,5 @@ def keys_gen_secret() -> None:
     click.echo(new_secret_key())
 
 
-for command in (*kind_groups(), runs, devices, webhooks, api_keys, mcp, dev):
+for command in (*kind_groups(), runs, devices, webhooks, api_keys, mcp, dev, status):
     main.add_command(command)

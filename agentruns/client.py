@@ -19,6 +19,7 @@ import httpx
 
 from agentruns._sdk_protocol import Call, Close, Config, Emit, Flow, Open, ReadBody, ReadLine, Send, Sleep, T
 from agentruns._sdk_resources import (
+    AdminFlows,
     DeviceFlows,
     KeyFlows,
     Rows,
@@ -345,8 +346,26 @@ class ApiKeys:
         return run_flow(self._http, self._flows.rotate(prefix))
 
 
+class Admin:
+    """`client.admin`: the operator's endpoints; they need an operator key (a tenant key: PermissionDenied).
+
+        stats = client.admin.stats()
+        for pool in stats["pools"]:
+            print(pool["pool"], pool["queued_runs"], pool["oldest_queued_seconds"], pool["live_workers"])
+    """
+
+    def __init__(self, flows: AdminFlows, http: httpx.Client):
+        self._flows, self._http = flows, http
+
+    def stats(self, pool: str | None = None) -> dict:
+        """The fleet, all tenants: {"pools", "devices", "workers"} (of one pool when given), as GET
+        /api/v1/admin/stats answers it."""
+        return run_flow(self._http, self._flows.stats(pool))
+
+
 class Client:
-    """The SDK entry point: `client.agent_runs`, `client.devices`, `client.webhooks` and `client.keys`."""
+    """The SDK entry point: `client.agent_runs`, `client.devices`, `client.webhooks`, `client.keys` and
+    `client.admin` (operator keys only)."""
 
     def __init__(self, base_url: str | None = None, api_key: str | None = None, timeout: float = 30.0,
                  max_retries: int = 3, *, http: httpx.Client | None = None, backoff_base: float = 0.5):
@@ -358,6 +377,7 @@ class Client:
         self.devices = Devices(DeviceFlows(self.config), self._http)
         self.webhooks = Webhooks(WebhookFlows(self.config), self._http)
         self.keys = ApiKeys(KeyFlows(self.config), self._http)
+        self.admin = Admin(AdminFlows(self.config), self._http)
 
     def close(self) -> None:
         """Close the connection pool."""

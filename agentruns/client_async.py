@@ -17,6 +17,7 @@ import httpx
 
 from agentruns._sdk_protocol import Call, Close, Config, Emit, Flow, Open, ReadBody, ReadLine, Send, Sleep, T
 from agentruns._sdk_resources import (
+    AdminFlows,
     DeviceFlows,
     KeyFlows,
     Rows,
@@ -302,9 +303,26 @@ class AsyncApiKeys:
         return await run_flow(self._http, self._flows.rotate(prefix))
 
 
+class AsyncAdmin:
+    """`client.admin`: the operator's endpoints; they need an operator key (a tenant key: PermissionDenied).
+
+        stats = await client.admin.stats()
+        for pool in stats["pools"]:
+            print(pool["pool"], pool["queued_runs"], pool["oldest_queued_seconds"], pool["live_workers"])
+    """
+
+    def __init__(self, flows: AdminFlows, http: httpx.AsyncClient):
+        self._flows, self._http = flows, http
+
+    async def stats(self, pool: str | None = None) -> dict:
+        """The fleet, all tenants: {"pools", "devices", "workers"} (of one pool when given), as GET
+        /api/v1/admin/stats answers it."""
+        return await run_flow(self._http, self._flows.stats(pool))
+
+
 class AsyncClient:
-    """Async SDK entry point: `client.agent_runs`, `client.devices`, `client.webhooks`, `client.keys`; use
-    `async with` or `await aclose()`."""
+    """Async SDK entry point: `client.agent_runs`, `client.devices`, `client.webhooks`, `client.keys`,
+    `client.admin`; use `async with` or `await aclose()`."""
 
     def __init__(self, base_url: str | None = None, api_key: str | None = None, timeout: float = 30.0,
                  max_retries: int = 3, *, http: httpx.AsyncClient | None = None, backoff_base: float = 0.5):
@@ -316,6 +334,7 @@ class AsyncClient:
         self.devices = AsyncDevices(DeviceFlows(self.config), self._http)
         self.webhooks = AsyncWebhooks(WebhookFlows(self.config), self._http)
         self.keys = AsyncApiKeys(KeyFlows(self.config), self._http)
+        self.admin = AsyncAdmin(AdminFlows(self.config), self._http)
 
     async def aclose(self) -> None:
         """Close the connection pool."""

@@ -13,17 +13,18 @@ if TYPE_CHECKING:
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the WSGI app; nothing connects until a request needs it."""
     import logging
+    import os
 
     import redis
     from flask import Flask
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    from app import console, health
-    from app.api import devices, errors, keys, runs, webhooks
+    from app import console, health, request_logs
+    from app.api import admin, devices, errors, keys, runs, webhooks
     from app.api.parser import limit_unsized_body
     from app.auth import guard_api
-    from core import db
+    from core import db, log_context
     from core.config import Settings
     from core.messages import fail_fast, make_celery
 
@@ -49,11 +50,16 @@ def create_app(settings: Settings | None = None) -> Flask:
         "bearer": {"type": "http", "scheme": "bearer"}}}, "security": [{"bearer": []}]})
     app.extensions["agentruns_api"] = api
     errors.register(app)
-    for blp in (runs.blp, devices.blp, webhooks.blp, keys.blp):
+    request_logs.init_app(app)  # before the other hooks: their log lines carry the request_id too
+    for blp in (runs.blp, devices.blp, webhooks.blp, keys.blp, admin.blp):
         api.register_blueprint(blp)
     app.before_request(limit_unsized_body)  # first: the checks below may read the body
-    app.before_request(guard_api((runs.blp.name, devices.blp.name, webhooks.blp.name, keys.blp.name)))
+    app.before_request(guard_api((runs.blp.name, devices.blp.name, webhooks.blp.name, keys.blp.name,
+                                   admin.blp.name)))
+    app.before_request(request_logs.bind_tenant)  # after the key check: its g.tenant_id
     console.init_app(app)  # the web console: /, /runs, /devices, /sign-in
     app.register_blueprint(health.blp)
     logging.getLogger("agentruns").setLevel(logging.INFO)
+    if os.environ.get(log_context.ENV, "").lower() == "json":  # `agentruns api --log-format json`, or gunicorn
+        log_context.configure_json(logging.WARNING)  # (`agentruns api` set this up in gunicorn already)
     return app

@@ -35,6 +35,7 @@ KEYS = "/api/v1/keys"
 KEY = "/api/v1/keys/{prefix}"
 KEY_REVOKE = "/api/v1/keys/{prefix}/revoke"
 KEY_ROTATE = "/api/v1/keys/{prefix}/rotate"
+ADMIN_STATS = "/api/v1/admin/stats"
 
 # Each operation's error statuses, besides `default` (an unexpected 500). 401, 429 and 503 can answer
 # any request (the key check, the rate limit, an outage); 413 and 415 any POST or PATCH (the size
@@ -64,6 +65,7 @@ ERRORS = {
     ("get", KEY): {401, 404, 429, 503},
     ("post", KEY_REVOKE): {401, 403, 404, 413, 415, 429, 503},
     ("post", KEY_ROTATE): {401, 403, 404, 409, 413, 415, 429, 503},
+    ("get", ADMIN_STATS): {401, 403, 422, 429, 503},
 }
 SUCCESS = {("post", RUNS): {"200", "201"}, ("post", DEVICES): {"201"}, ("delete", DEVICE): {"204"},
            ("post", WEBHOOKS): {"201"}, ("delete", WEBHOOK): {"204"}, ("post", REDELIVER): {"202"},
@@ -73,7 +75,8 @@ SUCCESS = {("post", RUNS): {"200", "201"}, ("post", DEVICES): {"201"}, ("delete"
 RESPONSE_SCHEMAS = ("RunError", "RunSummary", "RunOut", "RunEnvelope", "RunListEnvelope", "EventOut",
                     "EventListEnvelope", "DeviceOut", "DeviceEnvelope", "DeviceListEnvelope", "DeviceTestError",
                     "DeviceTest", "DeviceTestEnvelope", "ErrorBody", "ErrorDetail", "KeyOut", "KeyWithSecret",
-                    "KeyEnvelope", "KeySecretEnvelope", "KeyListEnvelope")
+                    "KeyEnvelope", "KeySecretEnvelope", "KeyListEnvelope", "PoolStats", "DeviceStats", "WorkerStats",
+                    "FleetStats", "FleetStatsEnvelope")
 NULLABLE = {
     "RunSummary": {"finished_at"},
     "RunOut": {"finished_at", "started_at", "model", "command", "output", "stdout", "stderr", "exit_code", "error",
@@ -83,11 +86,15 @@ NULLABLE = {
     "DeviceTest": {"latency_ms", "host_key", "error"},
     "KeyOut": {"name", "last_used_at", "expires_at", "revoked_at"},
     "KeyWithSecret": {"name", "last_used_at", "expires_at", "revoked_at"},
+    "PoolStats": {"oldest_queued_seconds", "live_workers", "free_worker_slots"},
+    "DeviceStats": {"oldest_queued_seconds", "last_connected_at", "connect_failures", "first_failure_at"},
+    "FleetStats": {"workers"},
 }
 TIMESTAMPS = {"RunSummary": {"created_at", "finished_at"},
               "RunOut": {"created_at", "finished_at", "started_at", "updated_at"},
               "EventOut": {"at"}, "DeviceOut": {"created_at", "updated_at"},
-              "KeyOut": {"created_at", "last_used_at", "expires_at", "revoked_at"}}
+              "KeyOut": {"created_at", "last_used_at", "expires_at", "revoked_at"},
+              "DeviceStats": {"last_connected_at", "first_failure_at"}}
 UTC_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 
-from core import db, runstate
+from core import db, log_context, runstate
 from core.models import FAILED
 from core.notify import channel
 from drivers import AttachTicket
@@ -28,6 +28,12 @@ def attach(run_id: str) -> str:
         run = runstate.claim_attach(conn, uuid.UUID(run_id), ctx.worker_id, settings.lease_seconds)
     if run is None:
         return "nothing-to-attach"
+    with log_context.bind(run_id=run.id, tenant_id=run.tenant_id, device_id=run.target_id):
+        return _attach(ctx, run)
+
+
+def _attach(ctx, run) -> str:
+    settings = ctx.settings
     device = ctx.devices.get(run.tenant_id, run.target_id)
     device = ctx.devices.current(device, run.device_version) if device is not None else None
     if device is None:  # the API refuses to delete a device with live runs; a race

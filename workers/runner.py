@@ -19,7 +19,7 @@ from typing import NamedTuple
 import redis
 from sqlalchemy import select, text
 
-from core import db, runstate
+from core import db, log_context, runstate
 from core.crypto import decrypt_json
 from core.messages import Queued, enqueue
 from core.models import CANCELED, FAILED, SUCCEEDED
@@ -29,7 +29,7 @@ from drivers import AttachTicket, Driver, detaches, get_driver
 from drivers.base import DETACHED, DEVICE_LOST, SPOOL_GONE, DriverError, ExecRequest, ExecResult
 from providers import get_provider
 from providers.base import RunSpec
-from workers import context, metrics
+from workers import context, metrics, presence
 from workers.device_backoff import key as backoff_key
 from workers.device_backoff import retryable
 from workers.device_cache import CachedDevice
@@ -202,6 +202,12 @@ def quietly(fn, *args, **kwargs):
 
 
 def _run_one(ctx, run, device: CachedDevice, slot: Slot, keep_serving: bool) -> tuple[bool, object, bool]:
+    # Every log line of the run's life in this thread names it (JSON logs: core.log_context).
+    with log_context.bind(run_id=run.id, tenant_id=device.tenant_id, device_id=device.id, pool=device.pool):
+        return _execute_one(ctx, run, device, slot, keep_serving)
+
+
+def _execute_one(ctx, run, device: CachedDevice, slot: Slot, keep_serving: bool) -> tuple[bool, object, bool]:
     """Execute a claimed run under its Redis lock and record the result.
 
     Returns (whether it ran, the device's next run, whether serving went on): the next run is
@@ -319,7 +325,11 @@ def _drive(ctx, run, device: CachedDevice, active: ActiveRun, driver: Driver, pr
     request = ExecRequest(argv=invocation.argv, cwd=run.cwd, env=env, stdin=invocation.stdin,
                           timeout=float(run.timeout), kill_grace=settings.kill_grace_seconds,
                           output_cap=settings.output_cap_bytes, spool_key=str(run.id))
-    on_start = partial(ctx.supervisor.started, active)
+
+    def on_start(pgid: int) -> None:
+        ctx.supervisor.started(active, pgid)
+        presence.device_connected(ctx.redis, device.tenant_id, device.id)  # its last successful connect (stats)
+
     if detaches(driver):
         return driver.run(request, on_output=on_output, on_start=on_start, cancel=active.stop, detach=active.detach)
     return driver.run(request, on_output=on_output, on_start=on_start, cancel=active.stop)

@@ -10,6 +10,7 @@ import threading
 from celery.signals import beat_init, worker_shutting_down
 from celery.worker.control import inspect_command
 
+import workers.presence  # noqa: F401 - its worker_ready/worker_shutdown handlers: this worker's heartbeat
 from core import db
 from core.config import Settings
 from core.messages import (

@@ -581,7 +581,10 @@ export interface paths {
         };
         options?: never;
         head?: never;
-        /** Change some fields; a secret set to null is removed. */
+        /**
+         * Change some fields; a secret set to null is removed. A new `pool` takes the device's queued
+         *     runs with it.
+         */
         patch: {
             parameters: {
                 query?: never;
@@ -1484,6 +1487,77 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/admin/stats": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The fleet, all tenants: per pool queued runs, the oldest one's age, runs in flight, devices, slots,
+         *     live workers and their free slots; per device its runs and connect health; the live workers. What an
+         *     autoscaler or on-call reads (the workers' Prometheus gauges agentruns_pool_* are the same figures).
+         */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description only this pool: its figures, its devices and the live workers serving it */
+                    pool?: string;
+                };
+                header?: {
+                    /** @description Your id for this request (1 to 128 characters of [A-Za-z0-9._:-]), echoed in the X-Request-Id response header and stored as a created run's request_id; any other value is replaced by one the server makes up (never refused). */
+                    "X-Request-Id"?: components["parameters"]["X-Request-Id"];
+                };
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["FleetStatsEnvelope"];
+                    };
+                };
+                401: components["responses"]["Unauthorized"];
+                /** @description forbidden: this endpoint needs an operator key (`agentruns keys create --role operator`). */
+                403: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description validation_error: the parameters or the body failed validation; error.details.fields maps each field to its problems. */
+                422: {
+                    headers: {
+                        "X-Request-Id": components["headers"]["X-Request-Id"];
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                429: components["responses"]["RateLimited"];
+                503: components["responses"]["Unavailable"];
+                default: components["responses"]["UnexpectedError"];
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -1524,6 +1598,10 @@ export interface components {
             /** @default 0 */
             wait?: boolean | number;
             env?: {
+                [key: string]: string;
+            };
+            /** @description instead of a device: labels a device of the tenant must have (e.g. {"gpu": "a100"}); the run goes to the least loaded matching device (one with a free slot first), recorded as its target_id */
+            target_selector?: {
                 [key: string]: string;
             };
             /**
@@ -1641,6 +1719,8 @@ export interface components {
             labels?: {
                 [key: string]: string;
             };
+            /** @description the worker pool that serves it (`agentruns worker --pool NAME`); default `default`. Changing it sends the device's queued runs to the new pool */
+            pool?: string;
             max_concurrent_runs?: number;
             default_cwd?: string | null;
             env?: {
@@ -1673,6 +1753,7 @@ export interface components {
             labels: {
                 [key: string]: string;
             };
+            pool: string;
             max_concurrent_runs: number;
             default_cwd: string | null;
             /** @description per provider (a key of the provider list): its settings and the names of its env */
@@ -1715,6 +1796,8 @@ export interface components {
             labels?: {
                 [key: string]: string;
             };
+            /** @description the worker pool that serves it (`agentruns worker --pool NAME`); default `default`. Changing it sends the device's queued runs to the new pool */
+            pool?: string;
             max_concurrent_runs?: number;
             default_cwd?: string | null;
             env?: {
@@ -1973,6 +2056,71 @@ export interface components {
         };
         KeyEnvelope: {
             data: components["schemas"]["KeyOut"];
+        };
+        PoolStats: {
+            pool: string;
+            /** @description runs queued for the pool's devices */
+            queued_runs: number;
+            /** @description age of the oldest queued run, in seconds (null: none queued) */
+            oldest_queued_seconds: number | null;
+            /** @description runs running on the pool's devices */
+            runs_in_flight: number;
+            devices: number;
+            /** @description the devices' max_concurrent_runs, summed: how many runs the pool can hold at once */
+            device_slots: number;
+            /** @description live workers serving the pool (a heartbeat within 15 s), draining ones not counted; null when Redis could not be read */
+            live_workers: number | null;
+            /** @description those workers' free slots (concurrency less busy task threads); a worker serving several pools counts in each; null when Redis could not be read */
+            free_worker_slots: number | null;
+        };
+        DeviceStats: {
+            /** Format: uuid */
+            tenant_id: string;
+            /** @description the tenant's name */
+            tenant: string;
+            id: string;
+            pool: string;
+            queued_runs: number;
+            /** @description age of its oldest queued run, in seconds (null: none queued) */
+            oldest_queued_seconds: number | null;
+            runs_in_flight: number;
+            max_concurrent_runs: number;
+            /**
+             * Format: date-time
+             * @description when a worker last connected to it and started a command (null: not recorded, in the last 30 days, or Redis could not be read)
+             */
+            last_connected_at: string | null;
+            /** @description failed connects in a row while it is retried (AGENTRUNS_DEVICE_RETRY_SECONDS); 0 when it is not failing; null when Redis could not be read */
+            connect_failures: number | null;
+            /**
+             * Format: date-time
+             * @description the first of those failures (null: not failing, or unknown)
+             */
+            first_failure_at: string | null;
+        };
+        WorkerStats: {
+            /** @description host:pid, as in a run's worker_id */
+            id: string;
+            /** @description the Celery node name (`celery inspect`) */
+            name: string;
+            /** @description the pools whose queues it consumes */
+            pools: string[];
+            concurrency: number;
+            runs_in_flight: number;
+            free_slots: number;
+            /** @description a warm shutdown began: it finishes its runs and takes no new one */
+            draining: boolean;
+        };
+        FleetStats: {
+            /** @description every pool that has devices or live workers, by name */
+            pools: components["schemas"]["PoolStats"][];
+            /** @description every device of every tenant, the most queued runs first */
+            devices: components["schemas"]["DeviceStats"][];
+            /** @description the live workers, by name; null when Redis could not be read */
+            workers: components["schemas"]["WorkerStats"][] | null;
+        };
+        FleetStatsEnvelope: {
+            data: components["schemas"]["FleetStats"];
         };
     };
     responses: {
