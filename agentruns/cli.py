@@ -113,6 +113,10 @@ def _logging(level: str = "INFO", log_format: str = "text", **fields: str) -> No
 
     notices = logging.getLogger("celery.apps.worker")
     celery_worker.safe_say = lambda msg, f=None: notices.warning("%s", str(msg).strip())
+    # An exception nothing caught (beat stopped in the middle of a send, say) is a JSON line too,
+    # not a traceback the interpreter prints as text.
+    crashes = logging.getLogger("agentruns")
+    sys.excepthook = lambda kind, exc, tb: crashes.critical("uncaught %s", kind.__name__, exc_info=(kind, exc, tb))
 
 
 def _celery_logs_through_ours(**_kwargs) -> None:

@@ -45,6 +45,9 @@ class Settings:
     # Fair sharing of the workers: a tenant has at most this many runs running at once (0: no cap);
     # its other runs wait in the queue, in order, while other tenants' runs go on.
     tenant_max_in_flight: int = 0
+    # The worker pools devices may be put in, besides `default` (comma-separated; `*`: any name).
+    # Pools are the operator's: a pool's workers connect to whatever its devices name.
+    pools: str = ""
     rate_limit_per_minute: int = 0  # 0 disables the per-tenant limiter
     # Per-tenant quotas (core.quotas; 0: none): devices, runs queued or running, runs created in any
     # 60 seconds. Creating beyond one answers 429 quota_exceeded with Retry-After.

@@ -43,6 +43,13 @@ def queue_for(pool: str) -> str:
     return QUEUE if pool == DEFAULT_POOL else POOL_QUEUE_PREFIX + pool
 
 
+def pool_allowed(pool: str, allowed: str) -> bool:
+    """Whether devices may be put in `pool`: the default one, or one the operator listed
+    (AGENTRUNS_POOLS, comma-separated; `*` allows any name)."""
+    names = {name.strip() for name in allowed.split(",") if name.strip()}
+    return pool == DEFAULT_POOL or "*" in names or pool in names
+
+
 class Queued(NamedTuple):
     """What a worker needs to find a run's device without reading the run first, and where to send it."""
 

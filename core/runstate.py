@@ -58,7 +58,7 @@ WITH claimed AS (
                 WHERE tenant_id = :tenant_id AND target_id = :device_id AND status = 'queued'
                 ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)
       AND status = 'queued'
-    RETURNING id, epoch, provider, prompt, model, command, cwd, timeout, env_enc),
+    RETURNING id, epoch, tenant_id, provider, prompt, model, command, cwd, timeout, env_enc),
 logged AS (
     INSERT INTO run_events (run_id, type, data) SELECT id, 'status', :event FROM claimed)
 SELECT claimed.*,
@@ -166,13 +166,21 @@ _TENANT_CLAIM_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended('agentr
 _TENANT_BELOW_CAP = text("""
 SELECT (SELECT count(*) FROM (SELECT 1 FROM runs WHERE tenant_id = :tenant_id AND status = 'running'
                               LIMIT :cap) running) < :cap""")
+# One message per device (a delivery serves the device's queued runs oldest first), the devices
+# sent longest ago first: a tenant whose runs wait on purpose (fair sharing) cannot fill every sweep.
 _STALE_QUEUED = text("""
-SELECT r.id, r.tenant_id, r.target_id, coalesce(d.pool, 'default') AS pool
-FROM runs r LEFT JOIN devices d ON d.tenant_id = r.tenant_id AND d.id = r.target_id
-WHERE r.status = 'queued' AND coalesce(r.enqueued_at, r.created_at) < now() - make_interval(secs => :seconds)
-ORDER BY r.created_at LIMIT :limit""")
+SELECT id, tenant_id, target_id, pool FROM (
+    SELECT DISTINCT ON (r.tenant_id, r.target_id) r.id, r.tenant_id, r.target_id,
+           coalesce(d.pool, 'default') AS pool, coalesce(r.enqueued_at, r.created_at) AS sent
+    FROM runs r LEFT JOIN devices d ON d.tenant_id = r.tenant_id AND d.id = r.target_id
+    WHERE r.status = 'queued' AND coalesce(r.enqueued_at, r.created_at) < now() - make_interval(secs => :seconds)
+    ORDER BY r.tenant_id, r.target_id, r.created_at) oldest_per_device
+ORDER BY sent LIMIT :limit""")
+# Every queued run of the devices sent: the message covers them all.
 _MARK_ENQUEUED = text("""
-UPDATE runs SET enqueued_at = now() WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'queued'""")
+UPDATE runs SET enqueued_at = now()
+WHERE status = 'queued' AND (tenant_id, target_id) IN (
+    SELECT tenant_id, target_id FROM runs WHERE id = ANY(CAST(:ids AS uuid[])))""")
 _RESULT_FIELDS = dict(output=None, stdout=None, stderr=None, exit_code=None, stdout_truncated=False,
                       stderr_truncated=False, usage=None, cost_usd=None, session_id=None, error=None,
                       pgid=None, started_at=None)
@@ -209,7 +217,7 @@ def claim_next(s: Connection, tenant_id: uuid.UUID, device_id: str, worker_id: s
                lease_seconds: int):
     """Claim the oldest queued run of a device, so a device starts its runs in creation order.
 
-    Returns a row (id, epoch, provider, prompt, model, command, cwd, timeout, env_enc,
+    Returns a row (id, epoch, tenant_id, provider, prompt, model, command, cwd, timeout, env_enc,
     device_version), or None when nothing is queued. device_version is the device's updated_at, so a
     worker can tell that its cached device settings are stale.
     """
@@ -217,10 +225,15 @@ def claim_next(s: Connection, tenant_id: uuid.UUID, device_id: str, worker_id: s
                                        lease_seconds=lease_seconds, event=_event_data(RUNNING))).first()
 
 
+def lock_tenant_claims(conn: Connection, tenant_id: uuid.UUID) -> None:
+    """Hold the tenant's claim lock until the transaction ends (see tenant_below_cap)."""
+    conn.execute(_TENANT_CLAIM_LOCK, dict(tenant_id=tenant_id))
+
+
 def tenant_below_cap(conn: Connection, tenant_id: uuid.UUID, cap: int) -> bool:
     """Whether the tenant has fewer than `cap` runs running; holds the tenant's claim lock until the
     transaction ends (a claim that follows in it cannot overshoot the cap)."""
-    conn.execute(_TENANT_CLAIM_LOCK, dict(tenant_id=tenant_id))
+    lock_tenant_claims(conn, tenant_id)
     return bool(conn.execute(_TENANT_BELOW_CAP, dict(tenant_id=tenant_id, cap=cap)).scalar())
 
 
@@ -362,13 +375,13 @@ def record_output(conn: Connection, offsets: list[tuple[uuid.UUID, int, int, int
 
 def stale_queued(conn: Connection, older_than_seconds: int,
                  limit: int = 500) -> list[tuple[uuid.UUID, uuid.UUID, str, str]]:
-    """(id, tenant_id, target_id, its device's pool) of queued runs nobody enqueued or claimed for a
-    while (Redis was down, or a message was lost)."""
+    """(id, tenant_id, target_id, its device's pool) of the oldest queued run of each device whose runs
+    nobody enqueued or claimed for a while (Redis was down, a message was lost, a wake-up was lost)."""
     rows = conn.execute(_STALE_QUEUED, dict(seconds=older_than_seconds, limit=limit)).all()
     return [tuple(row) for row in rows]
 
 
 def mark_enqueued(conn: Connection, run_ids: list[uuid.UUID]) -> None:
-    """Restart the sweeper's clock for runs sent again."""
+    """Restart the sweeper's clock for the devices of runs sent again (all their queued runs)."""
     if run_ids:
         conn.execute(_MARK_ENQUEUED, dict(ids=run_ids))

@@ -108,7 +108,9 @@ def settings(database_url, redis_url) -> Settings:
     return Settings(database_url=database_url, redis_url=redis_url, secret_key=new_secret_key(),
                     idempotency_wait_seconds=3.0, lease_seconds=5, reaper_interval_seconds=1.0,
                     queued_stale_seconds=5, allow_local_devices=True, webhook_allow_http=True,
-                    webhook_allow_private=True, device_networks=LOOPBACK)  # the test sshd is on 127.0.0.1
+                    webhook_allow_private=True,
+                    device_networks=LOOPBACK,  # the test sshd is on 127.0.0.1
+                    pools="*")  # tests put devices in pools of their own
 
 
 @pytest.fixture(scope="session")

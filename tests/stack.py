@@ -28,7 +28,7 @@ def service_env(settings: Settings, **overrides) -> dict[str, str]:
     env.update(DATABASE_URL=settings.database_url, REDIS_URL=settings.redis_url,
                AGENTRUNS_SECRET_KEY=settings.secret_key, PYTHONUNBUFFERED="1",
                AGENTRUNS_ALLOW_LOCAL_DEVICES="1" if settings.allow_local_devices else "0",
-               AGENTRUNS_DEVICE_NETWORKS=settings.device_networks or LOOPBACK)
+               AGENTRUNS_DEVICE_NETWORKS=settings.device_networks or LOOPBACK, AGENTRUNS_POOLS=settings.pools)
     for name, value in overrides.items():
         env[f"AGENTRUNS_{name.upper()}"] = str(value)
     return env

@@ -39,13 +39,13 @@ def inspect(e2e_env, *command: str) -> dict:
 
 
 def test_celery_inspect_names_the_runs_a_worker_holds(e2e_env, held_run):
-    held = inspect(e2e_env, "runs")
-    assert [r["run_id"] for replies in held.values() for r in replies] == [held_run["id"]]
-    (replies,) = [r for r in held.values() if r]
-    assert replies[0]["pgid"] and replies[0]["started_at"]
+    # The session's worker is shared with other test files: other runs may be held beside ours.
+    held = {r["run_id"]: r for replies in inspect(e2e_env, "runs").values() for r in replies}
+    assert held_run["id"] in held, held
+    assert held[held_run["id"]]["pgid"] and held[held_run["id"]]["started_at"]
     active = inspect(e2e_env, "active")
     tasks = [t for worker_tasks in active.values() for t in worker_tasks]
-    assert [(t["name"], t["args"][0]) for t in tasks] == [("runs.execute", held_run["id"])]
+    assert ("runs.execute", held_run["id"]) in [(t["name"], t["args"][0]) for t in tasks], tasks
 
 
 def test_flower_shows_the_worker(e2e_env, worker):

@@ -111,3 +111,18 @@ def test_a_selector_picks_free_matching_devices_and_spreads_load(quiet_client, a
     wrong_kind = client.post("/api/v1/agent-runs", json={"target_selector": {"gpu": "a100"},
                                                          "target_kind": "computer", "prompt": "p"}, headers=auth)
     assert wrong_kind.status_code == 422
+
+
+@pytest.mark.parametrize("allowed, pool, ok", [("", "default", True), ("", "gpu", False), ("gpu, eu", "eu", True),
+                                              ("gpu", "other", False), ("*", "anything", True)])
+def test_pools_are_the_operators(app, auth, tmp_path, allowed, pool, ok):
+    from dataclasses import replace
+
+    from app import create_app
+
+    client = create_app(replace(app.extensions["settings"], pools=allowed)).test_client()
+    resp = client.post("/api/v1/devices", json={"id": "p", "kind": "sandbox", "driver": "local",
+                                                "default_cwd": str(tmp_path), "pool": pool}, headers=auth)
+    assert (resp.status_code == 201) is ok, resp.get_json()
+    if not ok:
+        assert "AGENTRUNS_POOLS" in resp.get_json()["error"]["details"]["fields"]["pool"][0]

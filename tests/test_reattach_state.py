@@ -25,8 +25,12 @@ def devices(quiet_client, auth, local_device):
     return quiet_client
 
 
-def running(client, auth, device_id: str, *, pgid: int | None, lease: str = "-1 second", started: str = "-10 seconds"):
-    """A run claimed by worker w1 (epoch 1), optionally started with pgid, its lease `lease` from now."""
+def running(client, auth, device_id: str, *, pgid: int | None, lease: str = "+1 hour", started: str = "-10 seconds"):
+    """A run claimed by worker w1 (epoch 1), optionally started with pgid, its lease `lease` from now.
+
+    Leases are made to lapse only inside reap()'s transaction: the session's beat, when another test
+    file started it in this process, reaps every lapsed lease it can see, and must not see these.
+    """
     resp = client.post("/api/v1/agent-runs", headers=auth, json={
         "prompt": "p", "computer_id" if device_id == "far" else "sandbox_id": device_id, "provider": "custom",
         "command": "true", "timeout": 60})
@@ -53,9 +57,16 @@ def notes(run_id) -> list[str]:
     return [json.loads(d)["note"] for d in data]
 
 
-def reap(slack: float = 600.0):
-    with db.transaction() as conn:
-        failed, taken = runstate.reap_expired(conn, 30, slack)
+def reap(slack: float = 600.0, expire=(), conn=None):
+    """The reaper's pass, after the leases of `expire` lapsed in the same (uncommitted) transaction;
+    (ids failed, ids taken over)."""
+    if conn is None:
+        with db.transaction() as own:
+            return reap(slack, expire, own)
+    if expire:
+        conn.execute(text("UPDATE runs SET lease_until = now() - interval '1 second' WHERE id = ANY(:ids)"),
+                     {"ids": list(expire)})
+    failed, taken = runstate.reap_expired(conn, 30, slack)
     return {r.id for r in failed}, {r.id for r in taken}
 
 
@@ -64,8 +75,8 @@ def test_the_reaper_takes_over_only_runs_it_can_reattach(devices, auth):
     never_started = running(devices, auth, "far", pgid=None)  # died in its first ~20 ms
     local = running(devices, auth, "box-1", pgid=4243)  # its command died with its worker
     too_old = running(devices, auth, "far", pgid=4244, started="-2 hours")  # past timeout + slack
-    alive = running(devices, auth, "far", pgid=4245, lease="+30 seconds")
-    failed, taken = reap()
+    alive = running(devices, auth, "far", pgid=4245)
+    failed, taken = reap(expire=[attachable, never_started, local, too_old])
     assert {attachable} <= taken and not {never_started, local, too_old, alive} & taken
     assert {never_started, local, too_old} <= failed and attachable not in failed and alive not in failed
     r = row(attachable)
@@ -79,7 +90,7 @@ def test_one_worker_reattaches_and_the_old_epoch_writes_nothing(devices, auth):
     run_id = running(devices, auth, "far", pgid=4242)
     with db.transaction() as conn:  # the old worker's output so far: 3 bytes of stdout
         assert runstate.record_output(conn, [(run_id, 1, 3, 0)], [{"run_id": run_id, "type": "stdout", "data": "ab\n"}])
-    assert run_id in reap()[1]
+    assert run_id in reap(expire=[run_id])[1]
     with db.transaction() as conn:
         first = runstate.claim_attach(conn, run_id, "w2", 30)
         second = runstate.claim_attach(conn, run_id, "w3", 30)  # a duplicate runs.attach
@@ -105,15 +116,15 @@ def test_one_worker_reattaches_and_the_old_epoch_writes_nothing(devices, auth):
 
 def test_a_worker_shutting_down_hands_its_run_over(devices, auth):
     run_id = running(devices, auth, "far", pgid=4242, lease="+30 seconds")
-    with db.transaction() as conn:
+    with db.transaction() as conn:  # one transaction: its lease, over at once, is never seen by another reaper
         assert runstate.take_over(conn, run_id, 1, 0, "its worker shut down") is not None
         assert runstate.take_over(conn, run_id, 1, 0, "again, with the old epoch") is None
-    r = row(run_id)
-    assert (r.status, r.epoch, r.worker_id) == ("running", 2, None)
-    # Its lease is over at once: the reaper sends it to runs.attach on its next pass, and again if
-    # no worker came for it, without a note each time.
-    assert run_id in reap()[1]
-    with db.transaction() as conn:
-        conn.execute(text("UPDATE runs SET lease_until = now() - interval '1 second' WHERE id = :id"), {"id": run_id})
-    assert run_id in reap()[1] and row(run_id).epoch == 4
+        r = conn.execute(text("SELECT * FROM runs WHERE id = :id"), {"id": run_id}).one()
+        assert (r.status, r.epoch, r.worker_id) == ("running", 2, None)
+        assert r.lease_until == conn.execute(text("SELECT now()")).scalar()  # over at once
+        # The reaper sends it to runs.attach on its next pass, and again if no worker came for it,
+        # without a note each time (expire: now() stands still within a transaction).
+        assert run_id in reap(expire=[run_id], conn=conn)[1]
+        assert run_id in reap(expire=[run_id], conn=conn)[1]
+    assert row(run_id).epoch == 4
     assert notes(run_id) == ["taken over for re-attaching: its worker shut down"]

@@ -12,6 +12,7 @@ from core.notify import publish
 from core.services import device_config as devices
 from drivers import get_driver
 from workers import context, metrics
+from workers.runner import wake_throttled
 
 log = logging.getLogger("agentruns.beat")
 
@@ -37,6 +38,8 @@ def reap(celery) -> int:
         metrics.REAPED.inc()
         metrics.finished(CANCELED, runstate.WORKER_LOST, run.started_at, run.finished_at)
         publish(ctx.redis, run.id, "finished")
+        if s.tenant_max_in_flight:  # its share is free again: a device that waited for it is sent
+            wake_throttled(ctx, run.tenant_id)
         if run.pgid:
             _kill_remote(ctx, run)
     return len(reaped) + len(taken)

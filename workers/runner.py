@@ -138,6 +138,10 @@ def _serve(ctx, device: CachedDevice) -> tuple[int, bool] | int | None:
                     "code": "device_not_found", "message": "the device was deleted before the run started"})))
                 publish(ctx.redis, run.id, "finished")
                 break
+            if not serves(current.pool):  # moved to another pool meanwhile: its workers run it
+                _give_back(run)
+                enqueue(ctx_sender(ctx), [Queued(run.id, current.tenant_id, current.id, current.pool)])
+                break
             # Keep serving only while nothing says to stop: a changed device (its limit may be lower
             # now: the next slot is taken with the new one), a shutdown, or a slot lost in Redis.
             keep_serving = current is device and not ctx.supervisor.draining
@@ -169,17 +173,23 @@ _OLDEST_QUEUED = text("SELECT id FROM runs WHERE tenant_id = :tenant_id AND targ
                       "AND status = 'queued' ORDER BY created_at, id LIMIT 1")
 
 
-def _wake_throttled(ctx, tenant_id: uuid.UUID) -> None:
-    """A run of a capped tenant ended: send a message for one device whose run waited for the cap."""
-    device_id = quietly(ctx.redis.spop, throttled_key(tenant_id))
-    if not device_id:
-        return
-    device_id = device_id.decode() if isinstance(device_id, bytes) else device_id
-    device = ctx.devices.get(tenant_id, device_id)
-    with db.transaction() as conn:
-        waiting = conn.execute(_OLDEST_QUEUED, dict(tenant_id=tenant_id, device_id=device_id)).scalar()
-    if device is not None and waiting is not None:
-        enqueue(ctx_sender(ctx), [Queued(waiting, tenant_id, device_id, device.pool)])
+def wake_throttled(ctx, tenant_id: uuid.UUID) -> None:
+    """A run of a capped tenant ended: send a message for a device whose run waited for the cap (the
+    first remembered one that still has a run queued). Never raises: the run's result is recorded."""
+    try:
+        for _ in range(20):
+            device_id = ctx.redis.spop(throttled_key(tenant_id))
+            if not device_id:
+                return
+            device_id = device_id.decode() if isinstance(device_id, bytes) else device_id
+            device = ctx.devices.get(tenant_id, device_id)
+            with db.transaction() as conn:
+                waiting = conn.execute(_OLDEST_QUEUED, dict(tenant_id=tenant_id, device_id=device_id)).scalar()
+            if device is not None and waiting is not None:
+                enqueue(ctx_sender(ctx), [Queued(waiting, tenant_id, device_id, device.pool)])
+                return
+    except Exception as exc:  # noqa: BLE001 - the sweeper sends it later
+        log.warning("tenant %s: could not wake a device waiting for the cap: %s", tenant_id, exc)
 
 
 def _give_back(run) -> None:
@@ -375,6 +385,10 @@ def record(ctx, run, active: ActiveRun | None, next_of: CachedDevice | None, out
 
     def write(conn):
         attempts.append(1)
+        if ctx.settings.tenant_max_in_flight:
+            # After a claim that found the tenant at its cap and remembered its device (that claim
+            # holds this lock until it commits), so the wake-up below finds the device.
+            runstate.lock_tenant_claims(conn, run.tenant_id)
         ours = not events or runstate.hold(conn, run.id, run.epoch)
         if ours and events:
             runstate.append_events(conn, events)
@@ -393,7 +407,7 @@ def record(ctx, run, active: ActiveRun | None, next_of: CachedDevice | None, out
         log.info("run %s %s", run.id, outcome.status)
         metrics.finished(outcome.status, fields.get("error"), row.started_at, row.finished_at)
         if ctx.settings.tenant_max_in_flight and following is None:
-            quietly(_wake_throttled, ctx, row.tenant_id)
+            wake_throttled(ctx, row.tenant_id)
         if outcome.recorded is not None:
             try:
                 outcome.recorded()

@@ -1,10 +1,12 @@
 """Device schemas. Secrets (private_key, password, env, provider env) are load-only: never dumped."""
 from __future__ import annotations
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from flask import current_app, has_app_context
+from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
 from agentruns.vocabulary import KINDS, PROVIDERS
 from app.api.schemas import FullMatch, Text, UTCDateTime, check_cwd, check_env, env_values, nullable_nested, one_of
+from core.messages import pool_allowed
 
 DRIVERS = ("ssh", "local")
 DEVICE_ID = FullMatch(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$",
@@ -77,6 +79,13 @@ class _DeviceFields(Schema):
     env = fields.Dict(keys=fields.String(), values=env_values(), validate=check_env)
     providers = fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True, metadata=_PROVIDER_SETTINGS_IN),
                             validate=check_providers)
+
+    @validates("pool")
+    def _pool(self, value, **_):
+        allowed = current_app.config["SETTINGS"].pools if has_app_context() else "*"
+        if not pool_allowed(value, allowed):
+            raise ValidationError(f"{value!r} is not a worker pool of this server; the operator lists them "
+                                  "in AGENTRUNS_POOLS")
 
 
 class DeviceCreate(_DeviceFields):
