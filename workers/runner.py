@@ -159,7 +159,7 @@ def _claim_next(ctx, conn, device: CachedDevice):
     cap = ctx.settings.tenant_max_in_flight
     if cap and not runstate.tenant_below_cap(conn, device.tenant_id, cap):
         # Fair sharing: the tenant has its share running. Its run stays queued, in order; the device
-        # is remembered, and the tenant's next finished run sends a message for it (_wake_throttled).
+        # is remembered, and the tenant's next finished run sends a message for it (wake_throttled).
         quietly(ctx.redis.sadd, throttled_key(device.tenant_id), device.id)
         return None
     return runstate.claim_next(conn, device.tenant_id, device.id, ctx.worker_id, ctx.settings.lease_seconds)
