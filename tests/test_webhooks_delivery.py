@@ -84,7 +84,10 @@ def test_a_failing_receiver_gets_the_same_event_until_it_answers(worker, client,
     got = receiver.wait_for("/flaky", 3)
     assert len({r.headers[webhooks.EVENT_ID_HEADER] for r in got}) == 1  # one event, three attempts
     assert [e["type"] for e in events(got, hook["secret"])] == ["run.succeeded"] * 3
-    (delivery,) = deliveries(client, auth, hook["id"], run_id=done["id"])
+    deadline = time.monotonic() + 10  # the receiver saw the request before the dispatcher recorded it
+    while (delivery := deliveries(client, auth, hook["id"], run_id=done["id"])[0])["state"] != "delivered":
+        assert time.monotonic() < deadline, delivery
+        time.sleep(0.1)
     assert (delivery["state"], delivery["attempts"], delivery["last_status_code"]) == ("delivered", 3, 200)
     assert [a["status_code"] for a in delivery["attempt_log"]] == [500, 503, 200]
     assert delivery["event_id"] == got[0].headers[webhooks.EVENT_ID_HEADER]
