@@ -242,18 +242,20 @@ def ceiling(bench: Bench, s: dict, runs: int, parallel: int = 100) -> dict:
     process: no API, queue or database. On this machine sshd and the commands it starts share the
     cores with the service, so the driver's rate is a ceiling no end-to-end figure here can pass.
       - bare_exec: paramiko `true`, one open transport per device, a channel each (raw SSH exec);
+      - login_exec: the same with issue #16's baseline, a login shell reading the prompt on stdin;
       - driver: the ssh driver running the custom provider's invocation of `true`, as a run does
         (remote wrapper, login shell unless --no-login-shell, prompt file, timeout backstop).
     """
     sshd = s["sshd"]
     bare: list[Baseline] = [BareExec(sshd) for _ in range(10)]
+    login: list[Baseline] = [BareExec(sshd, *LOGIN_EXEC) for _ in range(10)]
     drivers: list[Baseline] = [DriverNoop(sshd, s["workdir"], s["login_shell"]) for _ in range(10)]
-    for b in (*bare, *drivers):
+    for b in (*bare, *login, *drivers):
         bench.on_exit(b.close)
     out: dict[str, object] = {"runs": runs, "devices": 10, "parallel": parallel}
     try:
         with ThreadPoolExecutor(parallel) as pool:
-            for name, group in (("bare_exec", bare), ("driver", drivers)):
+            for name, group in (("bare_exec", bare), ("login_exec", login), ("driver", drivers)):
                 def one(i: int, group=group) -> float:
                     return group[i % len(group)].sample()
 
@@ -264,7 +266,7 @@ def ceiling(bench: Bench, s: dict, runs: int, parallel: int = 100) -> dict:
                 elapsed, cpu1 = time.perf_counter() - t0, cpu_snapshot(s["pids"])
                 out[name] = {"runs_per_s": round(runs / elapsed, 1), "cpu_ms_per_run": cpu_delta(cpu0, cpu1, per=runs)}
     finally:
-        for b in (*bare, *drivers):
+        for b in (*bare, *login, *drivers):
             b.close()
     return out
 

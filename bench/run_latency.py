@@ -152,6 +152,12 @@ def figures(r: dict) -> list[list]:
                   X["bare_exec"]["runs_per_s"], "", ""],
                  [f"ceiling: {X['runs']} no-op runs through the ssh driver alone (no API, queue or database), runs/s",
                   X["driver"]["runs_per_s"], "", ""]]
+        if "login_exec" in X:  # issue #16's ceiling: login-shell execs with the prompt on stdin
+            rows.append([f"ceiling: {X['runs']} bare login-shell execs with the prompt on stdin, "
+                         f"{X['parallel']} at a time, runs/s", X["login_exec"]["runs_per_s"], "", ""])
+            if T and T.get("runs_per_s"):
+                rows.append(["no-op throughput as a share of the login-shell exec ceiling (issue #16: >= 0.35)",
+                             round(T["runs_per_s"] / X["login_exec"]["runs_per_s"], 2), "", ""])
 
     if C:
         n, h = C["inflight_target"], C["worker_holding"]
@@ -195,6 +201,9 @@ def print_report(r: dict) -> None:
     if X := r.get("ceiling"):
         cpu_rows.append(["ceiling, bare execs (bench = paramiko)", *_cpu(X["bare_exec"]["cpu_ms_per_run"], names)])
         cpu_rows.append(["ceiling, ssh driver alone (bench = driver)", *_cpu(X["driver"]["cpu_ms_per_run"], names)])
+        if "login_exec" in X:
+            cpu_rows.append(["ceiling, login-shell execs (bench = paramiko)",
+                             *_cpu(X["login_exec"]["cpu_ms_per_run"], names)])
     if C := r.get("capacity"):
         cpu_rows.append(["capacity, POSTs until all started (or 40 s)", *_cpu(C["cpu_ms_per_run_to_start"], names)])
         cpu_rows.append(["capacity, cancel-all until none live", *_cpu(C["cpu_ms_per_run_to_cancel"], names)])
