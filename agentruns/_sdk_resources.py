@@ -145,15 +145,28 @@ class RunFlows:
             after_seq = rows[-1]["seq"]
 
 
-class DeviceFlows:
-    """Flows behind `client.devices` (both shells)."""
+class _Collection:
+    """Calls on one REST collection (`base` + a path), with the client's timeout unless given."""
+
+    base = ""
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
 
     def _call(self, method: str, path: str = "", **kwargs: Any) -> Flow[Any]:
         kwargs.setdefault("timeout", self.cfg.timeout)
-        return send_for_data(self.cfg, Call(method, DEVICES + path, **kwargs))
+        return send_for_data(self.cfg, Call(method, self.base + path, **kwargs))
+
+    @staticmethod
+    def _path(*parts: str) -> str:
+        # Each part quoted, so that no user input can reach another route.
+        return "".join(f"/{quote(str(part), safe='')}" for part in parts)
+
+
+class DeviceFlows(_Collection):
+    """Flows behind `client.devices` (both shells)."""
+
+    base = DEVICES
 
     def create(self, fields: dict) -> Flow[dict]:
         """POST a device."""
@@ -187,7 +200,7 @@ def webhook_body(*, url: str | None = None, events: list[str] | tuple[str, ...] 
                           description=description, enabled=enabled))
 
 
-class WebhookFlows:
+class WebhookFlows(_Collection):
     """Flows behind `client.webhooks` (both shells).
 
     Reads are resent after any transient failure. The writes carry no Idempotency-Key, so they are resent
@@ -196,17 +209,7 @@ class WebhookFlows:
     redeliver would send the event once more.
     """
 
-    def __init__(self, cfg: Config):
-        self.cfg = cfg
-
-    def _call(self, method: str, path: str = "", **kwargs: Any) -> Flow[Any]:
-        kwargs.setdefault("timeout", self.cfg.timeout)
-        return send_for_data(self.cfg, Call(method, WEBHOOKS + path, **kwargs))
-
-    @staticmethod
-    def _path(endpoint_id: str, *rest: str) -> str:
-        # Ids are UUIDs or `per-run`; quoted so that no user input can reach another route.
-        return "".join(f"/{quote(str(part), safe='')}" for part in (endpoint_id, *rest))
+    base = WEBHOOKS
 
     def create(self, body: dict) -> Flow[dict]:
         """POST an endpoint; the answer carries its secret (the only time it is shown)."""
@@ -263,7 +266,7 @@ def key_body(*, name: str | None = None, expires_in_days: int | None = None,
     return drop_none(dict(name=name, expires_in_days=expires_in_days, expires_at=at))
 
 
-class KeyFlows:
+class KeyFlows(_Collection):
     """Flows behind `client.keys` (both shells): the tenant's API keys.
 
     Reads and revoke (revoking twice changes nothing) are resent after any transient failure; create and
@@ -271,16 +274,7 @@ class KeyFlows:
     rotate would refuse (the old key is revoked) after the first answer, with the new key, was lost.
     """
 
-    def __init__(self, cfg: Config):
-        self.cfg = cfg
-
-    def _call(self, method: str, path: str = "", **kwargs: Any) -> Flow[Any]:
-        kwargs.setdefault("timeout", self.cfg.timeout)
-        return send_for_data(self.cfg, Call(method, KEYS + path, **kwargs))
-
-    @staticmethod
-    def _path(prefix: str, *rest: str) -> str:
-        return "".join(f"/{quote(str(part), safe='')}" for part in (prefix, *rest))
+    base = KEYS
 
     def list(self) -> Flow[Rows]:
         """GET the tenant's keys."""

@@ -20,9 +20,12 @@ class UTCDateTime(fields.DateTime):
     """
 
     def _serialize(self, value, attr, obj, **kwargs):
-        if value is None:
-            return None
-        return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        return None if value is None else utc_text(value)
+
+
+def utc_text(value: datetime) -> str:
+    """RFC 3339 in UTC with microseconds and a `Z`: how every timestamp of the API is written."""
+    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 # Response schemas: dump only, so `required=True` is documentation: the field is always sent (null when

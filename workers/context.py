@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,9 @@ class WorkerContext:
     devices: DeviceCache
     supervisor: Supervisor = field(init=False)  # set right after construction: it needs the context itself
     backoff: DeviceBackoff = field(init=False)
+    # The Celery app this process sends messages with (built on first use): delayed deliveries, runs
+    # passed on to another pool, wake-ups of devices that waited for a tenant's cap.
+    celery: Callable[[], Celery] = field(init=False)
 
 
 _ctx: WorkerContext | None = None
@@ -51,7 +55,8 @@ def get() -> WorkerContext:
             ctx = WorkerContext(settings, r, Leases(r), f"{socket.gethostname()}:{os.getpid()}",
                                 DeviceCache(settings.secret_key, device_networks.policy(settings)))
             ctx.supervisor = Supervisor(ctx)
-            ctx.backoff = DeviceBackoff(r, settings.device_retry_seconds, _sender(settings))
+            ctx.celery = _sender(settings)
+            ctx.backoff = DeviceBackoff(r, settings.device_retry_seconds, ctx.celery)
             _ctx = ctx
         return _ctx
 

@@ -59,11 +59,6 @@ def serves(pool: str) -> bool:
     return not WORKER_POOLS or pool in WORKER_POOLS
 
 
-def ctx_sender(ctx):
-    """The Celery app this worker process sends messages with (the one delayed deliveries use)."""
-    return ctx.backoff.sender()
-
-
 def execute(run_id: str, tenant_id: str | None = None, device_id: str | None = None) -> str:
     """Task body of runs.execute; returns what happened ("executed:N", "busy", "nothing-queued", "missing",
     "device-backoff")."""
@@ -85,7 +80,7 @@ def execute(run_id: str, tenant_id: str | None = None, device_id: str | None = N
         if not serves(device.pool):
             # The device moved to another pool after this message was sent (the API re-routes its
             # queued runs too): pass the message on to the workers that can reach it.
-            enqueue(ctx_sender(ctx), [Queued(uuid.UUID(run_id), tenant, device_id, device.pool)])
+            enqueue(ctx.celery(), [Queued(uuid.UUID(run_id), tenant, device_id, device.pool)])
             return "rerouted"
         served = _serve(ctx, device)
         if isinstance(served, int):  # BACKING_OFF
@@ -140,7 +135,7 @@ def _serve(ctx, device: CachedDevice) -> tuple[int, bool] | int | None:
                 break
             if not serves(current.pool):  # moved to another pool meanwhile: its workers run it
                 _give_back(run)
-                enqueue(ctx_sender(ctx), [Queued(run.id, current.tenant_id, current.id, current.pool)])
+                enqueue(ctx.celery(), [Queued(run.id, current.tenant_id, current.id, current.pool)])
                 break
             # Keep serving only while nothing says to stop: a changed device (its limit may be lower
             # now: the next slot is taken with the new one), a shutdown, or a slot lost in Redis.
@@ -186,7 +181,7 @@ def wake_throttled(ctx, tenant_id: uuid.UUID) -> None:
             with db.transaction() as conn:
                 waiting = conn.execute(_OLDEST_QUEUED, dict(tenant_id=tenant_id, device_id=device_id)).scalar()
             if device is not None and waiting is not None:
-                enqueue(ctx_sender(ctx), [Queued(waiting, tenant_id, device_id, device.pool)])
+                enqueue(ctx.celery(), [Queued(waiting, tenant_id, device_id, device.pool)])
                 return
     except Exception as exc:  # noqa: BLE001 - the sweeper sends it later
         log.warning("tenant %s: could not wake a device waiting for the cap: %s", tenant_id, exc)

@@ -27,7 +27,7 @@ from sqlalchemy import text
 from agentruns.webhooks import EVENT_ID_HEADER, SIGNATURE_HEADER, sign
 from core import db
 from core.config import Settings
-from core.run_shape import RunOut, UTCDateTime, run_from_snapshot
+from core.run_shape import RunOut, run_from_snapshot, utc_text
 from core.services.webhooks import drop_pending, event_id, signing_secrets
 from workers import metrics
 from workers.webhook_http import Outcome, Sender
@@ -113,7 +113,7 @@ _RUN_OUT = RunOut()  # built once: a marshmallow schema costs more to build than
 def render(event_uuid: uuid.UUID, event_type: str, created_at: datetime, run: dict) -> bytes:
     """The body every attempt of an event sends: the same bytes each time (built from stored data)."""
     body = {"id": event_id(event_uuid), "type": event_type,
-            "created_at": UTCDateTime()._serialize(created_at, None, None),
+            "created_at": utc_text(created_at),
             "data": _RUN_OUT.dump(run_from_snapshot(run))}
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 

@@ -75,11 +75,12 @@ def patch_device(data, device_id):
     """Change some fields; a secret set to null is removed. A new `pool` takes the device's queued
     runs with it."""
     with db.session() as s:
-        before = device_service.get(s, g.tenant_id, device_id).pool
+        # Only a new pool reads the device first: its queued runs follow it to the new pool's queue.
+        before = device_service.get(s, g.tenant_id, device_id).pool if "pool" in data else None
         device = device_service.update(s, g.tenant_id, device_id, data, _key(), allow_local=_allow_local(),
                                        networks=_networks())
         out = device_service.to_out(device, _key())
-        moved = device.pool != before
+        moved = before is not None and device.pool != before
         queued = device_service.queued_runs(s.connection(), g.tenant_id, device.id) if moved else []
     if queued:  # after the commit: the new pool's workers claim them (the old pool's pass theirs on)
         enqueue(current_app.extensions["celery"], [Queued(run_id, g.tenant_id, out["id"], out["pool"])

@@ -67,9 +67,10 @@ def signing_secrets(endpoint: WebhookEndpoint, secret_key: str, now: datetime) -
     return secrets
 
 
-def _apply(endpoint: WebhookEndpoint, data: dict, settings: Settings) -> None:
+def _apply(endpoint: WebhookEndpoint, data: dict) -> None:
+    """Set the given fields (a url was checked by the caller, before any row lock)."""
     if "url" in data:
-        endpoint.url = check_url(data["url"], settings)
+        endpoint.url = data["url"]
     if "events" in data:
         endpoint.events = sorted(set(data["events"]))
     if "filters" in data:
@@ -90,7 +91,7 @@ def create(s: Session, tenant_id: uuid.UUID, data: dict, settings: Settings) -> 
     secret = generate_secret()
     endpoint = WebhookEndpoint(id=uuid.uuid4(), tenant_id=tenant_id, per_run=False, enabled=True,
                                filter_metadata={}, secret_enc=_seal(secret, settings))
-    _apply(endpoint, {"enabled": True, **data}, settings)
+    _apply(endpoint, {"enabled": True, **data, "url": check_url(data["url"], settings)})
     s.add(endpoint)
     s.flush()
     return endpoint, secret
@@ -132,7 +133,7 @@ def update(s: Session, tenant_id: uuid.UUID, endpoint_id: str, data: dict, setti
         raise Invalid("the per-run endpoint has no settings to change; rotate its secret instead",
                       code="per_run_endpoint")
     was_enabled = endpoint.enabled
-    _apply(endpoint, data, settings)
+    _apply(endpoint, data)
     s.flush()
     if was_enabled and not endpoint.enabled:
         drop_pending(s.connection(), endpoint.id)
@@ -142,14 +143,11 @@ def update(s: Session, tenant_id: uuid.UUID, endpoint_id: str, data: dict, setti
 def delete(s: Session, tenant_id: uuid.UUID, endpoint_id: str) -> None:
     """Delete an endpoint; its pending deliveries are dropped with it. Not the per-run endpoint: runs
     that name a webhook_url rely on its secret."""
-    query = select(WebhookEndpoint).where(WebhookEndpoint.tenant_id == tenant_id)
     endpoint = get(s, tenant_id, endpoint_id)
     if endpoint.per_run:
         raise Conflict("the per-run endpoint cannot be deleted: runs with a webhook_url are signed with its "
                        "secret (rotate it instead)", code="per_run_endpoint")
-    locked = s.scalars(query.where(WebhookEndpoint.id == endpoint.id).with_for_update()).first()
-    if locked is not None:
-        s.delete(locked)
+    s.delete(endpoint)  # the DELETE locks the row; the outbox trigger skips it meanwhile (migration 0006)
 
 
 _DROP_PENDING = text("""
