@@ -179,6 +179,9 @@ def test_edit_events_and_disable_then_rotate_and_delete(page, tenant, receiver):
     page.set_viewport_size(kit.DESKTOP)
 
     row.get_by_role("link", name=re.compile("^Open")).click()
+    # The button opens its dialog from a script: click once the page (scripts included) has loaded.
+    page.wait_for_url(re.compile(f"/webhooks/{created['id']}$"))
+    page.wait_for_load_state("load")
     page.get_by_role("button", name="Rotate secret").click()
     dialog = page.get_by_role("dialog")
     expect(dialog).to_contain_text("keeps signing beside it for a day")
