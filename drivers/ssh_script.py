@@ -118,7 +118,7 @@ def build_command(
         raise ValueError(f"invalid stdin length {stdin_len!r}")
     t = tag(nonce)
     key = shlex.quote(ssh_spool.check_key(spool_key or nonce))
-    d = '"$__agentruns_d"'
+    p = '"$__agentruns_p"'
     lines = [
         _SET_NL,
         # `read` takes a pipe a byte at a time, so the caller's stdin after the sentinel is left
@@ -129,32 +129,35 @@ def build_command(
         f"__agentruns_s=$__agentruns_s$__agentruns_l${_NL_VAR}; done",
         '[ -n "$__agentruns_ok" ] || exit 97',
         f"cd {remote_cwd(cwd)} 2>/dev/null || {{ {ssh_spool.say(t, 'cwd_not_found')}; exit 96; }}",
-        # The run's directory: creating it is the start fence (a second start, or an attach that
-        # came first, makes this one refuse).
-        f"__agentruns_d={ssh_spool.SPOOL_ROOT}",
-        f'if ! mkdir -m 700 "$__agentruns_d"/{key} 2>/dev/null; then',
-        f'  [ -e "$__agentruns_d"/{key} ] && {{ {ssh_spool.say(t, "spool_exists")}; exit 95; }}',
-        '  mkdir -p -m 700 "$__agentruns_d" 2>/dev/null',
-        f'  mkdir -m 700 "$__agentruns_d"/{key} 2>/dev/null || {{ {ssh_spool.say(t, "spool_failed")}; exit 95; }}',
+        # The run's stdin file, created exclusively (noclobber is a builtin redirect, where a
+        # directory per run cost a `mkdir`): a second start of the same run refuses here. A spool
+        # directory of the layout before is a start too. `true`, not `:`: a failed redirect of a
+        # special builtin ends the shell.
+        f"__agentruns_r={ssh_spool.SPOOL_ROOT} __agentruns_p={ssh_spool.SPOOL_ROOT}/{key}.",
+        f'[ -d "$__agentruns_r"/{key} ] && {{ {ssh_spool.say(t, "spool_exists")}; exit 95; }}',
+        "set -C",
+        f"if ! {{ true > {p}in; }} 2>/dev/null; then",
+        f'  [ -e {p}in ] && {{ {ssh_spool.say(t, "spool_exists")}; exit 95; }}',
+        '  mkdir -p -m 700 "$__agentruns_r" 2>/dev/null',
+        f'  {{ true > {p}in; }} 2>/dev/null || {{ {ssh_spool.say(t, "spool_failed")}; exit 95; }}',
         "fi",
-        f"__agentruns_d=$__agentruns_d/{key}",
+        "set +C",
     ]
     if stdin_len and stdin_inline:
-        lines.append(f"printf '%s' \"${_IN_VAR}\" > {d}/stdin; unset {_IN_VAR}")
+        lines.append(f"printf '%s' \"${_IN_VAR}\" > {p}in; unset {_IN_VAR}")
     elif stdin_len:
         # dd's last line starts with the byte count ("N bytes ...", "1 byte ..."): a short count
         # means the connection dropped while stdin came.
         lines += [
-            f"__agentruns_r=$(LC_ALL=C dd of={d}/stdin bs=65536 2>&1)",
-            f"case $__agentruns_r in *\"${_NL_VAR}\"'{stdin_len} byte'*) ;; "
-            f"*) printf 'never\\n' > {d}/status; exit 97 ;; esac",
+            f"__agentruns_n=$(LC_ALL=C dd of={p}in bs=65536 2>&1)",
+            f"case $__agentruns_n in *\"${_NL_VAR}\"'{stdin_len} byte'*) ;; "
+            f"*) true > {p}exit.never; exit 97 ;; esac",
         ]
-    else:
-        lines.append(f": > {d}/stdin")
     blocks = max(1, spool_cap // 512)
     lines += [
-        # Creating the pgid file exclusively claims the start against an attach that finds no start.
-        f"mkfifo {d}/o {d}/e 2>/dev/null && {{ set -C; {{ true > {d}/pgid; }} 2>/dev/null; }} || "
+        # Creating the pgid file exclusively claims the start against an attach that finds no start
+        # (the attach creates it first, and the start refuses).
+        f"mkfifo {p}o {p}e 2>/dev/null && {{ set -C; {{ true > {p}pgid; }} 2>/dev/null; }} || "
         f"{{ set +C; {ssh_spool.say(t, 'spool_failed')}; exit 95; }}",
         "set +C",
         "__agentruns_t= __agentruns_x=",
@@ -167,7 +170,7 @@ def build_command(
             f'if command -v timeout >/dev/null 2>&1; then __agentruns_t="timeout -s TERM -k {grace} {secs}"; fi'
         )
     quoted_argv = " ".join(shlex.quote(a) for a in argv)
-    redirects = f"< {d}/stdin > {d}/o 2> {d}/e &"
+    redirects = f"< {p}in > {p}o 2> {p}e &"
     if login_shell:
         lines += [
             f'case "${{SHELL:-}}" in {_POSIX_SHELLS}) __agentruns_sh=$SHELL ;; *) __agentruns_sh=/bin/sh ;; esac',
@@ -182,7 +185,7 @@ def build_command(
         # come before the start line.
         "__agentruns_c=$! __agentruns_g=$$",
         '[ -n "$__agentruns_x" ] && __agentruns_g=$__agentruns_c',
-        f"printf '%s %s\\n' \"$__agentruns_g\" \"$$\" > {d}/pgid",
+        f"printf '%s %s\\n' \"$__agentruns_g\" \"$$\" > {p}pgid",
         # From here the wrapper only waits: a dropped channel must not end it (SIGPIPE on a write,
         # HUP), so both are caught, and a wait they interrupt is resumed.
         "trap '__agentruns_i=1' PIPE HUP",
@@ -190,13 +193,15 @@ def build_command(
         f"{ssh_spool.say(t, 'stderr')} >&2",
         # The tees: SIGPIPE ignored (a dropped channel only ends the live copy), the spool capped
         # (past it, EFBIG ends only the file copy), /dev/null so they always drain the command.
-        f"(trap '' PIPE XFSZ; ulimit -f {blocks} 2>/dev/null; exec tee -a {d}/stdout /dev/null 2>/dev/null)"
-        f" < {d}/o & __agentruns_o=$!",
-        f"(trap '' PIPE XFSZ; ulimit -f {blocks} 2>/dev/null; exec tee -a {d}/stderr /dev/null >&2 2>/dev/null)"
-        f" < {d}/e & __agentruns_e=$!",
+        f"(trap '' PIPE XFSZ; ulimit -f {blocks} 2>/dev/null; exec tee -a {p}stdout /dev/null 2>/dev/null)"
+        f" < {p}o & __agentruns_o=$!",
+        f"(trap '' PIPE XFSZ; ulimit -f {blocks} 2>/dev/null; exec tee -a {p}stderr /dev/null >&2 2>/dev/null)"
+        f" < {p}e & __agentruns_e=$!",
         'while :; do __agentruns_i=; wait "$__agentruns_c"; __agentruns_rc=$?; [ -n "$__agentruns_i" ] || break; done',
         'while :; do __agentruns_i=; wait "$__agentruns_o" "$__agentruns_e"; [ -n "$__agentruns_i" ] || break; done',
-        f"{{ printf '%s\\n' \"$__agentruns_rc\" > {d}/status.tmp && mv -f {d}/status.tmp {d}/status; }} 2>/dev/null",
+        # The exit status as the name of an empty file: created in one step, so nobody reads it half
+        # written (a `mv` of a temporary file cost an exec).
+        f"{{ true > {p}exit.\"$__agentruns_rc\"; }} 2>/dev/null",
         'exit "$__agentruns_rc"',
     ]
     return "exec /bin/sh -c " + shlex.quote("\n".join(lines))

@@ -1,18 +1,24 @@
 """The run's spool on the device, and the small POSIX sh scripts that re-attach to it and remove it.
 
 A run's command runs detached from its SSH session (ssh_script.build_command): its stdout and stderr
-pass through one `tee` each into `$HOME/.agentruns/spool/<key>/stdout` and `stderr` (and to the
-channel while one is connected), and its exit status lands in `status` at the end. So a dropped
+pass through one `tee` each into `$HOME/.agentruns/spool/<key>.stdout` and `.stderr` (and to the
+channel while one is connected), and its exit status is recorded at the end. So a dropped
 connection or a dead worker costs nothing: another connection reads the spool on from its offsets.
 
     $HOME/.agentruns/spool/          0700, created by the first run
-        <key>/                       0700, one per run; its creation is the run's start fence
-            stdin                    the caller's stdin, spooled whole before the command starts
-            o, e                     FIFOs the command writes and the tees read
-            stdout, stderr           everything the command printed, up to the spool cap each
-            pgid                     "<process group> <waiter pid>"; created exclusively (noclobber)
-            status                   the exit status ("never": refused before starting), written
-                                     to status.tmp and renamed once both tees have finished
+        <key>.in                     the caller's stdin, spooled whole before the command starts;
+                                     created exclusively (noclobber): a second start refuses
+        <key>.o, <key>.e             FIFOs the command writes and the tees read
+        <key>.stdout, <key>.stderr   everything the command printed, up to the spool cap each
+        <key>.pgid                   "<process group> <waiter pid>"; created exclusively: the start
+                                     and an attach that finds no start race for it, the loser refuses
+        <key>.exit.<status>          empty; its name is the exit status ("never": refused before
+                                     starting), created once both tees have finished
+
+Every file of a run is created by a shell redirect, a builtin: the layout before (a directory per
+run, the status written to a temporary file and renamed) cost a `mkdir` and a `mv`, a tenth of a
+no-op run's CPU on its device. A run started under that layout (`<key>/stdin`, `<key>/status`
+holding the status) is still attached to and removed.
 
 The cap: each tee runs under `ulimit -f` (the spool cap, SPOOL_CAP_FACTOR times the output cap), so
 a command printing without end cannot fill the device's disk. Past the cap the spool stops growing
@@ -50,6 +56,17 @@ def say(tag: str, *words: str) -> str:
     return f"printf '%s\\n' {shlex.quote(' '.join((tag, *words)))}"
 
 
+def _locate(key: str) -> list[str]:
+    """Shell lines that set p, the prefix of key's spool files (either layout), and define `ended`,
+    which is true once the run has a status, then in S."""
+    k = shlex.quote(check_key(key))
+    return [
+        f"p=$r/{k}.; [ -d \"$r\"/{k} ] && p=$r/{k}/",
+        'ended() { S=; for f in "${p}status" "${p}exit."*; do [ -e "$f" ] || continue; case $f in '
+        '*/status) read -r S < "$f" || S=-; [ -n "$S" ] || S=-;; *) S=${f##*exit.};; esac; done; [ -n "$S" ]; }',
+    ]
+
+
 def attach_command(key: str, tag: str, stdout_from: int, stderr_from: int) -> str:
     """Re-attach to the spool of run `key`, printing its output from the given byte offsets.
 
@@ -57,40 +74,40 @@ def attach_command(key: str, tag: str, stdout_from: int, stderr_from: int) -> st
     gone), then stdout from the offset, then a last line "\\n<tag> end <status>" once the run is
     over ("-" for a waiter that died without one), or "\\n<tag> more" when the caller should attach
     again (the run ended while this attach followed it). stderr: the run's stderr from its offset.
-    A run that never started is fenced off here: its spool directory or pgid file is created by
-    whoever comes first, so a start still on its way refuses to run the command.
+    A run that never started is fenced off here: its pgid file is created by whoever comes first,
+    so a start still on its way refuses to run the command.
     """
     for offset in (stdout_from, stderr_from):
         if not isinstance(offset, int) or offset < 0:
             raise ValueError(f"invalid offset {offset!r}")
     gone = say(tag, "gone")
     script = "\n".join([
-        f"r={SPOOL_ROOT}; d=$r/{shlex.quote(check_key(key))}",
+        f"r={SPOOL_ROOT}",
+        *_locate(key),
         '[ -d "$r" ] || mkdir -p -m 700 "$r" 2>/dev/null',
-        # First to create the directory, or the pgid file, wins: the start then refuses to run.
-        f"if mkdir -m 700 \"$d\" 2>/dev/null; then printf 'never\\n' > \"$d/status\"; {gone}; exit 0; fi",
-        f"if (set -C; true > \"$d/pgid\") 2>/dev/null; then printf 'never\\n' > \"$d/status\"; {gone}; exit 0; fi",
+        # First to create the pgid file wins: the start then refuses to run.
+        f'if (set -C; true > "${{p}}pgid") 2>/dev/null; then true > "${{p}}exit.never"; {gone}; exit 0; fi',
         # The start claimed it a moment ago and is about to write it.
-        'i=0; P=; read -r P W < "$d/pgid" 2>/dev/null',
-        'while [ -z "$P" ] && [ ! -e "$d/status" ] && [ "$i" -lt 5 ]; do',
-        '  sleep 1; read -r P W < "$d/pgid" 2>/dev/null; i=$((i+1))',
+        'i=0; P=; read -r P W < "${p}pgid" 2>/dev/null',
+        'while [ -z "$P" ] && ! ended && [ "$i" -lt 5 ]; do',
+        '  sleep 1; read -r P W < "${p}pgid" 2>/dev/null; i=$((i+1))',
         "done",
         f'[ -n "$P" ] || {{ {gone}; exit 0; }}',
         f"printf '%s %s\\n' {shlex.quote(tag + ' attached')} \"$P\"",
         f"{say(tag, 'stderr')} >&2",
-        'if [ ! -e "$d/status" ] && kill -0 "$W" 2>/dev/null; then',
+        'if ! ended && kill -0 "$W" 2>/dev/null; then',
         # Follow until the run ends (or our channel goes: then tail exits), then let the caller
         # read the rest in one go: a follower stopped midway cannot say how much it passed on.
-        f'  tail -c +{stdout_from + 1} -f "$d/stdout" 2>/dev/null & F=$!',
-        f'  tail -c +{stderr_from + 1} -f "$d/stderr" >&2 2>/dev/null & G=$!',
-        '  while [ ! -e "$d/status" ] && kill -0 "$W" 2>/dev/null && kill -0 "$F" 2>/dev/null; do sleep 1; done',
+        f'  tail -c +{stdout_from + 1} -f "${{p}}stdout" 2>/dev/null & F=$!',
+        f'  tail -c +{stderr_from + 1} -f "${{p}}stderr" >&2 2>/dev/null & G=$!',
+        '  while ! ended && kill -0 "$W" 2>/dev/null && kill -0 "$F" 2>/dev/null; do sleep 1; done',
         '  kill "$F" "$G" 2>/dev/null; wait',
         f"  printf '\\n%s\\n' {shlex.quote(tag + ' more')}; exit 0",
         "fi",
-        f'tail -c +{stdout_from + 1} "$d/stdout" 2>/dev/null',
-        f'tail -c +{stderr_from + 1} "$d/stderr" >&2 2>/dev/null',
-        'c=-; [ -e "$d/status" ] && read -r c < "$d/status"',
-        f"printf '\\n%s %s\\n' {shlex.quote(tag + ' end')} \"$c\"",
+        f'tail -c +{stdout_from + 1} "${{p}}stdout" 2>/dev/null',
+        f'tail -c +{stderr_from + 1} "${{p}}stderr" >&2 2>/dev/null',
+        "ended || S=-",
+        f"printf '\\n%s %s\\n' {shlex.quote(tag + ' end')} \"$S\"",
     ])
     return "exec /bin/sh -c " + shlex.quote(script)
 
@@ -103,19 +120,20 @@ def cleanup_command(keys: Sequence[str], stop: Sequence[str] = (), sweep: bool =
     sweep: also remove spools untouched for STALE_DAYS (their runs ended long ago, and nobody came
     back for them).
     """
-    names = " ".join(shlex.quote(check_key(k)) for k in keys)
-    lines = [f"cd {SPOOL_ROOT} 2>/dev/null || exit 0"]
+    # Both layouts: a directory per run, or the run's files side by side.
+    names = " ".join(f"{k} {k}.*" for k in (shlex.quote(check_key(k)) for k in keys))
+    lines = [f"r={SPOOL_ROOT}; cd \"$r\" 2>/dev/null || exit 0"]
     for key in stop:
-        # The group and its waiter (which would otherwise write the status into the directory being
+        # The group and its waiter (which would otherwise record a status into the spool being
         # removed), then wait for the waiter to be gone.
-        k = shlex.quote(check_key(key))
-        lines.append(f'P=; [ -e {k}/status ] || read -r P W < {k}/pgid 2>/dev/null; '
-                     f'if [ "${{P:-0}}" -gt 1 ] 2>/dev/null && [ "${{W:-0}}" -gt 1 ] 2>/dev/null; then '
-                     f'kill -s KILL -- "-$P" "$W" 2>/dev/null; i=0; '
-                     f'while kill -0 "$W" 2>/dev/null && [ $i -lt 20 ]; do sleep 0.1; i=$((i+1)); done; fi')
+        lines += [*_locate(key),
+                  'P=; ended || read -r P W < "${p}pgid" 2>/dev/null; '
+                  'if [ "${P:-0}" -gt 1 ] 2>/dev/null && [ "${W:-0}" -gt 1 ] 2>/dev/null; then '
+                  'kill -s KILL -- "-$P" "$W" 2>/dev/null; i=0; '
+                  'while kill -0 "$W" 2>/dev/null && [ $i -lt 20 ]; do sleep 0.1; i=$((i+1)); done; fi']
     if names:
         lines.append(f"rm -rf -- {names}")
     if sweep:
-        lines.append(f"find . ! -name . -prune -type d -mtime +{STALE_DAYS - 1} -exec rm -rf {{}} + 2>/dev/null")
+        lines.append(f"find . ! -name . -prune -mtime +{STALE_DAYS - 1} -exec rm -rf {{}} + 2>/dev/null")
     lines.append("exit 0")
     return "exec /bin/sh -c " + shlex.quote("\n".join(lines))

@@ -45,8 +45,9 @@ def run(driver, argv, *, on_output=None, on_start=None, cancel=None, **kw):
         return driver.run(ExecRequest(argv=argv, **kw), on_output=on_output, on_start=on_start, cancel=cancel)
     finally:
         if own_key:
-            shutil.rmtree(Path(os.path.expanduser(f"~{driver.spec.username}")) / ".agentruns/spool" / kw["spool_key"],
-                          ignore_errors=True)
+            for path in (Path(os.path.expanduser(f"~{driver.spec.username}")) / ".agentruns/spool").glob(
+                    kw["spool_key"] + ".*"):
+                path.unlink()
 
 
 def run_in_thread(driver, argv, **kw):
@@ -323,7 +324,12 @@ def test_a_dropped_connection_is_resumed_with_the_whole_output(driver, sshd):
 
 
 def spool_of(sshd, key: str) -> str:
-    return f"$HOME/.agentruns/spool/{key}"
+    """The prefix of the run's spool files on the device (ssh_spool.py)."""
+    return f"$HOME/.agentruns/spool/{key}."
+
+
+def spool_gone(sshd, key: str) -> bool:
+    return sshd.run_as_user(f"ls -d {spool_of(sshd, key)}* 2>/dev/null | wc -l").stdout.strip() == "0"
 
 
 def test_a_detached_run_is_attached_again_by_another_driver_with_its_whole_output(driver, sshd):
@@ -342,7 +348,7 @@ def test_a_detached_run_is_attached_again_by_another_driver_with_its_whole_outpu
     assert out["res"].killed == "detached" and out["res"].stdout == b"before\n"
     # The command ends while nobody follows it: the attach finds its result in the spool.
     sshd.run_as_user(f"touch {go}")
-    wait_until(lambda: sshd.run_as_user(f"cat {spool_of(sshd, key)}/status").stdout == "7\n")
+    wait_until(lambda: sshd.run_as_user(f"test -e {spool_of(sshd, key)}exit.7 && echo 7").stdout == "7\n")
     other = SSHDriver(sshd.spec(), pool=TransportPool(), retry_delays=FAST_RETRY)  # like another worker
     try:
         live: list[tuple[str, bytes]] = []
@@ -356,9 +362,23 @@ def test_a_detached_run_is_attached_again_by_another_driver_with_its_whole_outpu
         assert b"".join(c for s, c in live if s == "stderr") == b"err\n"
         # Once the result is recorded the spool goes (in the background).
         other.discard(key)
-        wait_until(lambda: sshd.run_as_user(f"test -e {spool_of(sshd, key)} || echo gone").stdout == "gone\n")
+        wait_until(lambda: spool_gone(sshd, key))
     finally:
         other.pool.close()
+
+
+def test_a_run_spooled_under_the_layout_before_is_attached_to_and_removed(driver, sshd):
+    """A run started by a worker of the release before (a directory per run, `status` holding the
+    exit status) is still followed to its end by an upgraded worker, and its spool removed."""
+    key = f"t-{uuid.uuid4().hex}"
+    old = f"$HOME/.agentruns/spool/{key}"
+    sshd.run_as_user(f"mkdir -p -m 700 {old} && printf 'before\\nafter\\n' > {old}/stdout && "
+                     f"printf 'err\\n' > {old}/stderr && echo '4242 1' > {old}/pgid && echo 7 > {old}/status")
+    res = driver.attach(ExecRequest(argv=["(attach)"], cwd="/tmp", timeout=30, spool_key=key),
+                        AttachTicket(4242, None, emitted_stdout=len(b"before\n")))
+    assert (res.stdout, res.stderr, res.exit_code, res.pgid) == (b"before\nafter\n", b"err\n", 7, 4242)
+    driver.discard(key)
+    wait_until(lambda: sshd.run_as_user(f"test -e {old} || echo gone").stdout == "gone\n")
 
 
 def test_a_run_is_never_started_twice_on_one_spool(driver, sshd):
@@ -377,7 +397,7 @@ def test_the_spool_is_capped_but_the_live_output_is_not(driver, sshd):
     res = run(driver, ["sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' a; echo end"], output_cap=4096,
               spool_key=key)
     assert res.exit_code == 0 and res.stdout_truncated and res.stdout.endswith(b"a" * 100 + b"end\n")
-    size = sshd.run_as_user(f"wc -c < {spool_of(sshd, key)}/stdout").stdout
+    size = sshd.run_as_user(f"wc -c < {spool_of(sshd, key)}stdout").stdout
     assert int(size) == ssh_spool.spool_cap(4096) == 1024 * 1024
     driver.discard(key)  # 1 MiB of the device user's disk
 
@@ -409,7 +429,7 @@ def test_an_unreachable_device_is_given_up_after_the_limit_and_stopped_once_back
         # The command goes on where it is; once the device is back, forgetting the spool stops it.
         device.resume()
         driver.discard(key, err.pgid)
-        wait_until(lambda: sshd.run_as_user(f"test -e {spool_of(sshd, key)} || echo gone").stdout == "gone\n")
+        wait_until(lambda: spool_gone(sshd, key))
         sshd.run_as_user(f"touch {go}")
         time.sleep(0.3)  # a command still alive would now write {go}.done
         assert sshd.run_as_user(f"test -e {go}.done || echo stopped").stdout == "stopped\n"

@@ -99,8 +99,8 @@ def test_the_start_wrapper_spools_and_detaches():
     command = ssh_script.build_command(["claude", "-p"], "/w", "n0nce", login_shell=True, backstop=100,
                                        kill_grace=2, spool_key="run-1", stdin_len=1234, spool_cap=2 * 1024 * 1024)
     script = command.split(" ", 3)[3]
-    for piece in ("setsid", 'mkdir -m 700 "$__agentruns_d"/run-1', "'1234 byte'", "ulimit -f 4096",
-                  "set -C", "timeout -s TERM -k 2 100", "status.tmp"):
+    for piece in ("setsid", "/.agentruns/spool/run-1.", "'1234 byte'", "ulimit -f 4096",
+                  "set -C", "timeout -s TERM -k 2 100", 'exit."$__agentruns_rc"'):
         assert piece in script, piece
     with pytest.raises(ValueError):
         ssh_script.build_command(["true"], "/", "n0nce", login_shell=False, backstop=None, kill_grace=1,
@@ -115,7 +115,7 @@ def test_the_spool_scripts_take_only_safe_keys_and_offsets():
     with pytest.raises(ValueError):
         ssh_spool.attach_command("run-1", "__agentruns_x", -1, 0)
     cleanup = ssh_spool.cleanup_command(["a", "b"], stop=["b"], sweep=True)
-    assert "rm -rf -- a b" in cleanup and '"-$P"' in cleanup and "-mtime +1" in cleanup
+    assert "rm -rf -- a a.* b b.*" in cleanup and '"-$P"' in cleanup and "-mtime +1" in cleanup
     assert ssh_spool.spool_cap(1024 * 1024) == 64 * 1024 * 1024 and ssh_spool.spool_cap(10) == 1024 * 1024
 
 
@@ -138,7 +138,7 @@ def test_the_janitor_removes_spools_in_batches_and_keeps_them_when_the_device_is
     assert janitor.discard("dev", "k2", run) is None and janitor.discard("dev", "k3", run) is None
     release.set()
     first.join(5)
-    assert len(calls) == 2 and "k1" in calls[0] and "k2 k3" in calls[1] and janitor.pending("dev") == set()
+    assert len(calls) == 2 and "k1" in calls[0] and "k2 k2.* k3 k3.*" in calls[1] and janitor.pending("dev") == set()
     fail.append(True)
     thread = janitor.discard("dev", "k4", run)
     assert thread is not None
