@@ -54,6 +54,12 @@ def _log_counts(text: str) -> dict:
 
 # Where a no-op run's time goes, from its own timestamps (one clock: same machine). PostgreSQL's now()
 # is the transaction's start, i.e. the time of that transaction's first statement.
+# Issue #16's layout: the throughput phases spread no-op runs over TP_DEVICES devices of TP_SLOTS
+# slots; the ceiling runs at that parallelism; the capacity phase holds its runs on CAP_DEVICES
+# devices of CAP_SLOTS slots.
+TP_DEVICES, TP_SLOTS = 4, 8
+CAP_DEVICES, CAP_SLOTS = 10, 100
+
 STAGES = [
     ("client POST -> row inserted (API: auth, validation)", "sent", "created"),
     ("row inserted -> claimed (API: commit, send_task; Celery delivery, reads, device slot)", "created", "claimed"),
@@ -131,7 +137,7 @@ def _poster(url: str, key: str, indices: list[int], phase: str, threads: int, re
 
     def post(i: int) -> None:
         stamps.append(time.time())
-        body = json.dumps({**NOOP, "computer_id": f"tp-{i % 10}", "metadata": {"phase": phase, "i": i}})
+        body = json.dumps({**NOOP, "computer_id": f"tp-{i % TP_DEVICES}", "metadata": {"phase": phase, "i": i}})
         try:
             if not hasattr(local, "conn"):
                 local.conn = http.client.HTTPConnection(host, parts.port, timeout=90)
@@ -221,7 +227,7 @@ def throughput(bench: Bench, s: dict, runs: int, procs: int = 4, threads: int = 
     elapsed = last_finished - first
     n99 = int(len(finished) * 0.99)
     errors = [e for o in outs for e in o["errors"]]
-    return {"runs": runs, "backlog": backlog, "devices": 10, "max_concurrent_runs_per_device": 10,
+    return {"runs": runs, "backlog": backlog, "devices": TP_DEVICES, "max_concurrent_runs_per_device": TP_SLOTS,
             "client_processes": procs, "threads_per_process": threads, "post_errors": len(errors),
             "post_error_samples": errors[:3],
             "posting_s": round(max(o["last_post_done"] for o in outs) - first, 3),
@@ -237,8 +243,8 @@ def throughput(bench: Bench, s: dict, runs: int, procs: int = 4, threads: int = 
 
 # --- 2c. ceiling -----------------------------------------------------------------------------------
 
-def ceiling(bench: Bench, s: dict, runs: int, parallel: int = 100) -> dict:
-    """The device side alone at the throughput phase's parallelism (10 devices x 10 slots), in this
+def ceiling(bench: Bench, s: dict, runs: int, parallel: int = TP_DEVICES * TP_SLOTS) -> dict:
+    """The device side alone at the throughput phase's parallelism (TP_DEVICES x TP_SLOTS), in this
     process: no API, queue or database. On this machine sshd and the commands it starts share the
     cores with the service, so the driver's rate is a ceiling no end-to-end figure here can pass.
       - bare_exec: paramiko `true`, one open transport per device, a channel each (raw SSH exec);
@@ -247,12 +253,12 @@ def ceiling(bench: Bench, s: dict, runs: int, parallel: int = 100) -> dict:
         (remote wrapper, login shell unless --no-login-shell, prompt file, timeout backstop).
     """
     sshd = s["sshd"]
-    bare: list[Baseline] = [BareExec(sshd) for _ in range(10)]
-    login: list[Baseline] = [BareExec(sshd, *LOGIN_EXEC) for _ in range(10)]
-    drivers: list[Baseline] = [DriverNoop(sshd, s["workdir"], s["login_shell"]) for _ in range(10)]
+    bare: list[Baseline] = [BareExec(sshd) for _ in range(TP_DEVICES)]
+    login: list[Baseline] = [BareExec(sshd, *LOGIN_EXEC) for _ in range(TP_DEVICES)]
+    drivers: list[Baseline] = [DriverNoop(sshd, s["workdir"], s["login_shell"]) for _ in range(TP_DEVICES)]
     for b in (*bare, *login, *drivers):
         bench.on_exit(b.close)
-    out: dict[str, object] = {"runs": runs, "devices": 10, "parallel": parallel}
+    out: dict[str, object] = {"runs": runs, "devices": TP_DEVICES, "parallel": parallel}
     try:
         with ThreadPoolExecutor(parallel) as pool:
             for name, group in (("bare_exec", bare), ("login_exec", login), ("driver", drivers)):
@@ -316,7 +322,7 @@ def capacity(bench: Bench, s: dict, inflight: int, wait_s: float = 40.0) -> dict
     """`sleep 60` runs: wait up to wait_s for all to start (a run started at t=0 must still be running
     when its cancel arrives), read the worker's memory, cancel all, check the device."""
     api, sshd, phase, pid, log_at = s["api"], s["sshd"], "capacity", s["worker"].pid, len(s["worker"].log())
-    out = {"inflight_target": inflight, "devices": 10, "max_concurrent_runs_per_device": 50,
+    out = {"inflight_target": inflight, "devices": CAP_DEVICES, "max_concurrent_runs_per_device": CAP_SLOTS,
            "worker_idle": _status_mem(pid)}
     body = {"prompt": "benchmark", "provider": "custom", "command": "sleep 60", "metadata": {"phase": phase}}
     by_phase = "FROM runs WHERE metadata->>'phase' = 'capacity'"
@@ -329,7 +335,7 @@ def capacity(bench: Bench, s: dict, inflight: int, wait_s: float = 40.0) -> dict
 
         t0, cpu_t0 = time.time(), cpu_snapshot(s["pids"])
         with ThreadPoolExecutor(16) as pool:
-            ids = list(pool.map(lambda i: api.create_run({**body, "computer_id": f"cap-{i % 10}"})["id"],
+            ids = list(pool.map(lambda i: api.create_run({**body, "computer_id": f"cap-{i % CAP_DEVICES}"})["id"],
                                 range(inflight)))
         out["posting_s"] = round(time.time() - t0, 3)
         started, out["all_started_s"] = 0, None
