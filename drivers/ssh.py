@@ -13,10 +13,12 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 
 import paramiko
 
-from . import ssh_script, ssh_spool
+from . import ssh_facts, ssh_script, ssh_spool
 from .base import (
     AUTH_FAILED,
     CONNECTION_LOST,
@@ -89,10 +91,11 @@ class SSHDriver:
         """
         nonce = secrets.token_hex(8)
         backstop = req.timeout + req.kill_grace + _BACKSTOP_MARGIN if self.timeout_backstop else None
-        command = ssh_script.build_command(req.argv, req.cwd, nonce, login_shell=self.spec.login_shell,
-                                           backstop=backstop, kill_grace=req.kill_grace, spool_key=req.spool_key,
-                                           stdin_len=len(req.stdin), stdin_inline=ssh_script.inline_stdin(req.stdin),
-                                           spool_cap=ssh_spool.spool_cap(req.output_cap))
+        # Built once the connection is known: the wrapper depends on what its device offers.
+        command = partial(ssh_script.build_command, req.argv, req.cwd, nonce, login_shell=self.spec.login_shell,
+                          backstop=backstop, kill_grace=req.kill_grace, spool_key=req.spool_key,
+                          stdin_len=len(req.stdin), stdin_inline=ssh_script.inline_stdin(req.stdin),
+                          spool_cap=ssh_spool.spool_cap(req.output_cap))
         head = ssh_script.stdin_payload(req.env, req.stdin)
         return SSHRun(self, req, command, head, nonce, on_output, on_start).run(cancel, detach)
 
@@ -139,11 +142,13 @@ class SSHDriver:
 
         return connect(self.spec, pins, accepted)
 
-    def open_channel(self, command: str, cancel: threading.Event | None = None,
+    def open_channel(self, command: str | Callable[..., str], cancel: threading.Event | None = None,
                      retry: bool = True) -> tuple[PooledTransport, paramiko.Channel] | None:
         """Open a channel and exec command, retrying failures that happen before anything runs.
 
-        Returns (conn, channel), or None if `cancel` was set before the command could start.
+        command: the exec string, or a function that makes it from the device's facts (ssh_facts.py),
+        learned once per connection. Returns (conn, channel), or None if `cancel` was set before the
+        command could start.
         """
         delays = (0.0, *self.retry_delays) if retry else (0.0,)
         for attempt, delay in enumerate(delays):
@@ -160,14 +165,43 @@ class SSHDriver:
                 last = exc
                 continue
             try:
+                if callable(command):
+                    if conn.facts is None:
+                        conn.facts = self._probe(conn)
+                    assert isinstance(conn.facts, ssh_facts.DeviceFacts)
+                    exec_string = command(facts=conn.facts)
+                else:
+                    exec_string = command
                 # The wrapper blocks reading its env from stdin, so nothing runs until we write it.
-                chan.exec_command(command)
+                chan.exec_command(exec_string)
                 return conn, chan
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 chan.close()
                 self.pool.release(conn)
                 last = DriverError(CONNECTION_LOST, f"exec on {self.spec.host} failed: {exc}", before_start=True)
         raise last
+
+    def _probe(self, conn: PooledTransport) -> ssh_facts.DeviceFacts:
+        """Ask the device what its shell offers (ssh_facts.PROBE), on a channel of its own; a probe that
+        fails leaves this connection on the generic wrapper."""
+        try:
+            chan = conn.transport.open_session(timeout=self.spec.connect_timeout)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            log.info("ssh %s: probing the device failed (%s); the generic wrapper it is", self.spec.id, exc)
+            return ssh_facts.UNKNOWN
+        try:
+            chan.settimeout(self.spec.connect_timeout)
+            chan.exec_command(ssh_facts.PROBE)
+            chan.shutdown_write()
+            out = b""
+            while chunk := chan.recv(4096):
+                out += chunk
+            return ssh_facts.parse(out) if chan.recv_exit_status() == 0 else ssh_facts.UNKNOWN
+        except (TimeoutError, paramiko.SSHException, EOFError, OSError) as exc:
+            log.info("ssh %s: probing the device failed (%s); the generic wrapper it is", self.spec.id, exc)
+            return ssh_facts.UNKNOWN
+        finally:
+            chan.close()
 
     def _run_small(self, command: str, timeout: float, retry: bool = True) -> int | None:
         """Run a short command with no stdin; return its exit status."""

@@ -23,10 +23,11 @@ _CHANNEL_TRIES = 20  # refusals and dead transports tolerated while opening one 
 class PooledTransport:
     """One transport and how many runs are using it."""
 
-    __slots__ = ("transport", "channels", "full", "idle_since")
+    __slots__ = ("transport", "channels", "full", "idle_since", "facts")
 
     def __init__(self, transport: paramiko.Transport):
         self.transport = transport
+        self.facts: object = None  # what the driver learned about the device over this connection
         self.channels = 0
         self.full = False  # the server refused a channel; cleared when one of ours closes
         self.idle_since = time.monotonic()

@@ -13,6 +13,7 @@ import logging
 import select
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import paramiko
@@ -74,7 +75,7 @@ class SSHRun(Runner):
 
     pacing = Pacing(tick=_TICK, idle_tick=_IDLE_TICK, quiet_after=_QUIET_AFTER, escape_slack=_KILL_SLACK)
 
-    def __init__(self, driver: SSHDriver, req: ExecRequest, command: str, head: bytes, nonce: str,
+    def __init__(self, driver: SSHDriver, req: ExecRequest, command: str | Callable[..., str], head: bytes, nonce: str,
                  on_output: OutputCallback | None, on_start: StartCallback | None,
                  ticket: AttachTicket | None = None):
         super().__init__(req, on_output, on_start)

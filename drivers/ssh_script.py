@@ -26,6 +26,7 @@ import shlex
 
 from . import ssh_spool
 from ._common import validate_env
+from .ssh_facts import DeviceFacts
 
 # Last line of every env script: a wrapper that got a truncated script (the connection died while
 # sending it) refuses to run the command instead of running it with half its environment.
@@ -104,6 +105,7 @@ def build_command(
     stdin_len: int = 0,
     stdin_inline: bool = False,
     spool_cap: int = ssh_spool.spool_cap(1024 * 1024),
+    facts: DeviceFacts | None = None,
 ) -> str:
     """The exec request string: `exec /bin/sh -c '<wrapper>'`, every user part shlex-quoted.
 
@@ -111,6 +113,9 @@ def build_command(
     `timeout -s TERM -k <grace> <backstop>` so it dies even if this worker vanishes mid-run.
     spool_key names the run's spool (default: the nonce); stdin_len is how many bytes of stdin come,
     inside the env script (stdin_inline) or after it; spool_cap bounds each spooled stream (ssh_spool.py).
+    facts (ssh_facts.py): what the device offers, if known. With a POSIX login shell and GNU `timeout`
+    the wrapper is `exec <login shell> -lc '<wrapper>'` and starts the command itself, under a
+    `timeout` that is its process group leader: two programs fewer per run (`/bin/sh`, `setsid`).
     """
     if not argv:
         raise ValueError("argv must not be empty")
@@ -153,25 +158,35 @@ def build_command(
             f"case $__agentruns_n in *\"${_NL_VAR}\"'{stdin_len} byte'*) ;; "
             f"*) true > {p}exit.never; exit 97 ;; esac",
         ]
-    blocks = max(1, spool_cap // 512)
     lines += [
         # Creating the pgid file exclusively claims the start against an attach that finds no start
         # (the attach creates it first, and the start refuses).
         f"mkfifo {p}o {p}e 2>/dev/null && {{ set -C; {{ true > {p}pgid; }} 2>/dev/null; }} || "
         f"{{ set +C; {ssh_spool.say(t, 'spool_failed')}; exit 95; }}",
         "set +C",
-        "__agentruns_t= __agentruns_x=",
-        "command -v setsid >/dev/null 2>&1 && __agentruns_x=setsid",
     ]
-    if backstop is not None:
-        secs, grace = max(1, math.ceil(backstop)), max(1, math.ceil(kill_grace))
-        lines.append(
+    limit = None if backstop is None else f"-s TERM -k {max(1, math.ceil(kill_grace))} {max(1, math.ceil(backstop))}"
+    group = _known_group(facts, limit)
+    inside = bool(group and login_shell and facts and facts.posix_login_shell)
+    if group is not None:
+        # The device is known: `timeout` (GNU) or `setsid` makes the run's process group, no probing.
+        lines.append(f"__agentruns_x= __agentruns_t={shlex.quote(group)} __agentruns_own=1")
+    else:
+        lines += ["__agentruns_t= __agentruns_x= __agentruns_own=",
+                  "command -v setsid >/dev/null 2>&1 && __agentruns_x=setsid __agentruns_own=1"]
+        if limit is not None:
             # `command -v` is a builtin: probing with `timeout --version` cost a fork and exec per run.
-            f'if command -v timeout >/dev/null 2>&1; then __agentruns_t="timeout -s TERM -k {grace} {secs}"; fi'
-        )
+            lines.append(f'if command -v timeout >/dev/null 2>&1; then __agentruns_t="timeout {limit}"; fi')
+    # `ulimit -f` counts 512-byte blocks, except in bash outside its POSIX mode (not as `sh`): 1024.
+    blocks = max(1, spool_cap // (1024 if inside and facts and facts.shell.endswith("/bash") else 512))
     quoted_argv = " ".join(shlex.quote(a) for a in argv)
     redirects = f"< {p}in > {p}o 2> {p}e &"
-    if login_shell:
+    if inside:
+        # The wrapper is the login shell: the command inherits its environment, with the run's env
+        # evaluated in the command's own subshell. A profile may have changed IFS: split by default.
+        lines += ["unset IFS",
+                  f'(eval "$__agentruns_s"; exec $__agentruns_t {quoted_argv}) {redirects}']
+    elif login_shell:
         lines += [
             f'case "${{SHELL:-}}" in {_POSIX_SHELLS}) __agentruns_sh=$SHELL ;; *) __agentruns_sh=/bin/sh ;; esac',
             f'{ENV_VAR}=$__agentruns_s $__agentruns_x $__agentruns_t "$__agentruns_sh" -lc '
@@ -184,7 +199,7 @@ def build_command(
         # The command now waits to open its FIFOs until the tees read them, so nothing it prints can
         # come before the start line.
         "__agentruns_c=$! __agentruns_g=$$",
-        '[ -n "$__agentruns_x" ] && __agentruns_g=$__agentruns_c',
+        '[ -n "$__agentruns_own" ] && __agentruns_g=$__agentruns_c',
         f"printf '%s %s\\n' \"$__agentruns_g\" \"$$\" > {p}pgid",
         # From here the wrapper only waits: a dropped channel must not end it (SIGPIPE on a write,
         # HUP), so both are caught, and a wait they interrupt is resumed.
@@ -204,7 +219,18 @@ def build_command(
         f"{{ true > {p}exit.\"$__agentruns_rc\"; }} 2>/dev/null",
         'exit "$__agentruns_rc"',
     ]
-    return "exec /bin/sh -c " + shlex.quote("\n".join(lines))
+    shell = facts.posix_login_shell if inside and facts else "/bin/sh"
+    return f"exec {shlex.quote(shell)} {'-lc' if inside else '-c'} " + shlex.quote("\n".join(lines))
+
+
+def _known_group(facts: DeviceFacts | None, limit: str | None) -> str | None:
+    """The words that start the command in its own process group on a device whose facts are known
+    (GNU `timeout` with the backstop, else `setsid`), or None to find out on the device."""
+    if facts is None:
+        return None
+    if limit is not None:
+        return f"{facts.gnu_timeout} {limit}" if facts.gnu_timeout else None
+    return facts.setsid or None
 
 
 def kill_command(pgid: int, grace: float) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from drivers import get_driver, ssh_script, ssh_spool
+from drivers import get_driver, ssh_facts, ssh_script, ssh_spool
 from drivers.base import (
     AUTH_FAILED,
     CWD_NOT_FOUND,
@@ -95,6 +96,15 @@ def pool():
     p.close()
 
 
+@pytest.fixture(params=["login", "login-generic", "plain"])
+def shape(request, monkeypatch) -> str:
+    """How the wrapper starts the command: inside the login shell, as the device's facts allow
+    (ssh_facts.py); through /bin/sh and `setsid`, as on a device whose probe failed; no login shell."""
+    if request.param == "login-generic":
+        monkeypatch.setattr(ssh_facts, "PROBE", "exec /bin/sh -c 'exit 1'")
+    return request.param
+
+
 @pytest.fixture()
 def driver(sshd, pool) -> SSHDriver:
     return SSHDriver(sshd.spec(), pool=pool, retry_delays=FAST_RETRY)
@@ -108,16 +118,54 @@ def test_get_driver_picks_ssh(sshd):
 INLINE = TRICKY.replace(b"\0", b"") + f"\n{ssh_script.ENV_END}\nexport X=1\n'".encode() + bytes(range(1, 256)) + b"\n\n"
 
 
-@pytest.mark.parametrize("login_shell", [True, False], ids=["login", "plain"])
 @pytest.mark.parametrize("payload", [TRICKY, INLINE, BIG, b""], ids=["tricky", "inline", "200KiB", "empty"])
-def test_stdin_round_trip_is_byte_exact(sshd, pool, payload, login_shell):
+def test_stdin_round_trip_is_byte_exact(sshd, pool, payload, shape):
     # `cat` only exits on EOF: this also proves stdin is closed, and that the pgid line is stripped.
     assert ssh_script.inline_stdin(payload) == (payload is INLINE)
-    driver = SSHDriver(sshd.spec(login_shell=login_shell), pool=pool)
+    driver = SSHDriver(sshd.spec(login_shell=shape != "plain"), pool=pool)
     res = run(driver, ["cat"], stdin=payload, timeout=20)
     assert (res.exit_code, res.killed, res.stderr) == (0, None, b"")
     assert res.stdout == payload
     assert res.pgid > 1 and res.started_at <= res.finished_at
+
+
+def test_the_login_environment_reaches_the_command(sshd, shape):
+    """The device user's profile runs for the command (not for a plain device): Debian's ~/.profile
+    puts ~/.local/bin first on PATH when it exists."""
+    home = sshd.run_as_user("mkdir -p ~/.local/bin && cd ~ && pwd").stdout.strip()
+    pool = TransportPool()
+    try:
+        driver = SSHDriver(sshd.spec(login_shell=shape != "plain"), pool=pool)
+        path = run(driver, ["sh", "-c", 'printf %s "$PATH"']).stdout.decode().split(":")
+        assert (f"{home}/.local/bin" in path) == (shape != "plain"), path
+        facts = [c.facts for conns in pool._conns.values() for c in conns]
+        # This test's device (Debian, bash, coreutils) is one the probe knows, unless it was made to fail.
+        expected = ssh_facts.UNKNOWN if shape == "login-generic" else ssh_facts.DeviceFacts(
+            "/bin/bash", facts[0].setsid, facts[0].gnu_timeout)
+        assert facts == [expected] and (shape == "login-generic" or facts[0].gnu_timeout.endswith("/timeout"))
+    finally:
+        pool.close()
+
+
+def test_the_wrapper_takes_what_the_device_offers():
+    known = ssh_facts.parse(b"shell /bin/bash\nsetsid /usr/bin/setsid\ntimeout /usr/bin/timeout\n")
+    assert known == ssh_facts.DeviceFacts("/bin/bash", "/usr/bin/setsid", "/usr/bin/timeout")
+    assert ssh_facts.parse(b"shell /usr/bin/fish\ntimeout relative\n") == ssh_facts.DeviceFacts("/usr/bin/fish")
+    kw = dict(login_shell=True, backstop=90, kill_grace=2, spool_key="run-1", spool_cap=2 * 1024 * 1024)
+    # Known: the login shell is the wrapper, GNU timeout the group leader; no /bin/sh, no setsid.
+    inside = ssh_script.build_command(["claude", "-p"], "/w", "n0nce", facts=known, **kw)
+    assert inside.startswith("exec /bin/bash -lc ") and "setsid" not in inside
+    script = shlex.split(inside)[3]
+    assert "__agentruns_t='/usr/bin/timeout -s TERM -k 2 90'" in script and "ulimit -f 2048 " in script
+    # Without GNU timeout, or with another login shell, or without facts: the generic wrapper.
+    for facts in (ssh_facts.DeviceFacts("/bin/bash", "/usr/bin/setsid"), ssh_facts.DeviceFacts("/usr/bin/zsh"),
+                  ssh_facts.UNKNOWN, None):
+        generic = ssh_script.build_command(["claude", "-p"], "/w", "n0nce", facts=facts, **kw)
+        assert generic.startswith("exec /bin/sh -c ") and "-lc" in generic, facts
+        assert "ulimit -f 4096 " in shlex.split(generic)[3]
+    # No backstop: setsid makes the group, named by the facts when known.
+    plain = ssh_script.build_command(["true"], "/w", "n0nce", facts=known, **{**kw, "backstop": None})
+    assert "/usr/bin/setsid" in plain and "command -v setsid" not in plain
 
 
 def test_stdout_stderr_exit_code_and_argv_quoting(driver):
@@ -131,10 +179,9 @@ def test_large_stdin_not_read_does_not_hang(driver):
     assert res.exit_code == 0 and res.killed is None
 
 
-@pytest.mark.parametrize("login_shell", [True, False], ids=["login", "plain"])
-def test_env_names_the_wrapper_could_use_reach_the_command_unchanged(sshd, pool, login_shell):
+def test_env_names_the_wrapper_could_use_reach_the_command_unchanged(sshd, pool, shape):
     """Short names (t, s, l, ok...) are the user's: the wrapper's own variables are namespaced."""
-    driver = SSHDriver(sshd.spec(login_shell=login_shell), pool=pool)
+    driver = SSHDriver(sshd.spec(login_shell=shape != "plain"), pool=pool)
     env = {"t": "echo hijacked", "s": "S", "l": "L", "ok": "", "sh_": "/bin/false", "agentruns_nl": "N",
            "MULTI": "a\nb"}
     res = run(driver, ["sh", "-c", 'printf "%s|" "$t" "$s" "$l" "$ok" "$sh_" "$agentruns_nl" "$MULTI"'], env=env)
@@ -148,10 +195,9 @@ def test_the_wrappers_own_prefix_is_refused_as_an_env_name(sshd, pool):
         run(driver, ["true"], env={"__agentruns_t": "x"})
 
 
-@pytest.mark.parametrize("login_shell", [True, False], ids=["login", "plain"])
-def test_env_reaches_the_command_but_not_any_command_line(sshd, pool, login_shell):
+def test_env_reaches_the_command_but_not_any_command_line(sshd, pool, shape):
     secret, marker = f"s3cret-{uuid.uuid4().hex}", unique_marker()
-    driver = SSHDriver(sshd.spec(login_shell=login_shell), pool=pool)
+    driver = SSHDriver(sshd.spec(login_shell=shape != "plain"), pool=pool)
     # A line of a value that reads like the env script's last line must not end it early.
     value = f"{secret} it's \"q\" $(id) `id`\nline2\n{ssh_script.ENV_END}\nexport OTHER=forged\n"
     cancel = threading.Event()
@@ -204,9 +250,8 @@ def test_a_truncated_stdin_never_runs_the_command(tmp_path):
     assert res.returncode == 0 and (tmp_path / "out").read_bytes() == prompt
 
 
-@pytest.mark.parametrize("login_shell", [True, False], ids=["login", "plain"])
-def test_custom_provider_prompt_file_through_the_wrapper(sshd, pool, login_shell):
-    driver = SSHDriver(sshd.spec(login_shell=login_shell), pool=pool)
+def test_custom_provider_prompt_file_through_the_wrapper(sshd, pool, shape):
+    driver = SSHDriver(sshd.spec(login_shell=shape != "plain"), pool=pool)
     inv = get_provider("custom").build(RunSpec(
         run_id="r1", prompt=TRICKY.replace(b"\x00", b"").decode() + "x" * 70_000, command=(
             'umask; stat -c %a "$AGENTRUNS_PROMPT_FILE"; printf "%s\\n" "$AGENTRUNS_PROMPT_FILE"; '
@@ -254,11 +299,10 @@ def test_output_cap_and_streaming(driver):
 
 
 @pytest.mark.parametrize("backstop", [False, True], ids=["group-kill", "with-remote-timeout"])
-@pytest.mark.parametrize("login_shell", [True, False], ids=["login", "plain"])
-def test_timeout_kills_the_whole_tree_on_the_device(sshd, pool, login_shell, backstop):
+def test_timeout_kills_the_whole_tree_on_the_device(sshd, pool, shape, backstop):
     # Without the backstop this is the driver's own `kill -- -PGID`; GNU timeout alone would also
     # signal the group, which must not hide a broken group kill.
-    driver = SSHDriver(sshd.spec(login_shell=login_shell), pool=pool, timeout_backstop=backstop)
+    driver = SSHDriver(sshd.spec(login_shell=shape != "plain"), pool=pool, timeout_backstop=backstop)
     marker = unique_marker()
     # A TERM-ignoring child with its output elsewhere (it does not hold the channel open) and a
     # grandchild behind a subshell.
