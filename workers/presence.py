@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable
 
@@ -135,9 +136,21 @@ def _stop(**_) -> None:
             _current = None
 
 
+CONNECT_RECORD_EVERY = 1.0  # seconds: a busy device's starts are recorded at most this often per process
+_recorded: dict[tuple[uuid.UUID, str], float] = {}
+_recorded_lock = threading.Lock()
+
+
 def device_connected(r, tenant_id: uuid.UUID, device_id: str) -> None:
     """Record that this worker just connected to the device (its command started; one Redis round
-    trip). Never raises: a lost record only leaves the device's last connect older."""
+    trip, skipped when this process recorded one for the device less than CONNECT_RECORD_EVERY ago:
+    a second's precision is all the fleet stats show, and a busy device starts many runs a second).
+    Never raises: a lost record only leaves the device's last connect older."""
+    now, key = time.monotonic(), (tenant_id, device_id)
+    with _recorded_lock:
+        if now - _recorded.get(key, float("-inf")) < CONNECT_RECORD_EVERY:
+            return
+        _recorded[key] = now
     try:
         presence.device_connected(r, tenant_id, device_id)
     except Exception as exc:
