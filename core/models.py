@@ -157,7 +157,9 @@ class Run(Base):
         Index("ix_runs_tenant_created", "tenant_id", text("created_at DESC"), text("id DESC")),
         Index("ix_runs_tenant_target_created", "tenant_id", "target_id", text("created_at DESC"), text("id DESC")),
         Index("ix_runs_tenant_status_created", "tenant_id", "status", text("created_at DESC"), text("id DESC")),
-        Index("ix_runs_metadata", "metadata", postgresql_using="gin", postgresql_ops={"metadata": "jsonb_path_ops"}),
+        # metadata[KEY]=VALUE in a list: one tenant's matches (core.services.runs._metadata_filter).
+        Index("ix_runs_tenant_metadata",
+              text("jsonb_set('{}'::jsonb, ARRAY[tenant_id::text], metadata) jsonb_path_ops"), postgresql_using="gin"),
         # The reaper and the sweeper only look at live runs.
         Index("ix_runs_live", "status", "target_id", "created_at",
               postgresql_where=text("status IN ('queued', 'running')")),
