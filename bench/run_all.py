@@ -1,9 +1,10 @@
-"""Run every benchmark (`make bench`): API throughput, run latency/throughput/capacity, live viewers.
+"""Run every benchmark (`make bench`): API throughput, run latency/throughput/capacity, live viewers,
+and the list at a million runs.
 
     python -m bench.run_all [--json results.json]
 
 Each benchmark starts and stops its own services, one after the other, and prints its tables when
-it ends; both summaries are printed again at the end. Missed targets are reported, not fatal; the
+it ends; the summaries are printed again at the end. Missed targets are reported, not fatal; the
 exit status is 1 only when a benchmark could not complete.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 import time
 import traceback
 
-from bench import api_throughput, run_latency, sse_viewers
+from bench import api_throughput, list_scale, run_latency, sse_viewers
 from bench._stack import write_json
 
 
@@ -23,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results, failed, started = {}, [], time.monotonic()
     for name, module in (("api_throughput", api_throughput), ("run_latency", run_latency),
-                         ("sse_viewers", sse_viewers)):
+                         ("sse_viewers", sse_viewers), ("list_scale", list_scale)):
         print(f"\n=== {name} ===", flush=True)
         try:
             results[name] = module.main([])
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         run_latency.print_report(results["run_latency"])
     if "sse_viewers" in results:
         sse_viewers.print_report(results["sse_viewers"])
+    if "list_scale" in results:
+        list_scale.print_report(results["list_scale"])
     if failed:
         print(f"\nbenchmarks that did not complete: {', '.join(failed)}", file=sys.stderr)
     write_json(args.json_path, results)
