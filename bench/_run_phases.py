@@ -59,6 +59,9 @@ def _log_counts(text: str) -> dict:
 # devices of CAP_SLOTS slots.
 TP_DEVICES, TP_SLOTS = 4, 8
 CAP_DEVICES, CAP_SLOTS = 10, 100
+# The capacity phase's command: long enough to outlast posting 1,000 runs on a busy machine, the
+# wait for all of them to start and the hold.
+HOLD = "sleep 120"
 
 STAGES = [
     ("client POST -> row inserted (API: auth, validation)", "sent", "created"),
@@ -319,12 +322,12 @@ def _stranded(conn, r, phase: str) -> dict:
 
 
 def capacity(bench: Bench, s: dict, inflight: int, wait_s: float = 40.0) -> dict:
-    """`sleep 60` runs: wait up to wait_s for all to start (a run started at t=0 must still be running
-    when its cancel arrives), read the worker's memory, cancel all, check the device."""
+    """HOLD runs: wait up to wait_s after the last POST for all to start (a run started at t=0 must
+    still be running when its cancel arrives), read the worker's memory, cancel all, check the device."""
     api, sshd, phase, pid, log_at = s["api"], s["sshd"], "capacity", s["worker"].pid, len(s["worker"].log())
     out = {"inflight_target": inflight, "devices": CAP_DEVICES, "max_concurrent_runs_per_device": CAP_SLOTS,
            "worker_idle": _status_mem(pid)}
-    body = {"prompt": "benchmark", "provider": "custom", "command": "sleep 60", "metadata": {"phase": phase}}
+    body = {"prompt": "benchmark", "provider": "custom", "command": HOLD, "metadata": {"phase": phase}}
     by_phase = "FROM runs WHERE metadata->>'phase' = 'capacity'"
     with psycopg.connect(s["dsn"], autocommit=True) as conn:
         def count(cond: str) -> int:
@@ -339,7 +342,7 @@ def capacity(bench: Bench, s: dict, inflight: int, wait_s: float = 40.0) -> dict
                                 range(inflight)))
         out["posting_s"] = round(time.time() - t0, 3)
         started, out["all_started_s"] = 0, None
-        while time.time() - t0 < wait_s:
+        while time.time() - t0 < out["posting_s"] + wait_s:
             bench.check("capacity: waiting for runs to start")
             started = count("started_at IS NOT NULL")
             if started >= inflight:
@@ -358,7 +361,7 @@ def capacity(bench: Bench, s: dict, inflight: int, wait_s: float = 40.0) -> dict
                                                              "system": round((s1 - s0) / (w1 - w0) * 100, 1)}
         out["worker_holding"] = _status_mem(pid)
         out["running_when_measured"] = count("status = 'running'")
-        out["sleep60_processes_on_device"] = len(sshd.pgrep("sleep 60"))
+        out["sleep_processes_on_device"] = len(sshd.pgrep(HOLD))
         t1, cpu_t1 = time.time(), cpu_snapshot(s["pids"])
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(api.cancel, ids))
@@ -383,7 +386,7 @@ def capacity(bench: Bench, s: dict, inflight: int, wait_s: float = 40.0) -> dict
             "AND started_at IS NOT NULL AND cancel_requested_at IS NOT NULL AND finished_at IS NOT NULL")])
     time.sleep(0.5)
     out["leftover_process_groups"] = len(device_groups(sshd.username) & pgids)
-    out["sleep60_left_pgrep"] = len(sshd.pgrep("sleep 60"))
+    out["sleep_left_pgrep"] = len(sshd.pgrep(HOLD))
     out["worker_after"] = _status_mem(pid)
     out["worker_log"] = _log_counts(s["worker"].log()[log_at:])
     return out

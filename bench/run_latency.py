@@ -13,7 +13,7 @@ failed run cleans up fast), then measures in one run:
   2c. ceiling: the same number of no-op executions straight through the ssh driver in this process
      (and, as the raw baseline, bare paramiko execs of `true`), 32 at a time over 4 connections: the
      device side shares these cores, so this is the most any service could reach here;
-  3. capacity: 1,000 in-flight `sleep 60` runs (10 devices x max_concurrent_runs 100) in the one worker
+  3. capacity: 1,000 in-flight `sleep 120` runs (10 devices x max_concurrent_runs 100) in the one worker
      process: time until all started, its RSS, then cancel all and check nothing is left running.
 The phases are in bench/_run_phases.py.
 
@@ -175,7 +175,7 @@ def figures(r: dict) -> list[list]:
 
     if C:
         n, h = C["inflight_target"], C["worker_holding"]
-        rows += [["capacity: `sleep 60` runs started in one worker (s until all)",
+        rows += [["capacity: `sleep 120` runs started in one worker (s until all)",
                   f"{C['started']} / {n} ({C['all_started_s']} s)", str(n), verdict(C["started"] == n)],
                  ["capacity: worker RSS holding them, MB", f"{h['rss_mb']} (idle {C['worker_idle']['rss_mb']}, "
                   f"{h['threads']} threads)", "< 400", verdict(h["rss_mb"] < TARGETS["rss_mb"])],
@@ -183,8 +183,8 @@ def figures(r: dict) -> list[list]:
                   f"{C['canceled']} / {n} ({C['all_terminal_after_cancel_s']} s)", str(n), verdict(C["canceled"] == n)],
                  ["info: running run, cancel request -> finished: median / p90 ms",
                   _mid(C["cancel_request_to_finished"]) if C["cancel_request_to_finished"]["n"] else "", "", ""],
-                 ["capacity: our process groups left on the device (pgrep `sleep 60`)",
-                  f"{C['leftover_process_groups']} ({C['sleep60_left_pgrep']})", "0",
+                 ["capacity: our process groups left on the device (pgrep `sleep 120`)",
+                  f"{C['leftover_process_groups']} ({C['sleep_left_pgrep']})", "0",
                   verdict(C["leftover_process_groups"] == 0)]]
     return rows
 
@@ -224,7 +224,7 @@ def print_report(r: dict) -> None:
         st = C["stranded"]
         print(f"\ncapacity: when measured {C['running_when_measured']} running, {C['queued_when_measured']} queued "
               f"({st['queued_on_devices_with_free_slots']} of them on devices with free slots: {st['per_device']}); "
-              f"`sleep 60` processes on the device {C['sleep60_processes_on_device']}; worker CPU while holding them "
+              f"`sleep 120` processes on the device {C['sleep_processes_on_device']}; worker CPU while holding them "
               f"(% of one core): {C['worker_cpu_while_holding_percent_of_a_core']}; "
               f"worker VmHWM {C['worker_after']['hwm_mb']} MB; "
               f"final statuses {C['final_statuses']}; worker log: {C['worker_log']}")
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=50, help="sequential no-op runs for the latency")
     parser.add_argument("--runs", type=int, default=400, help="no-op runs for the throughput")
-    parser.add_argument("--inflight", type=int, default=1000, help="`sleep 60` runs for the capacity")
+    parser.add_argument("--inflight", type=int, default=1000, help="`sleep 120` runs for the capacity")
     parser.add_argument("--concurrency", type=int, default=1100, help="the worker's --concurrency")
     parser.add_argument("--phases", default="latency,throughput,drain,ceiling,capacity")
     parser.add_argument("--no-login-shell", dest="login_shell", action="store_false",
