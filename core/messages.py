@@ -70,6 +70,9 @@ def make_celery(settings: Settings) -> Celery:
 
     app = Celery("agentruns", broker=settings.redis_url, set_as_current=False)
     app.conf.update(
+        # kombu's Redis transport with a client per channel, not per publish (resolved by name when
+        # the app first connects: importing kombu here would slow every CLI command).
+        broker_transport="core.broker_transport:Transport",
         task_acks_late=True,  # a worker that dies mid-run leaves the message for redelivery ...
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,

@@ -1,4 +1,5 @@
-"""The workers' Redis transport: kombu's, made to survive a broker restart.
+"""The workers' Redis transport: kombu's (with a client per channel, core.broker_transport), made to
+survive a broker restart.
 
 With acks_late, a worker holds unacknowledged messages. When Redis goes away, Celery's consumer
 closes its connection (consumer.on_connection_error_after_connected) and kombu's virtual
@@ -15,10 +16,11 @@ by its epoch. Used by the worker's Celery app (workers.tasks); the API only send
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
 
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
+
+from core import broker_transport
 
 log = logging.getLogger("agentruns.worker")
 
@@ -56,28 +58,11 @@ class QoS(kombu_redis.QoS):
         super().reject(delivery_tag, requeue=requeue)
 
 
-class Channel(kombu_redis.Channel):
-    """kombu's channel, with one Redis client for its bookkeeping instead of one per call.
-
-    kombu builds a new redis.Redis for every unacked-index write and every ack (conn_or_acquire);
-    building one fills its table of a few hundred response callbacks, a twentieth of the worker's
-    CPU per run. A client is thread-safe (it takes connections from the channel's pool), and it
-    lives exactly as long as its channel: a broker reconnect makes a new channel, and a new client.
-    """
-
+class Channel(broker_transport.Channel):
     QoS = QoS
-    _shared_client = None
-
-    @contextmanager
-    def conn_or_acquire(self, client=None):
-        if client is None:
-            if self._shared_client is None:
-                self._shared_client = self._create_client()
-            client = self._shared_client
-        yield client
 
 
-class Transport(kombu_redis.Transport):
+class Transport(broker_transport.Transport):
     Channel = Channel
 
 
