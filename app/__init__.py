@@ -20,10 +20,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    from app import console, health, request_logs
+    from app import console, gevent_wait, health, request_db, request_logs
     from app.api import admin, devices, errors, keys, runs, webhooks
     from app.api.parser import limit_unsized_body
     from app.auth import guard_api
+    from app.enqueue import Publisher
     from core import db, log_context
     from core.config import Settings
     from core.messages import fail_fast, make_celery
@@ -39,13 +40,16 @@ def create_app(settings: Settings | None = None) -> Flask:
         OPENAPI_SWAGGER_UI_PATH="docs", OPENAPI_SWAGGER_UI_URL=console.SWAGGER_UI_URL,
         OPENAPI_SWAGGER_UI_CONFIG=console.SWAGGER_UI_CONFIG,
     )
-    db.init(settings.database_url)
+    # The pool's ping on every checkout is replaced by request_db.check_on_checkout's cheaper check.
+    request_db.check_on_checkout(db.init(settings.database_url, pool_pre_ping=False))
+    gevent_wait.install()  # under gunicorn's gevent workers: a cheaper wait for psycopg's results
     app.extensions["settings"] = settings
     # No client-side retries: when Redis is down, idempotency falls back to the database at once
     # instead of after redis-py's backoff.
     app.extensions["redis"] = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=5,
                                                     retry=Retry(NoBackoff(), 0))
     app.extensions["celery"] = fail_fast(make_celery(settings))
+    app.extensions["publisher"] = Publisher(app.extensions["celery"], app.extensions["redis"])
     api = errors.AgentrunsApi(app, spec_kwargs={"components": {"securitySchemes": {
         "bearer": {"type": "http", "scheme": "bearer"}}}, "security": [{"bearer": []}]})
     app.extensions["agentruns_api"] = api
@@ -57,6 +61,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.before_request(guard_api((runs.blp.name, devices.blp.name, webhooks.blp.name, keys.blp.name,
                                    admin.blp.name)))
     app.before_request(request_logs.bind_tenant)  # after the key check: its g.tenant_id
+    app.teardown_request(request_db.release)  # the connection the key check or the view checked out
     console.init_app(app)  # the web console: /, /runs, /devices, /sign-in
     app.register_blueprint(health.blp)
     logging.getLogger("agentruns").setLevel(logging.INFO)

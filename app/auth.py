@@ -8,9 +8,9 @@ import time
 from flask import current_app, g, request
 
 from agentruns.vocabulary import OPERATOR_ROLE
+from app import request_db
 from app.api.errors import APIError
 from app.api.parser import Blueprint
-from core import db
 from core.services.keys import KeyRefused, authenticate
 
 
@@ -35,8 +35,9 @@ def _rate_limit(tenant_id) -> None:
 def authenticate_request():
     """Resolve the Bearer key to g.tenant_id, g.key_id and g.key_role, or answer 401 (before any validation).
 
-    The key is looked up in PostgreSQL on every request: a revoked or expired key is refused at once
-    on every API process.
+    The key is looked up in PostgreSQL on every request (no cache): a revoked or expired key is refused
+    at once on every API process. The lookup uses the request's connection (app.request_db), which
+    the view then uses too: one pool checkout per request.
     """
     header = request.headers.get("Authorization", "")
     scheme, _, raw = header.partition(" ")
@@ -45,8 +46,7 @@ def authenticate_request():
                        headers={"WWW-Authenticate": "Bearer"})
     # A bare connection, not an ORM session: this runs on every API request.
     try:
-        with db.engine().connect() as conn:
-            caller = authenticate(conn, raw.strip())
+        caller = authenticate(request_db.connection(), raw.strip())
     except KeyRefused as exc:
         raise APIError(401, "unauthorized", str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
     g.tenant_id, g.key_id, g.key_role = caller.tenant_id, caller.key_id, caller.role

@@ -11,7 +11,6 @@ from core import log_context
 
 log = logging.getLogger("agentruns.api")
 _CREATE_RUN = ("POST", "/api/v1/agent-runs")
-_SMALL = 64 * 1024
 
 
 def init_app(app: Flask) -> None:
@@ -34,14 +33,12 @@ def bind_tenant() -> None:
 
 
 def _log_created_run(resp: Response) -> Response:
-    rule = request.url_rule
-    if resp.status_code == 201 and rule is not None and (request.method, rule.rule) == _CREATE_RUN:
-        run_id = resp.headers.get("Location", "").rpartition("/")[2]
-        # The device from the body, unless it is a finished run's output (`wait`): not worth parsing.
-        small = resp.content_length is not None and resp.content_length <= _SMALL
-        run = ((resp.get_json(silent=True) or {}).get("data") or {}) if small else {}
-        if run_id:
-            log.info("run %s created", run_id, extra={"run_id": run_id, "device_id": run.get("target_id")})
+    created = g.get("created_run")  # (run id, device id), set by the create view
+    if created is not None and resp.status_code == 201:
+        rule = request.url_rule
+        if rule is not None and (request.method, rule.rule) == _CREATE_RUN:
+            run_id, device_id = created
+            log.info("run %s created", run_id, extra={"run_id": run_id, "device_id": device_id})
     return resp
 
 

@@ -50,6 +50,8 @@ CASES = [
     ("GET /api/v1/agent-runs/{id}", "GET", "/api/v1/agent-runs/{id}", 200),
     ("GET /api/v1/agent-runs?limit=20", "GET", "/api/v1/agent-runs?limit=20", 200),
 ]
+# Issue #16: gunicorn CPU per request in /healthz CPUs, (must reach, goal); the other cases have none.
+CPU_TARGETS = {"POST /api/v1/agent-runs": (5.0, 3.0)}
 RUN_BODY = {"prompt": "benchmark", "computer_id": "bench-local", "provider": "custom", "command": "true"}
 
 
@@ -166,6 +168,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--procs", type=int, default=4, help="load-generator processes")
     parser.add_argument("--conns", type=int, default=2, help="keep-alive connections per process")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument("--only", default="", help="comma-separated words: run only the cases whose name has one "
+                        "(e.g. `POST,{id}`; the baselines always run)")
     parser.add_argument("--json", dest="json_path", help="also write the results as JSON here")
     args = parser.parse_args(argv)
     from tests.stack import service_env
@@ -186,7 +190,9 @@ def main(argv: list[str] | None = None) -> dict:
         run_id = api.create_run(RUN_BODY)["id"]
         # The baseline runs first and again last: a difference between the two shows drift in the
         # machine's load during the run (it is shared).
-        for case in CASES + [(CASES[0][0].replace("baseline", "baseline again"), *CASES[0][1:])]:
+        words = [w.strip() for w in args.only.split(",") if w.strip()]
+        cases = [c for c in CASES if "baseline" in c[0] or not words or any(w in c[0] for w in words)]
+        for case in cases + [(CASES[0][0].replace("baseline", "baseline again"), *CASES[0][1:])]:
             bench.check(case[0])
             rows.append(run_case(bench, url, key, case, run_id, args.procs, args.conns, args.warmup, args.duration))
             print(f"  {case[0]}: {rows[-1]['req_per_s']} req/s, p50 {rows[-1].get('median_ms')} ms, "
@@ -197,6 +203,15 @@ def main(argv: list[str] | None = None) -> dict:
                 raise RuntimeError("bug: SELECT count(*) returned no row")
             runs_in_table = row[0]
     base = rows[0]
+    # The issue's figure: gunicorn CPU per request in trivial-request CPUs, against the mean of the
+    # two /healthz baselines (the first and the last case), so that drift during the run cancels.
+    base_api = [b["cpu_ms_per_request"].get("api_ms_per") for b in (rows[0], rows[-1])]
+    base_api = [b for b in base_api if b]
+    base_cpu = sum(base_api) / len(base_api) if base_api else None
+    for r in rows:
+        api_ms = r["cpu_ms_per_request"].get("api_ms_per")
+        r["api_cpu_vs_baseline"] = round(api_ms / base_cpu, 2) if api_ms and base_cpu else None
+        r["api_cpu_target"] = CPU_TARGETS.get(r["case"])
     for r in rows:
         r["req_per_s_vs_baseline"] = round(r["req_per_s"] / base["req_per_s"], 3) if base["req_per_s"] else None
         r["p50_vs_baseline"] = round(r["median_ms"] / base["median_ms"], 2) if r.get("median_ms") else None
@@ -222,6 +237,15 @@ def print_report(result: dict) -> None:
     keys = ("api", "postgres", "redis", "client", "other", "machine")
     print(table(["case", "gunicorn workers", "postgres", "redis", "load generators", "other", "whole machine"],
                 [[r["case"], *(r["cpu_ms_per_request"].get(f"{k}_ms_per") for k in keys)] for r in result["cases"]]))
+    print("\ngunicorn CPU per request in trivial-request CPUs (÷ the mean of the two /healthz baselines' "
+          "gunicorn CPU per request, same run):")
+    cases = [r for r in result["cases"] if "baseline" not in r["case"]]
+    rows = []
+    for r in cases:
+        target = r.get("api_cpu_target") or (None, None)
+        rows.append([r["case"], r["cpu_ms_per_request"].get("api_ms_per"), r.get("api_cpu_vs_baseline"),
+                     *(f"<= {t:g}x" if t else "" for t in target), _met(r)])
+    print(table(["case", "gunicorn CPU ms", "÷ /healthz CPU", "must reach", "goal", "met"], rows))
     for r in result["cases"]:
         if r["other_top"]:
             print(f"  other, busiest processes during {r['case']}: {', '.join(r['other_top'])}")
@@ -229,6 +253,13 @@ def print_report(result: dict) -> None:
         if r["error_samples"]:
             print(f"  {r['case']} errors, e.g.: {r['error_samples']}")
     print(f"  (runs in the table at the end: {c['runs_in_table_after']})")
+
+
+def _met(r: dict) -> str:
+    target, ratio = r.get("api_cpu_target"), r.get("api_cpu_vs_baseline")
+    if not target or ratio is None:
+        return ""
+    return "goal" if ratio <= target[1] else "yes" if ratio <= target[0] else "no"
 
 
 if __name__ == "__main__":

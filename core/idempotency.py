@@ -11,6 +11,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import timedelta
 
 import redis
@@ -84,9 +85,17 @@ class _Lock:
 
 
 def create_once(r: redis.Redis, tenant_id: uuid.UUID, key: str, fp: str, ttl_seconds: int, wait_seconds: float,
-                create: Callable[[Connection], Run]) -> tuple[Run, bool]:
-    """Create a run under an Idempotency-Key; returns (run, replayed)."""
-    with db.engine().connect() as conn:
+                create: Callable[[Connection], Run], *,
+                connect: Callable[[], AbstractContextManager[Connection]] | None = None,
+                transaction: Callable[[], AbstractContextManager[Connection]] | None = None) -> tuple[Run, bool]:
+    """Create a run under an Idempotency-Key; returns (run, replayed).
+
+    `connect` (for reads) and `transaction` (for the create) default to new connections from the
+    pool; the API passes its request's connection for both.
+    """
+    connect = connect or db.engine().connect
+    transaction = transaction or db.transaction
+    with connect() as conn:
         row = _existing(conn, tenant_id, key)
         if row is not None:
             return _replay(conn, row, fp), True
@@ -95,7 +104,7 @@ def create_once(r: redis.Redis, tenant_id: uuid.UUID, key: str, fp: str, ttl_sec
     while not lock.acquire():
         # Someone else is creating this very request: wait for their commit, then replay it.
         time.sleep(0.05)
-        with db.engine().connect() as conn:
+        with connect() as conn:
             row = _existing(conn, tenant_id, key)
             if row is not None:
                 return _replay(conn, row, fp), True
@@ -104,7 +113,7 @@ def create_once(r: redis.Redis, tenant_id: uuid.UUID, key: str, fp: str, ttl_sec
                            code="idempotency_key_in_use", retry_after=1)
     try:
         try:
-            with db.transaction() as conn:
+            with transaction() as conn:
                 row = _existing(conn, tenant_id, key)
                 if row is not None:
                     return _replay(conn, row, fp), True
@@ -115,7 +124,7 @@ def create_once(r: redis.Redis, tenant_id: uuid.UUID, key: str, fp: str, ttl_sec
                                        "expires_at": utcnow() + timedelta(seconds=ttl_seconds)})
             return run, False
         except IntegrityError:
-            with db.engine().connect() as conn:
+            with connect() as conn:
                 row = _existing(conn, tenant_id, key)
                 if row is None:
                     raise

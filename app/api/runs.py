@@ -1,8 +1,12 @@
 """/api/v1/agent-runs: create, list, get (long-poll), cancel, events."""
 from __future__ import annotations
 
-from flask import current_app, g, request
+from contextlib import nullcontext
 
+from flask import current_app, g, request
+from sqlalchemy.orm import Session
+
+from app import request_db
 from app.api import stream
 from app.api.errors import APIError, request_id
 from app.api.parser import Blueprint
@@ -16,8 +20,8 @@ from app.api.schemas import (
     WaitQuery,
     unstorable,
 )
-from core import db, idempotency
-from core.messages import enqueue
+from core import idempotency
+from core.models import TERMINAL
 from core.notify import publish, publish_cancel
 from core.services import runs as run_service
 from core.services.waiting import wait_terminal
@@ -69,6 +73,10 @@ def _ext(name):
     return current_app.extensions[name]
 
 
+def _enqueue(run) -> None:
+    _ext("publisher").enqueue([run_service.queued(run)])
+
+
 @blp.route("/agent-runs", methods=["POST"])
 @blp.arguments(RunCreate())
 @blp.response(201, RunEnvelope, headers={"Location": _LOCATION})
@@ -91,18 +99,22 @@ def create_run(data):
 
     key = request.headers.get("Idempotency-Key")
     if key is None:
-        with db.transaction() as conn:
+        with request_db.transaction() as conn:
             run = create(conn)
         replayed = False
     else:
         fp = idempotency.fingerprint(settings.secret_key, request.get_json())
         run, replayed = idempotency.create_once(
             _ext("redis"), g.tenant_id, idempotency.validate_key(key), fp, settings.idempotency_ttl_seconds,
-            settings.idempotency_wait_seconds, create)
-    if not replayed:
-        enqueue(_ext("celery"), [run_service.queued(run)])
+            settings.idempotency_wait_seconds, create, connect=lambda: nullcontext(request_db.connection()),
+            transaction=request_db.transaction)
     if wait:
-        run = wait_terminal(_ext("redis"), run, wait)
+        request_db.release()  # not held while waiting
+        run = wait_terminal(_ext("redis"), run, wait, enqueue=None if replayed else _enqueue)
+    elif not replayed:
+        _enqueue(run)
+    if not replayed:
+        g.created_run = (str(run.id), run.target_id)  # for the request log (app.request_logs)
     headers = {"Location": f"/api/v1/agent-runs/{run.id}"}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
@@ -126,7 +138,7 @@ def list_runs(query):
     bad = {f"metadata[{k}]": [problem] for k, v in metadata.items() if (problem := unstorable(k) or unstorable(v))}
     if bad:
         raise APIError(422, "validation_error", "; ".join(f"{k}: {v[0]}" for k, v in bad.items()), {"fields": bad})
-    with db.session() as s:
+    with Session(request_db.connection()) as s:
         rows, next_cursor = run_service.list_runs(s, g.tenant_id, query, metadata)
     return {"data": rows, "next_cursor": next_cursor}
 
@@ -137,9 +149,9 @@ def list_runs(query):
 @blp.errors({404: "not_found: no such run in this tenant (also for an id that is no UUID)."})
 def get_run(query, run_id):
     """Get a run; `?wait=SECONDS` holds the answer until the run is terminal."""
-    with db.engine().connect() as conn:
-        run = run_service.get(conn, g.tenant_id, run_id)
-    if query["wait"]:
+    run = run_service.get(request_db.connection(), g.tenant_id, run_id)
+    if query["wait"] and run.status not in TERMINAL:
+        request_db.release()  # not held while waiting
         run = wait_terminal(_ext("redis"), run, query["wait"])
     return {"data": run}
 
@@ -150,7 +162,7 @@ def get_run(query, run_id):
              409: "run_finished: the run already succeeded or failed (canceling a canceled run answers 200)."})
 def cancel_run(run_id):
     """Cancel: queued runs end at once, running runs are killed by their worker."""
-    with db.transaction() as conn:
+    with request_db.transaction() as conn:
         run = run_service.cancel(conn, g.tenant_id, run_id)
     publish(_ext("redis"), run.id, "cancel")
     if run.status == "running":
@@ -170,10 +182,10 @@ def run_events(query, run_id):
     Send `Accept: text/event-stream` (as the preferred type) for the stream, resumable with
     Last-Event-ID; otherwise the answer is one page of the log as JSON.
     """
-    with db.session() as s:
-        run = run_service.get(s, g.tenant_id, run_id)
-        if request.accept_mimetypes.best == "text/event-stream":
-            after = stream.resume_after(request.headers.get("Last-Event-ID", ""), query["after_seq"])
-            return stream.response(_ext("redis"), run.id, after)
-        rows = run_service.events(s, run.id, query["after_seq"], query["limit"])
-    return {"data": rows}
+    conn = request_db.connection()
+    run = run_service.get(conn, g.tenant_id, run_id)
+    if request.accept_mimetypes.best == "text/event-stream":
+        request_db.release()  # not held while streaming
+        after = stream.resume_after(request.headers.get("Last-Event-ID", ""), query["after_seq"])
+        return stream.response(_ext("redis"), run.id, after)
+    return {"data": run_service.events(conn, run.id, query["after_seq"], query["limit"])}
