@@ -37,8 +37,8 @@ __all__ = ["CANCELED", "DETACHED", "TIMEOUT", "Pacing", "Runner", "escalate"]
 class Pacing:
     """How often a run checks cancel and its deadline, and how long a stopped run's output is awaited."""
 
-    tick: float = 0.05  # while output flows, and always once a stop was asked for ...
-    idle_tick: float = 0.05  # ... and once the run printed nothing for quiet_after
+    tick: float = 0.05  # while output flows, and once a stop was asked for until it is sent ...
+    idle_tick: float = 0.05  # ... and once the run printed nothing for quiet_after, or its stop is sent
     quiet_after: float = 1.0
     escape_slack: float = 3.0  # after the stop's grace: how long output held by an escaped process is awaited
 
@@ -117,8 +117,11 @@ class Runner(ABC):
                     break  # the command never reported a pgid; closing is all we can do
             if stop_sent is not None and now - stop_sent > grace + pace.escape_slack:
                 break  # a process that escaped the group still holds the output open
-            # A long, silent run wakes less often: hundreds of them in one worker add up.
-            self.wait(pace.tick if killed or now - active_at < pace.quiet_after else pace.idle_tick)
+            # A long, silent run wakes less often: hundreds of them in one worker add up. So does a
+            # run whose stop is on its way: wait() returns as soon as the command's output ends, and
+            # a thousand runs canceled at once, polling at the tick, starved the worker's heartbeat.
+            busy = (killed and stopper is None) or now - active_at < pace.quiet_after
+            self.wait(pace.tick if busy else pace.idle_tick)
         if stopper is not None:
             # The output can end before the KILL (children that ignore TERM but left stdout);
             # a stopped run returns only once the whole group had its KILL.
