@@ -4,7 +4,6 @@ from __future__ import annotations
 from contextlib import nullcontext
 
 from flask import current_app, g, request
-from sqlalchemy.orm import Session
 
 from app import request_db
 from app.api import stream
@@ -138,8 +137,7 @@ def list_runs(query):
     bad = {f"metadata[{k}]": [problem] for k, v in metadata.items() if (problem := unstorable(k) or unstorable(v))}
     if bad:
         raise APIError(422, "validation_error", "; ".join(f"{k}: {v[0]}" for k, v in bad.items()), {"fields": bad})
-    with Session(request_db.connection()) as s:
-        rows, next_cursor = run_service.list_runs(s, g.tenant_id, query, metadata)
+    rows, next_cursor = run_service.list_runs(request_db.connection(), g.tenant_id, query, metadata)
     return {"data": rows, "next_cursor": next_cursor}
 
 
