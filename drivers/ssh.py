@@ -2,9 +2,10 @@
 
 The command runs detached on the device and spools its output there, so a run survives a dropped
 connection (it re-attaches) and its worker (another one attaches, `attach()`). See ssh_script.py for
-the remote wrapper (pgid line, cwd check, env and stdin, login shell, spool), ssh_spool.py for the
-spool and the attach, ssh_run.py for one run across its channels, ssh_janitor.py for removing spools,
-ssh_pool.py for connection reuse and ssh_connect.py for host key pinning and auth.
+the remote wrapper (pgid line, cwd check, env and stdin, login shell, spool), ssh_facts.py for what
+the device offers the wrapper, ssh_spool.py for the spool and the attach, ssh_run.py for one run
+across its channels, ssh_janitor.py for removing spools, ssh_kill.py for stopping process groups in
+batches, ssh_pool.py for connection reuse and ssh_connect.py for host key pinning and auth.
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from .base import (
 )
 from .ssh_connect import HostKeyCallback, connect
 from .ssh_janitor import get_janitor
+from .ssh_kill import get_batcher
 from .ssh_pool import PooledTransport, TransportPool, get_pool
 from .ssh_run import SSHRun
 
@@ -118,10 +120,22 @@ class SSHDriver:
                               stop=pgid is not None)
 
     def kill_group(self, pgid: int, grace: float | None = None, *, retry: bool = True) -> bool:
-        """Kill a process group on the device (TERM, then KILL after grace); True if it was found."""
+        """Kill a process group on the device (TERM, then KILL after grace); True if it was found.
+
+        Batched with the other stops of this device asked for meanwhile (ssh_kill.py)."""
         grace = self.kill_grace if grace is None else grace
-        status = self._run_small(ssh_script.kill_command(pgid, grace), timeout=grace + 10, retry=retry)
-        return status == 0
+        if not isinstance(pgid, int) or isinstance(pgid, bool) or pgid <= 1:
+            raise ValueError(f"refusing to signal process group {pgid!r}")
+
+        def kill(pgids: list[int], grace: float) -> set[int]:
+            status, out = self._run_short(ssh_script.kill_command(pgids, grace), timeout=grace + 10, retry=retry)
+            if status != 0:
+                raise DriverError(REMOTE_SETUP_FAILED, f"the kill script exited with {status} on {self.spec.host}",
+                                  before_start=False)
+            return {int(w[1]) for line in out.decode(errors="replace").splitlines()
+                    if len(w := line.split()) == 2 and w[0] == "found" and w[1].isdigit()}
+
+        return get_batcher().kill(self._key, pgid, grace, kill)
 
     def ping(self) -> float:
         """Open (or reuse) a connection and run `true`; return the latency in seconds."""
@@ -143,12 +157,13 @@ class SSHDriver:
         return connect(self.spec, pins, accepted)
 
     def open_channel(self, command: str | Callable[..., str], cancel: threading.Event | None = None,
-                     retry: bool = True) -> tuple[PooledTransport, paramiko.Channel] | None:
+                     retry: bool = True, spare: bool = False) -> tuple[PooledTransport, paramiko.Channel] | None:
         """Open a channel and exec command, retrying failures that happen before anything runs.
 
         command: the exec string, or a function that makes it from the device's facts (ssh_facts.py),
-        learned once per connection. Returns (conn, channel), or None if `cancel` was set before the
-        command could start.
+        learned once per connection. spare: a short command, which may take a connection's room kept
+        beyond its runs (ssh_pool.SPARE_CHANNELS). Returns (conn, channel), or None if `cancel` was set
+        before the command could start.
         """
         delays = (0.0, *self.retry_delays) if retry else (0.0,)
         for attempt, delay in enumerate(delays):
@@ -157,7 +172,8 @@ class SSHDriver:
             if delay and cancel is None:
                 time.sleep(delay)
             try:
-                conn, chan = self.pool.open_session(self._key, self._connect, timeout=self.spec.connect_timeout)
+                conn, chan = self.pool.open_session(self._key, self._connect, timeout=self.spec.connect_timeout,
+                                                    spare=spare)
             except DriverError as exc:
                 if exc.code in _NOT_RETRIED or attempt == len(delays) - 1:
                     raise
@@ -205,17 +221,25 @@ class SSHDriver:
 
     def _run_small(self, command: str, timeout: float, retry: bool = True) -> int | None:
         """Run a short command with no stdin; return its exit status."""
-        opened = self.open_channel(command, retry=retry)
+        return self._run_short(command, timeout, retry)[0]
+
+    def _run_short(self, command: str, timeout: float, retry: bool = True) -> tuple[int | None, bytes]:
+        """Run a short command with no stdin (in a pooled connection's spare room); return its exit
+        status and the start of its stdout."""
+        opened = self.open_channel(command, retry=retry, spare=True)
         assert opened is not None, "only a cancel event ends open_channel without one"
         conn, chan = opened
+        out = b""
         try:
             chan.shutdown_write()
             chan.settimeout(timeout)
-            while chan.recv(4096) or chan.recv_stderr_ready() and chan.recv_stderr(4096):
-                pass  # output is not needed; reading keeps the window open
+            while chunk := chan.recv(4096):
+                out = (out + chunk)[:1 << 20]
+                while chan.recv_stderr_ready():  # not needed; reading keeps the window open
+                    chan.recv_stderr(4096)
             if not chan.status_event.wait(timeout):
                 raise DriverError(CONNECTION_LOST, f"no exit status from {self.spec.host}", before_start=False)
-            return None if chan.exit_status == -1 else chan.exit_status
+            return (None if chan.exit_status == -1 else chan.exit_status), out
         except (TimeoutError, OSError, paramiko.SSHException) as exc:
             raise DriverError(CONNECTION_LOST, f"{self.spec.host}: {exc}", before_start=False) from None
         finally:

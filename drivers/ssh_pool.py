@@ -18,6 +18,9 @@ import paramiko
 from .base import DEVICE_UNREACHABLE, DriverError
 
 _CHANNEL_TRIES = 20  # refusals and dead transports tolerated while opening one channel
+# Channels a short command may open on a connection beyond max_channels: sshd's MaxSessions defaults
+# to 10, the runs take 8.
+SPARE_CHANNELS = 2
 
 
 class PooledTransport:
@@ -56,11 +59,15 @@ class TransportPool:
         self._next_sweep = time.monotonic() + min(idle_timeout, 60.0)
 
     def open_session(self, key: Hashable, connect: Callable[[], paramiko.Transport],
-                     timeout: float = 10.0) -> tuple[PooledTransport, paramiko.Channel]:
-        """Return (conn, new session channel); call release(conn) when the channel is done."""
+                     timeout: float = 10.0, spare: bool = False) -> tuple[PooledTransport, paramiko.Channel]:
+        """Return (conn, new session channel); call release(conn) when the channel is done.
+
+        spare: for a short command (a kill, a spool removal, a ping), which may use the room kept on
+        each connection beyond max_channels (SPARE_CHANNELS) instead of opening another connection.
+        """
         last: Exception | None = None
         for _ in range(_CHANNEL_TRIES):
-            conn = self._acquire(key, connect)
+            conn = self._acquire(key, connect, self.max_channels + (SPARE_CHANNELS if spare else 0))
             try:
                 return conn, conn.transport.open_session(timeout=timeout)
             except (paramiko.SSHException, EOFError, OSError) as exc:
@@ -110,13 +117,13 @@ class TransportPool:
         for c in conns:
             c.transport.close()
 
-    def _acquire(self, key: Hashable, connect: Callable[[], paramiko.Transport]) -> PooledTransport:
+    def _acquire(self, key: Hashable, connect: Callable[[], paramiko.Transport], limit: int) -> PooledTransport:
         while True:
             stale: list[PooledTransport] = []
             try:
                 with self._lock:
                     self._sweep(stale)
-                    conn = self._take_slot(key, stale)
+                    conn = self._take_slot(key, stale, limit)
                     if conn is not None:
                         return conn
                     pending = self._pending.get(key)
@@ -155,11 +162,11 @@ class TransportPool:
         self._conns[key] = keep
         return keep
 
-    def _take_slot(self, key: Hashable, stale: list[PooledTransport]) -> PooledTransport | None:
+    def _take_slot(self, key: Hashable, stale: list[PooledTransport], limit: int) -> PooledTransport | None:
         # Holding the lock. First fit packs runs onto few transports so spare ones go idle and close.
         keep = self._prune(key, time.monotonic(), stale)
         for c in keep:
-            if c.channels < self.max_channels and not c.full:
+            if c.channels < limit and not c.full:
                 c.channels += 1
                 return c
         return None

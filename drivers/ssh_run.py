@@ -155,7 +155,8 @@ class SSHRun(Runner):
         return False
 
     def stop_group(self, pgid: int, grace: float) -> None:
-        """Kill the group from a second channel: the device runs TERM, grace, KILL itself (kill_command)."""
+        """Kill the group from a second channel: the device runs TERM, grace, KILL itself (kill_command,
+        batched with the device's other stops: ssh_kill.py)."""
         try:
             self.driver.kill_group(pgid, grace)
         except Exception:  # noqa: BLE001 - the run loop still closes the channel

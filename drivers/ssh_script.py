@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import shlex
+from collections.abc import Sequence
 
 from . import ssh_spool
 from ._common import validate_env
@@ -233,32 +234,42 @@ def _known_group(facts: DeviceFacts | None, limit: str | None) -> str | None:
     return facts.setsid or None
 
 
-def kill_command(pgid: int, grace: float) -> str:
-    """Remote command: TERM the group, wait up to `grace` for it to go, then KILL; exit 3 if absent."""
-    if not isinstance(pgid, int) or pgid <= 1:
-        # `kill -- -1` would signal every process of the device user.
-        raise ValueError(f"refusing to signal process group {pgid!r}")
+def kill_command(pgids: Sequence[int], grace: float) -> str:
+    """Remote command: TERM each group, wait up to `grace` for them to go, then KILL what is left.
+
+    Prints "found <pgid>" for each group the TERM reached (none: the groups were already gone).
+    One exec for all of a device's stops at that moment (ssh_kill.py): a thousand runs canceled at
+    once cost one session per batch, not one each.
+    """
+    for pgid in pgids:
+        if not isinstance(pgid, int) or isinstance(pgid, bool) or pgid <= 1:
+            # `kill -- -1` would signal every process of the device user.
+            raise ValueError(f"refusing to signal process group {pgid!r}")
+    if not pgids:
+        raise ValueError("no process group to signal")
     ticks = max(1, math.ceil(grace * 10))
     script = "\n".join([
-        f"P={pgid}",
-        'kill -s TERM -- "-$P" 2>/dev/null || exit 3',
-        # `kill -0` is a builtin, so polling with it costs no process: a group that dies on TERM costs
+        f"G='{' '.join(str(p) for p in pgids)}'; F=",
+        'for P in $G; do kill -s TERM -- "-$P" 2>/dev/null && { F="$F $P"; printf \'found %s\\n\' "$P"; }; done',
+        '[ -n "$F" ] || exit 0',
+        # `kill -0` is a builtin, so polling with it costs no process: groups that die on TERM cost
         # nothing more. But it also counts zombies, and where PID 1 reaps lazily (containers) the
         # dead children stay zombies: after a few ticks, ask ps whether a live member is left, so a
-        # stopped run does not always cost the whole grace period. (ps scans every process: with
-        # hundreds of runs being canceled at once, running it on every tick was most of the cost.)
+        # stopped run does not always cost the whole grace period (one ps per tick for the batch).
         "if command -v ps >/dev/null 2>&1 && command -v awk >/dev/null 2>&1; then",
         "  live() { ps -eo pgid=,stat= 2>/dev/null"
-        " | awk -v p=\"$P\" '$1 == p && $2 !~ /^Z/ { f = 1 } END { exit !f }'; }",
+        " | awk -v g=\"$F\" 'BEGIN { n = split(g, a, \" \"); for (i = 1; i <= n; i++) w[a[i]] = 1 }"
+        " ($1 in w) && $2 !~ /^Z/ { f = 1 } END { exit !f }'; }",
         "else",
         "  live() { return 0; }",
         "fi",
+        'any() { for P in $F; do kill -s 0 -- "-$P" 2>/dev/null && return 0; done; return 1; }',
         "i=0",
-        f'while [ "$i" -lt {ticks} ] && kill -s 0 -- "-$P" 2>/dev/null; do',
+        f'while [ "$i" -lt {ticks} ] && any; do',
         '  if [ "$i" -ge 3 ] && ! live; then break; fi',
         "  sleep 0.1; i=$((i+1))",
         "done",
-        'kill -s KILL -- "-$P" 2>/dev/null',
+        'for P in $F; do kill -s KILL -- "-$P" 2>/dev/null; done',
         "exit 0",
     ])
     return "exec /bin/sh -c " + shlex.quote(script)

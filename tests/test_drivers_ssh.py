@@ -348,6 +348,30 @@ def test_kill_group_from_another_connection(driver, sshd):
     assert sshd.pgrep(marker) == []
 
 
+def test_many_groups_stopped_at_once_go_in_few_execs(driver, sshd, monkeypatch):
+    """Twelve stops asked for together: one kill exec for the first, one for the rest that waited
+    for it (ssh_kill.py); each group found and gone, and a second stop finds none."""
+    marker = unique_marker()
+    runs = [run_in_thread(driver, ["sleep", marker], timeout=60) for _ in range(12)]
+    for _, out, started in runs:
+        assert started.wait(10) and "err" not in out
+    other = SSHDriver(sshd.spec(), pool=TransportPool())
+    scripts: list[str] = []
+    real = other._run_short
+    monkeypatch.setattr(other, "_run_short", lambda command, **kw: (scripts.append(command), real(command, **kw))[1])
+    try:
+        with ThreadPoolExecutor(12) as pool:
+            found = list(pool.map(lambda r: other.kill_group(r[1]["pgid"], grace=0.5), runs))
+        assert found == [True] * 12 and 1 <= len(scripts) <= 3
+        for t, out, _ in runs:
+            t.join(5)
+            assert out["res"].exit_code is None
+        assert sshd.pgrep(marker) == []
+        assert other.kill_group(runs[0][1]["pgid"], grace=0.5) is False
+    finally:
+        other.pool.close()
+
+
 def test_a_dropped_connection_is_resumed_with_the_whole_output(driver, sshd):
     """The command runs detached: closing every transport mid-run only makes the run re-attach."""
     go, chunks = f"/tmp/agentruns-go-{uuid.uuid4().hex}", []

@@ -145,3 +145,46 @@ def test_the_janitor_removes_spools_in_batches_and_keeps_them_when_the_device_is
     thread.join(5)
     assert len(calls) == 4  # tried again once, then kept for the next run on that device
     assert janitor.pending("dev") == {"k4"}
+
+
+def test_the_kill_batcher_sends_the_stops_asked_for_meanwhile_together_and_hands_failures_to_each():
+    from drivers.base import DriverError
+    from drivers.ssh_kill import KillBatcher
+
+    batcher, batches, release = KillBatcher(), [], threading.Event()
+
+    def run(pgids, grace):
+        batches.append((pgids, grace))
+        release.wait(5)
+        if 13 in pgids:
+            raise DriverError("connection_lost", "gone", before_start=False)
+        return {p for p in pgids if p != 12}
+
+    results: dict[int, object] = {}
+
+    def stop(pgid):
+        try:
+            results[pgid] = batcher.kill("dev", pgid, 0.5, run)
+        except DriverError as exc:
+            results[pgid] = exc.code
+
+    first = threading.Thread(target=stop, args=(10,))
+    first.start()
+    deadline = time.monotonic() + 5
+    while not batches:  # the first stop's exec runs (and hangs until released)
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    others = [threading.Thread(target=stop, args=(p,)) for p in (11, 12)]
+    for t in others:
+        t.start()
+    time.sleep(0.1)  # both are waiting for the first exec
+    release.set()
+    for t in (first, *others):
+        t.join(5)
+    assert batches == [([10], 0.5), ([11, 12], 0.5)] and results == {10: True, 11: True, 12: False}
+    batches.clear()
+    failing = [threading.Thread(target=stop, args=(p,)) for p in (13,)]
+    for t in failing:
+        t.start()
+        t.join(5)
+    assert results[13] == "connection_lost"
