@@ -157,7 +157,7 @@ def build_command(
         lines += [
             f"__agentruns_n=$(LC_ALL=C dd of={p}in bs=65536 2>&1)",
             f"case $__agentruns_n in *\"${_NL_VAR}\"'{stdin_len} byte'*) ;; "
-            f"*) true > {p}exit.never; exit 97 ;; esac",
+            f"*) {{ set -C; printf -- '- -\\nnever\\n' > {p}pgid; }} 2>/dev/null; exit 97 ;; esac",
         ]
     lines += [
         # Creating the pgid file exclusively claims the start against an attach that finds no start
@@ -215,9 +215,9 @@ def build_command(
         f" < {p}e & __agentruns_e=$!",
         'while :; do __agentruns_i=; wait "$__agentruns_c"; __agentruns_rc=$?; [ -n "$__agentruns_i" ] || break; done',
         'while :; do __agentruns_i=; wait "$__agentruns_o" "$__agentruns_e"; [ -n "$__agentruns_i" ] || break; done',
-        # The exit status as the name of an empty file: created in one step, so nobody reads it half
-        # written (a `mv` of a temporary file cost an exec).
-        f"{{ true > {p}exit.\"$__agentruns_rc\"; }} 2>/dev/null",
+        # The exit status as the pgid file's second line: one small append, which a reader sees
+        # whole or not at all (a `mv` of a temporary status file cost an exec).
+        f"{{ printf '%s\\n' \"$__agentruns_rc\" >> {p}pgid; }} 2>/dev/null",
         'exit "$__agentruns_rc"',
     ]
     shell = facts.posix_login_shell if inside and facts else "/bin/sh"

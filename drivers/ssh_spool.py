@@ -10,15 +10,17 @@ connection or a dead worker costs nothing: another connection reads the spool on
                                      created exclusively (noclobber): a second start refuses
         <key>.o, <key>.e             FIFOs the command writes and the tees read
         <key>.stdout, <key>.stderr   everything the command printed, up to the spool cap each
-        <key>.pgid                   "<process group> <waiter pid>"; created exclusively: the start
-                                     and an attach that finds no start race for it, the loser refuses
-        <key>.exit.<status>          empty; its name is the exit status ("never": refused before
-                                     starting), created once both tees have finished
+        <key>.pgid                   "<process group> <waiter pid>", and once the run is over a second
+                                     line, its exit status, appended when both tees have finished;
+                                     "- -" and "never" for a run that never started. Created
+                                     exclusively: the start and an attach that finds no start race
+                                     for it, the loser refuses
 
-Every file of a run is created by a shell redirect, a builtin: the layout before (a directory per
-run, the status written to a temporary file and renamed) cost a `mkdir` and a `mv`, a tenth of a
-no-op run's CPU on its device. A run started under that layout (`<key>/stdin`, `<key>/status`
-holding the status) is still attached to and removed.
+Every file of a run is written by a shell redirect, a builtin, and has a fixed name (so the
+removal names them: no glob that reads the whole spool directory per run): the layout before (a
+directory per run, the status written to a temporary file and renamed) cost a `mkdir` and a `mv`, a
+tenth of a no-op run's CPU on its device. A run started under that layout (`<key>/stdin`,
+`<key>/status` holding the status) is still attached to and removed.
 
 The cap: each tee runs under `ulimit -f` (the spool cap, SPOOL_CAP_FACTOR times the output cap), so
 a command printing without end cannot fill the device's disk. Past the cap the spool stops growing
@@ -56,14 +58,19 @@ def say(tag: str, *words: str) -> str:
     return f"printf '%s\\n' {shlex.quote(' '.join((tag, *words)))}"
 
 
+_FILES = ("in", "o", "e", "stdout", "stderr", "pgid")  # a run's spool files (this layout), after "<key>."
+
+
 def _locate(key: str) -> list[str]:
     """Shell lines that set p, the prefix of key's spool files (either layout), and define `ended`,
     which is true once the run has a status, then in S."""
     k = shlex.quote(check_key(key))
     return [
-        f"p=$r/{k}.; [ -d \"$r\"/{k} ] && p=$r/{k}/",
-        'ended() { S=; for f in "${p}status" "${p}exit."*; do [ -e "$f" ] || continue; case $f in '
-        '*/status) read -r S < "$f" || S=-; [ -n "$S" ] || S=-;; *) S=${f##*exit.};; esac; done; [ -n "$S" ]; }',
+        f"p=$r/{k}.; o=; [ -d \"$r\"/{k} ] && p=$r/{k}/ o=1",
+        # This layout: the pgid file's second line, complete with its newline; the layout before: a
+        # status file (renamed into place whole).
+        'ended() { S=; if [ -n "$o" ]; then [ -e "${p}status" ] && { read -r S < "${p}status" || S=-; }; '
+        'else { read -r _ _ && read -r S; } < "${p}pgid" 2>/dev/null || S=; fi; [ -n "$S" ]; }',
     ]
 
 
@@ -86,13 +93,13 @@ def attach_command(key: str, tag: str, stdout_from: int, stderr_from: int) -> st
         *_locate(key),
         '[ -d "$r" ] || mkdir -p -m 700 "$r" 2>/dev/null',
         # First to create the pgid file wins: the start then refuses to run.
-        f'if (set -C; true > "${{p}}pgid") 2>/dev/null; then true > "${{p}}exit.never"; {gone}; exit 0; fi',
+        f"if (set -C; printf -- '- -\\nnever\\n' > \"${{p}}pgid\") 2>/dev/null; then {gone}; exit 0; fi",
         # The start claimed it a moment ago and is about to write it.
         'i=0; P=; read -r P W < "${p}pgid" 2>/dev/null',
         'while [ -z "$P" ] && ! ended && [ "$i" -lt 5 ]; do',
         '  sleep 1; read -r P W < "${p}pgid" 2>/dev/null; i=$((i+1))',
         "done",
-        f'[ -n "$P" ] || {{ {gone}; exit 0; }}',
+        f'case $P in ""|-) {gone}; exit 0 ;; esac',  # "-": a start that refused before the command
         f"printf '%s %s\\n' {shlex.quote(tag + ' attached')} \"$P\"",
         f"{say(tag, 'stderr')} >&2",
         'if ! ended && kill -0 "$W" 2>/dev/null; then',
@@ -120,8 +127,8 @@ def cleanup_command(keys: Sequence[str], stop: Sequence[str] = (), sweep: bool =
     sweep: also remove spools untouched for STALE_DAYS (their runs ended long ago, and nobody came
     back for them).
     """
-    # Both layouts: a directory per run, or the run's files side by side.
-    names = " ".join(f"{k} {k}.*" for k in (shlex.quote(check_key(k)) for k in keys))
+    # Both layouts: a directory per run, or the run's files side by side, each by its name.
+    names = " ".join(f"{k} " + " ".join(f"{k}.{f}" for f in _FILES) for k in (shlex.quote(check_key(k)) for k in keys))
     lines = [f"r={SPOOL_ROOT}; cd \"$r\" 2>/dev/null || exit 0"]
     for key in stop:
         # The group and its waiter (which would otherwise record a status into the spool being

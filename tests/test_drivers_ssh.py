@@ -46,9 +46,9 @@ def run(driver, argv, *, on_output=None, on_start=None, cancel=None, **kw):
         return driver.run(ExecRequest(argv=argv, **kw), on_output=on_output, on_start=on_start, cancel=cancel)
     finally:
         if own_key:
-            for path in (Path(os.path.expanduser(f"~{driver.spec.username}")) / ".agentruns/spool").glob(
-                    kw["spool_key"] + ".*"):
-                path.unlink()
+            spool = Path(os.path.expanduser(f"~{driver.spec.username}")) / ".agentruns/spool"
+            for name in ssh_spool._FILES:  # by name, as the janitor does: a glob reads the whole directory
+                (spool / f"{kw['spool_key']}.{name}").unlink(missing_ok=True)
 
 
 def run_in_thread(driver, argv, **kw):
@@ -416,7 +416,7 @@ def test_a_detached_run_is_attached_again_by_another_driver_with_its_whole_outpu
     assert out["res"].killed == "detached" and out["res"].stdout == b"before\n"
     # The command ends while nobody follows it: the attach finds its result in the spool.
     sshd.run_as_user(f"touch {go}")
-    wait_until(lambda: sshd.run_as_user(f"test -e {spool_of(sshd, key)}exit.7 && echo 7").stdout == "7\n")
+    wait_until(lambda: sshd.run_as_user(f"sed -n 2p {spool_of(sshd, key)}pgid").stdout == "7\n")
     other = SSHDriver(sshd.spec(), pool=TransportPool(), retry_delays=FAST_RETRY)  # like another worker
     try:
         live: list[tuple[str, bytes]] = []

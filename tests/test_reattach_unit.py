@@ -100,7 +100,7 @@ def test_the_start_wrapper_spools_and_detaches():
                                        kill_grace=2, spool_key="run-1", stdin_len=1234, spool_cap=2 * 1024 * 1024)
     script = command.split(" ", 3)[3]
     for piece in ("setsid", "/.agentruns/spool/run-1.", "'1234 byte'", "ulimit -f 4096",
-                  "set -C", "timeout -s TERM -k 2 100", 'exit."$__agentruns_rc"'):
+                  "set -C", "timeout -s TERM -k 2 100", '"$__agentruns_rc" >> "$__agentruns_p"pgid'):
         assert piece in script, piece
     with pytest.raises(ValueError):
         ssh_script.build_command(["true"], "/", "n0nce", login_shell=False, backstop=None, kill_grace=1,
@@ -115,7 +115,10 @@ def test_the_spool_scripts_take_only_safe_keys_and_offsets():
     with pytest.raises(ValueError):
         ssh_spool.attach_command("run-1", "__agentruns_x", -1, 0)
     cleanup = ssh_spool.cleanup_command(["a", "b"], stop=["b"], sweep=True)
-    assert "rm -rf -- a a.* b b.*" in cleanup and '"-$P"' in cleanup and "-mtime +1" in cleanup
+    # Each file by its name: a glob would read the whole spool directory once per run.
+    assert "rm -rf -- a a.in a.o a.e a.stdout a.stderr a.pgid b b.in" in cleanup
+    assert "*" not in cleanup.split("rm -rf --")[1].split("\n")[0]
+    assert '"-$P"' in cleanup and "-mtime +1" in cleanup
     assert ssh_spool.spool_cap(1024 * 1024) == 64 * 1024 * 1024 and ssh_spool.spool_cap(10) == 1024 * 1024
 
 
@@ -138,7 +141,8 @@ def test_the_janitor_removes_spools_in_batches_and_keeps_them_when_the_device_is
     assert janitor.discard("dev", "k2", run) is None and janitor.discard("dev", "k3", run) is None
     release.set()
     first.join(5)
-    assert len(calls) == 2 and "k1" in calls[0] and "k2 k2.* k3 k3.*" in calls[1] and janitor.pending("dev") == set()
+    assert len(calls) == 2 and "k1" in calls[0] and "k2 k2.in" in calls[1] and " k3 k3.in" in calls[1]
+    assert janitor.pending("dev") == set()
     fail.append(True)
     thread = janitor.discard("dev", "k4", run)
     assert thread is not None
