@@ -38,7 +38,7 @@ from .base import (
 from .ssh_connect import HostKeyCallback, connect
 from .ssh_janitor import get_janitor
 from .ssh_kill import get_batcher
-from .ssh_pool import PooledTransport, TransportPool, get_pool
+from .ssh_pool import PooledTransport, TransportPool, close_quietly, get_pool
 from .ssh_run import SSHRun
 
 log = logging.getLogger("agentruns.drivers.ssh")
@@ -192,7 +192,7 @@ class SSHDriver:
                 chan.exec_command(exec_string)
                 return conn, chan
             except (paramiko.SSHException, EOFError, OSError) as exc:
-                chan.close()
+                close_quietly(chan)
                 self.pool.release(conn)
                 last = DriverError(CONNECTION_LOST, f"exec on {self.spec.host} failed: {exc}", before_start=True)
         raise last
@@ -217,7 +217,7 @@ class SSHDriver:
             log.info("ssh %s: probing the device failed (%s); the generic wrapper it is", self.spec.id, exc)
             return ssh_facts.UNKNOWN
         finally:
-            chan.close()
+            close_quietly(chan)
 
     def _run_small(self, command: str, timeout: float, retry: bool = True) -> int | None:
         """Run a short command with no stdin; return its exit status."""
@@ -240,8 +240,8 @@ class SSHDriver:
             if not chan.status_event.wait(timeout):
                 raise DriverError(CONNECTION_LOST, f"no exit status from {self.spec.host}", before_start=False)
             return (None if chan.exit_status == -1 else chan.exit_status), out
-        except (TimeoutError, OSError, paramiko.SSHException) as exc:
-            raise DriverError(CONNECTION_LOST, f"{self.spec.host}: {exc}", before_start=False) from None
+        except (TimeoutError, EOFError, OSError, paramiko.SSHException) as exc:
+            raise DriverError(CONNECTION_LOST, f"{self.spec.host}: {exc!r}", before_start=False) from None
         finally:
-            chan.close()
+            close_quietly(chan)
             self.pool.release(conn)

@@ -23,6 +23,15 @@ _CHANNEL_TRIES = 20  # refusals and dead transports tolerated while opening one 
 SPARE_CHANNELS = 2
 
 
+def close_quietly(chan: paramiko.Channel) -> None:
+    """Close a channel; closing sends a message, which raises when the connection has just died (the
+    channel goes with it)."""
+    try:
+        chan.close()
+    except (EOFError, OSError, paramiko.SSHException):
+        pass
+
+
 class PooledTransport:
     """One transport and how many runs are using it."""
 

@@ -38,7 +38,7 @@ from .base import (
     OutputCallback,
     StartCallback,
 )
-from .ssh_pool import PooledTransport
+from .ssh_pool import PooledTransport, close_quietly
 
 if TYPE_CHECKING:
     from .ssh import SSHDriver
@@ -207,8 +207,10 @@ class SSHRun(Runner):
             self.poller.unregister(channel.chan.fileno())
         except (KeyError, ValueError, OSError):
             pass
-        channel.chan.close()
-        self.driver.pool.release(channel.conn)
+        try:
+            close_quietly(channel.chan)
+        finally:
+            self.driver.pool.release(channel.conn)
 
     def _write(self, chan: paramiko.Channel) -> None:
         try:

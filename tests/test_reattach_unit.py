@@ -192,3 +192,25 @@ def test_the_kill_batcher_sends_the_stops_asked_for_meanwhile_together_and_hands
         t.start()
         t.join(5)
     assert results[13] == "connection_lost"
+
+
+def test_a_channel_whose_connection_just_died_closes_without_raising():
+    """paramiko's Channel.close sends a message: on a connection that just died it raises EOFError,
+    which once escaped the run (its task crashed and the run waited for the reaper)."""
+    from drivers.base import ExecRequest
+    from drivers.ssh_run import SSHRun, _Channel
+
+    released = []
+
+    class DeadChannel:
+        def fileno(self):
+            return -1
+
+        def close(self):
+            raise EOFError()
+
+    driver = type("Driver", (), {"pool": type("Pool", (), {"release": lambda self, conn: released.append(conn)})()})()
+    run = SSHRun(driver, ExecRequest(argv=["true"], cwd="/"), "", b"", "n0nce", None, None)
+    run.channel = _Channel("conn", DeadChannel(), b"__agentruns_n0nce", attach=False)
+    run.close()
+    assert released == ["conn"] and run.channel is None
