@@ -11,35 +11,13 @@ from click.testing import CliRunner
 
 from agentruns import webhooks as signing
 from agentruns.cli import main
-from agentruns.client import Client
-from tests.test_client_sdk import new_tenant
+from tests import test_cli_client
 from tests.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.e2e
 ONCE = "the secret is shown only once"
-
-
-@pytest.fixture()
-def tenant(app, live_server, tmp_path):
-    return new_tenant(live_server, tmp_path)
-
-
-@pytest.fixture()
-def sdk(tenant):
-    with Client(tenant.url, tenant.key) as c:
-        yield c
-
-
-@pytest.fixture()
-def cli(tenant):
-    """Invoke `agentruns ARGS...` in-process with the tenant's URL and key in the environment."""
-    runner = CliRunner()
-    env = {"AGENTRUNS_API_URL": tenant.url, "AGENTRUNS_API_KEY": tenant.key}
-
-    def invoke(*args: str):
-        return runner.invoke(main, list(args), env=env, catch_exceptions=False)
-
-    return invoke
+# The fixtures of the CLI's own tests: a new tenant, its SDK client, and `agentruns ARGS...` in-process.
+tenant, sdk, cli = test_cli_client.tenant, test_cli_client.sdk, test_cli_client.cli
 
 
 @pytest.fixture()
