@@ -58,7 +58,7 @@ def say(tag: str, *words: str) -> str:
     return f"printf '%s\\n' {shlex.quote(' '.join((tag, *words)))}"
 
 
-_FILES = ("in", "o", "e", "stdout", "stderr", "pgid")  # a run's spool files (this layout), after "<key>."
+SPOOL_FILES = ("in", "o", "e", "stdout", "stderr", "pgid")  # a run's spool files (this layout), after "<key>."
 
 
 def _locate(key: str) -> list[str]:
@@ -128,7 +128,8 @@ def cleanup_command(keys: Sequence[str], stop: Sequence[str] = (), sweep: bool =
     back for them).
     """
     # Both layouts: a directory per run, or the run's files side by side, each by its name.
-    names = " ".join(f"{k} " + " ".join(f"{k}.{f}" for f in _FILES) for k in (shlex.quote(check_key(k)) for k in keys))
+    quoted = [shlex.quote(check_key(k)) for k in keys]
+    names = " ".join(" ".join([k, *(f"{k}.{f}" for f in SPOOL_FILES)]) for k in quoted)
     lines = [f"r={SPOOL_ROOT}; cd \"$r\" 2>/dev/null || exit 0"]
     for key in stop:
         # The group and its waiter (which would otherwise record a status into the spool being

@@ -47,7 +47,7 @@ def run(driver, argv, *, on_output=None, on_start=None, cancel=None, **kw):
     finally:
         if own_key:
             spool = Path(os.path.expanduser(f"~{driver.spec.username}")) / ".agentruns/spool"
-            for name in ssh_spool._FILES:  # by name, as the janitor does: a glob reads the whole directory
+            for name in ssh_spool.SPOOL_FILES:  # by name, as the janitor does: a glob reads the whole directory
                 (spool / f"{kw['spool_key']}.{name}").unlink(missing_ok=True)
 
 
