@@ -218,7 +218,10 @@ def build_command(
         # The exit status as the pgid file's second line: one small append, which a reader sees
         # whole or not at all (a `mv` of a temporary status file cost an exec).
         f"{{ printf '%s\\n' \"$__agentruns_rc\" >> {p}pgid; }} 2>/dev/null",
-        'exit "$__agentruns_rc"',
+        # The status as the last command's, not by `exit`: a login shell that calls `exit` runs the
+        # user's ~/.bash_logout (Debian's starts clear_console), which `ssh device command` never does.
+        '__agentruns_end() { return "$1"; }',
+        '__agentruns_end "$__agentruns_rc"',
     ]
     shell = facts.posix_login_shell if inside and facts else "/bin/sh"
     return f"exec {shlex.quote(shell)} {'-lc' if inside else '-c'} " + shlex.quote("\n".join(lines))

@@ -147,6 +147,31 @@ def test_the_login_environment_reaches_the_command(sshd, shape):
         pool.close()
 
 
+def test_a_run_leaves_the_logout_file_alone(sshd, pool, shape):
+    """Like `ssh device command`, a run does not run the user's ~/.bash_logout: bash runs it when a
+    login shell calls `exit`, and Debian's starts clear_console, a program per run for no terminal."""
+    home = Path(os.path.expanduser(f"~{sshd.username}"))
+    logout, flag = home / ".bash_logout", home / f".agentruns-logout-{uuid.uuid4().hex}"
+    before = logout.read_text() if logout.exists() else None
+    flag.write_text("")
+    flag.chmod(0o666)  # made by the test's user, written by the device user
+    try:
+        with logout.open("a") as f:  # appended: the file keeps its owner
+            f.write(f"\n[ -f {flag} ] && echo ran >> {flag}\n")
+        driver = SSHDriver(sshd.spec(login_shell=shape != "plain"), pool=pool)
+        res = run(driver, ["true"], stdin=b"prompt")
+        assert (res.exit_code, flag.read_text()) == (0, "")
+        # A login shell that calls `exit` does run it: the probe is live.
+        sshd.run_as_user(f"HOME={home} bash -lc 'exit 0' </dev/null")
+        assert flag.read_text() == "ran\n"
+    finally:
+        if before is None:
+            logout.unlink(missing_ok=True)
+        else:
+            logout.write_text(before)
+        flag.unlink(missing_ok=True)
+
+
 def test_the_wrapper_takes_what_the_device_offers():
     known = ssh_facts.parse(b"shell /bin/bash\nsetsid /usr/bin/setsid\ntimeout /usr/bin/timeout\n")
     assert known == ssh_facts.DeviceFacts("/bin/bash", "/usr/bin/setsid", "/usr/bin/timeout")
