@@ -86,7 +86,7 @@ class DriverNoop:
         t0 = time.perf_counter()
         inv, key = self.provider.build(self.spec()), f"bench-{uuid.uuid4().hex}"
         result = self.driver.run(ExecRequest(argv=inv.argv, cwd=self.cwd, env=inv.env, stdin=inv.stdin, timeout=30,
-                                             spool_key=key))
+                                             spool_key=key, stdin_file_env=inv.stdin_file_env))
         elapsed = time.perf_counter() - t0
         self.driver.discard(key)  # as a worker does once the result is recorded (batched, in the background)
         if result.exit_code != 0:

@@ -90,6 +90,10 @@ class ExecRequest:
     # Names the run's spool on the device (the ssh driver runs the command detached, writing its
     # output there, so another connection or worker can re-attach). None: a fresh random key.
     spool_key: str | None = None
+    # Also give the command its stdin as a private file (mode 600), its path in this environment
+    # variable, where the driver has a copy of stdin anyway (ssh: a file of the run's spool, removed
+    # with it). A driver without one leaves the variable as env has it.
+    stdin_file_env: str | None = None
 
 
 @dataclass(frozen=True)

@@ -97,8 +97,10 @@ class SSHDriver:
         command = partial(ssh_script.build_command, req.argv, req.cwd, nonce, login_shell=self.spec.login_shell,
                           backstop=backstop, kill_grace=req.kill_grace, spool_key=req.spool_key,
                           stdin_len=len(req.stdin), stdin_inline=ssh_script.inline_stdin(req.stdin),
-                          spool_cap=ssh_spool.spool_cap(req.output_cap))
-        head = ssh_script.stdin_payload(req.env, req.stdin)
+                          spool_cap=ssh_spool.spool_cap(req.output_cap), stdin_file=req.stdin_file_env)
+        # The wrapper sets the stdin file's variable itself, to the spool's copy.
+        env = {k: v for k, v in req.env.items() if k != req.stdin_file_env}
+        head = ssh_script.stdin_payload(env, req.stdin)
         return SSHRun(self, req, command, head, nonce, on_output, on_start).run(cancel, detach)
 
     def attach(self, req: ExecRequest, ticket: AttachTicket, *, on_output: OutputCallback | None = None,

@@ -107,6 +107,7 @@ def build_command(
     stdin_inline: bool = False,
     spool_cap: int = ssh_spool.spool_cap(1024 * 1024),
     facts: DeviceFacts | None = None,
+    stdin_file: str | None = None,
 ) -> str:
     """The exec request string: `exec /bin/sh -c '<wrapper>'`, every user part shlex-quoted.
 
@@ -114,6 +115,8 @@ def build_command(
     `timeout -s TERM -k <grace> <backstop>` so it dies even if this worker vanishes mid-run.
     spool_key names the run's spool (default: the nonce); stdin_len is how many bytes of stdin come,
     inside the env script (stdin_inline) or after it; spool_cap bounds each spooled stream (ssh_spool.py).
+    stdin_file: the name of an environment variable to export to the command, set to the path of a
+    copy of its stdin in the spool (mode 600), made by builtins for a small stdin.
     facts (ssh_facts.py): what the device offers, if known. With a POSIX login shell and GNU `timeout`
     the wrapper is `exec <login shell> -lc '<wrapper>'` and starts the command itself, under a
     `timeout` that is its process group leader: two programs fewer per run (`/bin/sh`, `setsid`).
@@ -122,6 +125,8 @@ def build_command(
         raise ValueError("argv must not be empty")
     if not isinstance(stdin_len, int) or stdin_len < 0:
         raise ValueError(f"invalid stdin length {stdin_len!r}")
+    if stdin_file is not None:
+        validate_env({stdin_file: ""})
     t = tag(nonce)
     key = shlex.quote(ssh_spool.check_key(spool_key or nonce))
     p = '"$__agentruns_p"'
@@ -150,7 +155,7 @@ def build_command(
         "set +C",
     ]
     if stdin_len and stdin_inline:
-        lines.append(f"printf '%s' \"${_IN_VAR}\" > {p}in; unset {_IN_VAR}")
+        lines.append(f"printf '%s' \"${_IN_VAR}\" > {p}in")
     elif stdin_len:
         # dd's last line starts with the byte count ("N bytes ...", "1 byte ..."): a short count
         # means the connection dropped while stdin came.
@@ -159,6 +164,15 @@ def build_command(
             f"case $__agentruns_n in *\"${_NL_VAR}\"'{stdin_len} byte'*) ;; "
             f"*) {{ set -C; printf -- '- -\\nnever\\n' > {p}pgid; }} 2>/dev/null; exit 97 ;; esac",
         ]
+    if stdin_file is not None:
+        # The copy of stdin as a file: private whatever the login shell's umask (which the command
+        # keeps: hence the subshell), written by a builtin when stdin came inside the env script.
+        source = (f"printf '%s' \"${_IN_VAR}\"" if stdin_len and stdin_inline
+                  else f"exec cat < {p}in" if stdin_len else "true")
+        lines.append(f"{{ (umask 077; {source} > {p}prompt); }} 2>/dev/null || "
+                     f"{{ {ssh_spool.say(t, 'spool_failed')}; exit 95; }}")
+    if stdin_len and stdin_inline:
+        lines.append(f"unset {_IN_VAR}")
     lines += [
         # Creating the pgid file exclusively claims the start against an attach that finds no start
         # (the attach creates it first, and the start refuses).
@@ -166,6 +180,9 @@ def build_command(
         f"{{ set +C; {ssh_spool.say(t, 'spool_failed')}; exit 95; }}",
         "set +C",
     ]
+    if stdin_file is not None:
+        # Exported by the wrapper, so every way of starting the command below passes it on.
+        lines.append(f'{stdin_file}="$__agentruns_p"prompt; export {stdin_file}')
     limit = None if backstop is None else f"-s TERM -k {max(1, math.ceil(kill_grace))} {max(1, math.ceil(backstop))}"
     group = _known_group(facts, limit)
     inside = bool(group and login_shell and facts and facts.posix_login_shell)

@@ -8,6 +8,8 @@ connection or a dead worker costs nothing: another connection reads the spool on
     $HOME/.agentruns/spool/          0700, created by the first run
         <key>.in                     the caller's stdin, spooled whole before the command starts;
                                      created exclusively (noclobber): a second start refuses
+        <key>.prompt                 a copy of it, mode 600, for a command that asked for its stdin
+                                     as a file too (the custom provider's AGENTRUNS_PROMPT_FILE)
         <key>.o, <key>.e             FIFOs the command writes and the tees read
         <key>.stdout, <key>.stderr   everything the command printed, up to the spool cap each
         <key>.pgid                   "<process group> <waiter pid>", and once the run is over a second
@@ -58,7 +60,9 @@ def say(tag: str, *words: str) -> str:
     return f"printf '%s\\n' {shlex.quote(' '.join((tag, *words)))}"
 
 
-SPOOL_FILES = ("in", "o", "e", "stdout", "stderr", "pgid")  # a run's spool files (this layout), after "<key>."
+# A run's spool files (this layout), after "<key>.": "prompt" is the copy of stdin a command asked
+# for as a file (ExecRequest.stdin_file_env).
+SPOOL_FILES = ("in", "o", "e", "stdout", "stderr", "pgid", "prompt")
 
 
 def _locate(key: str) -> list[str]:

@@ -32,6 +32,8 @@ class Invocation:
     argv: list[str]
     stdin: bytes
     env: dict[str, str] = field(default_factory=dict, repr=False)
+    # Set to the path of a private copy of stdin by a driver that has one (ExecRequest.stdin_file_env).
+    stdin_file_env: str | None = None
 
 
 @dataclass

@@ -275,19 +275,47 @@ def test_a_truncated_stdin_never_runs_the_command(tmp_path):
     assert res.returncode == 0 and (tmp_path / "out").read_bytes() == prompt
 
 
-def test_custom_provider_prompt_file_through_the_wrapper(sshd, pool, shape):
+@pytest.mark.parametrize("size", ["inline", "70KB"])
+def test_custom_provider_prompt_file_through_the_wrapper(sshd, pool, shape, size):
+    """The custom provider's prompt file is the spool's copy of stdin: private, the same bytes, in the
+    run's spool and removed with it; the command keeps the login shell's umask."""
     driver = SSHDriver(sshd.spec(login_shell=shape != "plain"), pool=pool)
-    inv = get_provider("custom").build(RunSpec(
-        run_id="r1", prompt=TRICKY.replace(b"\x00", b"").decode() + "x" * 70_000, command=(
-            'umask; stat -c %a "$AGENTRUNS_PROMPT_FILE"; printf "%s\\n" "$AGENTRUNS_PROMPT_FILE"; '
-            'cmp - "$AGENTRUNS_PROMPT_FILE" && echo same')))
-    res = run(driver, inv.argv, env=inv.env, stdin=inv.stdin, timeout=20)
+    prompt = TRICKY.replace(b"\x00", b"").decode() + ("x" * 70_000 if size == "70KB" else "")
+    inv = get_provider("custom").build(RunSpec(run_id="r1", prompt=prompt, command=(
+        'umask; stat -c %a "$AGENTRUNS_PROMPT_FILE"; printf "%s\\n" "$AGENTRUNS_PROMPT_FILE"; '
+        'cmp - "$AGENTRUNS_PROMPT_FILE" && echo same')))
+    assert ssh_script.inline_stdin(inv.stdin) == (size == "inline")
+    key = f"t-{uuid.uuid4().hex}"
+    res = run(driver, inv.argv, env=inv.env, stdin=inv.stdin, timeout=20, spool_key=key,
+              stdin_file_env=inv.stdin_file_env)
     mask, mode, path, same = res.stdout.decode().splitlines()
-    # Private file, same bytes as stdin; the command still has the login shell's own umask.
     assert (mode, same, res.exit_code) == ("600", "same", 0), res.stderr
     assert mask == run(driver, ["sh", "-c", "umask"]).stdout.decode().strip()
+    home = sshd.run_as_user(f"cd ~{sshd.username} && pwd").stdout.strip()
+    assert path == f"{home}/.agentruns/spool/{key}.prompt"
+    driver.discard(key)  # as the worker does once the result is recorded: the prompt file goes with it
+    wait_until(lambda: sshd.run_as_user(f"test -e {path} || test -e {path[:-len('prompt')]}in || echo gone").stdout)
+
+
+def test_custom_provider_prompt_file_without_the_drivers_copy(sshd, pool):
+    """A driver that does not set the variable (or a caller that does not ask): the provider's own
+    temp file, removed when the command ends."""
+    driver = SSHDriver(sshd.spec(), pool=pool)
+    inv = get_provider("custom").build(RunSpec(run_id="r1", prompt="hello", command=(
+        'stat -c %a "$AGENTRUNS_PROMPT_FILE"; printf "%s\\n" "$AGENTRUNS_PROMPT_FILE"; '
+        'cmp - "$AGENTRUNS_PROMPT_FILE" && echo same')))
+    res = run(driver, inv.argv, env=inv.env, stdin=inv.stdin, timeout=20)
+    mode, path, same = res.stdout.decode().splitlines()
+    assert (mode, same, res.exit_code) == ("600", "same", 0), res.stderr
     assert path.startswith("/tmp/agentruns-prompt.")
     assert sshd.run_as_user(f"test -e {path} || echo gone").stdout == "gone\n"
+
+
+def test_the_stdin_file_variable_must_be_a_name():
+    for bad in ("A B", "X;rm", "__agentruns_p", ""):
+        with pytest.raises(ValueError):
+            ssh_script.build_command(["true"], "/tmp", "n0nce", login_shell=True, backstop=None, kill_grace=2,
+                                     stdin_file=bad)
 
 
 def test_invalid_env_name_is_refused_before_connecting(driver):

@@ -5,6 +5,7 @@ subprocess on this machine (a fake `hermes` stands in for the CLI).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -489,6 +490,20 @@ def test_custom_gets_prompt_byte_exact_on_stdin_and_in_file(tmp_path):
     assert (tmp_path / "file.bin").read_bytes() == expected
     prompt_file = Path((tmp_path / "path.txt").read_text())
     assert prompt_file.is_absolute() and not prompt_file.exists()  # removed afterwards
+
+
+def test_custom_uses_the_drivers_prompt_file_as_it_is(tmp_path):
+    """A driver that keeps a copy of stdin sets the variable to its path (ExecRequest.stdin_file_env):
+    the command gets that file and stdin untouched, and the file is the driver's to remove."""
+    inv = get_provider("custom").build(spec(command='cat > stdin.bin; printf %s "$AGENTRUNS_PROMPT_FILE"; echo "|$1"',
+                                            settings=ProviderSettings(extra_args=("arg",))))
+    assert inv.stdin_file_env == "AGENTRUNS_PROMPT_FILE"
+    copy = tmp_path / "copy"
+    copy.write_bytes(inv.stdin)
+    result = run_invocation(dataclasses.replace(inv, env={**inv.env, "AGENTRUNS_PROMPT_FILE": str(copy)}), tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode() == f"{copy}|arg\n"
+    assert (tmp_path / "stdin.bin").read_bytes() == inv.stdin and copy.read_bytes() == inv.stdin
 
 
 def test_custom_env_cwd_and_positional_args(tmp_path):

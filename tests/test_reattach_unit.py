@@ -116,7 +116,7 @@ def test_the_spool_scripts_take_only_safe_keys_and_offsets():
         ssh_spool.attach_command("run-1", "__agentruns_x", -1, 0)
     cleanup = ssh_spool.cleanup_command(["a", "b"], stop=["b"], sweep=True)
     # Each file by its name: a glob would read the whole spool directory once per run.
-    assert "rm -rf -- a a.in a.o a.e a.stdout a.stderr a.pgid b b.in" in cleanup
+    assert "rm -rf -- a a.in a.o a.e a.stdout a.stderr a.pgid a.prompt b b.in" in cleanup
     assert "*" not in cleanup.split("rm -rf --")[1].split("\n")[0]
     assert '"-$P"' in cleanup and "-mtime +1" in cleanup
     assert ssh_spool.spool_cap(1024 * 1024) == 64 * 1024 * 1024 and ssh_spool.spool_cap(10) == 1024 * 1024

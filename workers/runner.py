@@ -329,7 +329,8 @@ def _drive(ctx, run, device: CachedDevice, active: ActiveRun, driver: Driver, pr
     env = {**cfg.env, **invocation.env, **decrypt_json(settings.secret_key, run.env_enc)}
     request = ExecRequest(argv=invocation.argv, cwd=run.cwd, env=env, stdin=invocation.stdin,
                           timeout=float(run.timeout), kill_grace=settings.kill_grace_seconds,
-                          output_cap=settings.output_cap_bytes, spool_key=str(run.id))
+                          output_cap=settings.output_cap_bytes, spool_key=str(run.id),
+                          stdin_file_env=invocation.stdin_file_env)
 
     def on_start(pgid: int) -> None:
         ctx.supervisor.started(active, pgid)
