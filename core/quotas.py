@@ -58,12 +58,17 @@ def check_devices(conn: Connection | Session, tenant_id: uuid.UUID, limit: int) 
                             "first", details={"quota": "devices", "limit": limit}, retry_after=DEVICES_RETRY_SECONDS)
 
 
+def run_check_needed(settings: Settings) -> bool:
+    """Whether check_run() has a quota to check (and so a lock to take in the creating transaction)."""
+    return settings.quota_runs_in_flight > 0 or settings.quota_runs_per_minute > 0
+
+
 def check_run(conn: Connection | Session, tenant_id: uuid.UUID, settings: Settings) -> None:
     """Before creating a run: QuotaExceeded when the tenant has quota_runs_in_flight runs queued or
     running, or created quota_runs_per_minute runs in the last 60 seconds."""
-    in_flight, per_minute = settings.quota_runs_in_flight, settings.quota_runs_per_minute
-    if in_flight <= 0 and per_minute <= 0:
+    if not run_check_needed(settings):
         return
+    in_flight, per_minute = settings.quota_runs_in_flight, settings.quota_runs_per_minute
     _lock(conn, _RUNS_LOCK, tenant_id)
     if in_flight > 0:
         live = conn.execute(_IN_FLIGHT, {"tenant_id": tenant_id, "limit": in_flight}).scalar_one()

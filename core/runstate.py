@@ -5,7 +5,7 @@ Zero rows back means another actor owns the run (or it already moved on): the ca
 Each transition also appends a `status` event in the same transaction, so the event log and the row
 never disagree.
 
-    (new)   -> queued    create_queued()  (API)
+    (new)   -> queued    create_queued(), create_queued_on_device()  (API)
     queued  -> running   claim_next()     (worker; bumps epoch, sets the lease)
     running -> queued    unclaim()        (worker; only before the command started)
     queued  -> canceled  cancel()         (API; the run never executes)
@@ -50,6 +50,27 @@ WITH created AS (
 logged AS (
     INSERT INTO run_events (run_id, type, data) SELECT id, 'status', :event FROM created)
 SELECT created_at, updated_at FROM created""").bindparams(bindparam("metadata", type_=JSONB))
+# The same insert with the device read (and key-share locked, as core.services.runs.create does) by
+# the statement itself: in autocommit, a create that needs no transaction is one round trip instead
+# of BEGIN, the device's SELECT, the INSERT and COMMIT. No row back: no such device (of that kind).
+CREATE_QUEUED_ON_DEVICE = text("""
+WITH device AS (
+    SELECT id, kind, pool, coalesce(CAST(:cwd AS text), nullif(default_cwd, ''), CAST(:default_cwd AS text)) AS cwd
+    FROM devices
+    WHERE tenant_id = :tenant_id AND id = :target_id AND (CAST(:target_kind AS text) IS NULL OR kind = :target_kind)
+    FOR KEY SHARE),
+created AS (
+    INSERT INTO runs (id, tenant_id, target_kind, target_id, provider, prompt, model, command, cwd, timeout,
+                      metadata, env_enc, request_id, webhook_url, status, epoch, stdout_truncated,
+                      stderr_truncated)
+    SELECT :id, :tenant_id, device.kind, device.id, :provider, :prompt, :model, :command, device.cwd, :timeout,
+           :metadata, :env_enc, :request_id, :webhook_url, 'queued', 0, false, false
+    FROM device
+    RETURNING id, target_kind, target_id, cwd, created_at, updated_at),
+logged AS (
+    INSERT INTO run_events (run_id, type, data) SELECT id, 'status', :event FROM created)
+SELECT created.target_kind, created.target_id, created.cwd, created.created_at, created.updated_at, device.pool
+FROM created, device""").bindparams(bindparam("metadata", type_=JSONB))
 _CLAIM_NEXT = text("""
 WITH claimed AS (
     UPDATE runs SET status = 'running', epoch = epoch + 1, worker_id = :worker_id,
@@ -211,6 +232,17 @@ def create_queued(s: Connection, values: dict):
     metadata, env_enc, request_id, webhook_url.
     """
     return s.execute(_CREATE_QUEUED, {**values, "event": _event_data(QUEUED)}).one()
+
+
+def create_queued_on_device(s: Connection, values: dict, default_cwd: str):
+    """create_queued() with the device looked up by the INSERT itself; returns (target_kind, target_id,
+    cwd, created_at, updated_at, pool), or None when the tenant has no such device of that kind.
+
+    values: as create_queued's, but target_kind may be None (any kind) and cwd None (the device's
+    default_cwd, else default_cwd).
+    """
+    return s.execute(CREATE_QUEUED_ON_DEVICE, {**values, "default_cwd": default_cwd,
+                                                 "event": _event_data(QUEUED)}).first()
 
 
 def claim_next(s: Connection, tenant_id: uuid.UUID, device_id: str, worker_id: str,

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import math
 import uuid
+from collections.abc import Mapping
+from typing import Any
 
 from sqlalchemy import Text, and_, bindparam, cast, func, inspect, literal_column, or_, select, text, tuple_, union_all
 from sqlalchemy.dialects.postgresql import JSONB, array
@@ -66,10 +68,62 @@ def create(conn: Connection, tenant_id: uuid.UUID, data: dict, request_id: str, 
     # nothing slow (the webhook URL's DNS lookup above) may come after it.
     quotas.check_run(conn, tenant_id, settings)  # the tenant's quotas, if set (429 quota_exceeded)
     created = runstate.create_queued(conn, values)
+    return _queued_run(values, created, device.pool)
+
+
+def one_statement_will_do(data: dict, settings: Settings) -> bool:
+    """Whether create_in_one_statement() may make this run: nothing in it needs create()'s transaction
+    (a webhook_url's per-run endpoint, a target_selector's choice, a quota's lock and counts)."""
+    return not (data.get("webhook_url") or data.get("target_selector") or quotas.run_check_needed(settings))
+
+
+def create_in_one_statement(conn: Connection, tenant_id: uuid.UUID, data: dict, request_id: str,
+                            settings: Settings) -> Run | None:
+    """create() for a run where one_statement_will_do(): one INSERT that reads the device itself, on an
+    autocommit connection (the statement is its own transaction, the device key-share locked by it).
+
+    None when it inserted nothing (no such device of that kind) or the prompt is over the provider's
+    limit: the caller then runs create() in a transaction, which answers with exactly its errors.
+    """
+    limit = _prompt_limit(data["provider"])
+    if limit is not None and len(data["prompt"].encode()) > limit:
+        return None
+    values = dict(
+        id=uuid.uuid4(), tenant_id=tenant_id, target_kind=data["target_kind"], target_id=data["target_id"],
+        provider=data["provider"], prompt=data["prompt"], model=data.get("model"), command=data.get("command"),
+        cwd=data.get("cwd") or None, timeout=data.get("timeout") or settings.default_timeout,
+        metadata=data.get("metadata") or {}, env_enc=encrypt_json(settings.secret_key, data.get("env") or {}),
+        request_id=request_id, webhook_url=data.get("webhook_url"),
+    )
+    created = runstate.create_queued_on_device(conn, values, settings.default_cwd)
+    if created is None:
+        return None
+    values.update(target_kind=created.target_kind, target_id=created.target_id, cwd=created.cwd)
+    return _queued_run(values, created, created.pool)
+
+
+def _queued_run(values: dict, created, pool: str) -> Run:
+    """The transient Run of a row just inserted from `values` (created: its created_at, updated_at)."""
     values["metadata_"] = values.pop("metadata")
-    run = Run(**values, status=runstate.QUEUED, epoch=0, stdout_truncated=False, stderr_truncated=False,
-              created_at=created.created_at, updated_at=created.updated_at)
-    run.pool = device.pool
+    run = _transient_run({**values, "status": runstate.QUEUED, "epoch": 0, "stdout_truncated": False,
+                          "stderr_truncated": False, "created_at": created.created_at,
+                          "updated_at": created.updated_at})
+    run.pool = pool
+    return run
+
+
+_RUNS = inspect(Run).class_manager
+
+
+def _transient_run(values: Mapping[Any, Any]) -> Run:
+    """Run(**values), read-only use: a transient Run holding these attribute values.
+
+    Built as the ORM builds the objects it loads (the instance, then its attribute dict), not through
+    the constructor, whose instrumented setters cost 1 µs per attribute (20 µs per run, 0.4 ms per
+    list page); reading it is the same. Never added to a session: it has no change history.
+    """
+    run = _RUNS.new_instance()
+    run.__dict__.update(values)
     return run
 
 
@@ -116,7 +170,7 @@ def get(s: Session | Connection, tenant_id: uuid.UUID, run_id: str) -> Run:
     row = s.execute(_GET, {"id": rid, "tenant_id": tenant_id}).first()
     if row is None:
         raise NotFound(f"run {run_id!r} not found")
-    return Run(**row._mapping)
+    return _transient_run(row._mapping)
 
 
 def _metadata_filter(key: str, value: str, column=Run.metadata_, tenant_id: uuid.UUID | None = None):
@@ -200,7 +254,7 @@ def list_runs(s: Session | Connection, tenant_id: uuid.UUID, q: dict,
                     .order_by(found.c.created_at.desc(), found.c.id.desc()).limit(limit + 1))
         both = union_all(select(hits).where(n_hits > limit), fallback).subquery("page")
         stmt = select(both).order_by(both.c.created_at.desc(), both.c.id.desc())
-    rows = [Run(**row._mapping) for row in s.execute(stmt)]
+    rows = [_transient_run(row._mapping) for row in s.execute(stmt)]
     next_cursor = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
     return rows[:limit], next_cursor
 
