@@ -40,8 +40,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         OPENAPI_SWAGGER_UI_PATH="docs", OPENAPI_SWAGGER_UI_URL=console.SWAGGER_UI_URL,
         OPENAPI_SWAGGER_UI_CONFIG=console.SWAGGER_UI_CONFIG,
     )
-    # The pool's ping on every checkout is replaced by request_db.check_on_checkout's cheaper check.
-    request_db.check_on_checkout(db.init(settings.database_url, pool_pre_ping=False))
+    db.init(settings.database_url)
     gevent_wait.install()  # under gunicorn's gevent workers: a cheaper wait for psycopg's results
     app.extensions["settings"] = settings
     # No client-side retries: when Redis is down, idempotency falls back to the database at once

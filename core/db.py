@@ -12,6 +12,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from core import pool_check
+
 log = logging.getLogger("agentruns.db")
 T = TypeVar("T")
 _engine: Engine | None = None
@@ -23,12 +25,15 @@ def init(url: str, **engine_kwargs) -> Engine:
     global _engine, _factory
     if _engine is not None and _engine.url == make_url(url):
         return _engine
-    engine_kwargs.setdefault("pool_pre_ping", True)
+    # No ping per checkout (a round trip): pool_check's cheaper check instead, unless asked for.
+    engine_kwargs.setdefault("pool_pre_ping", False)
     engine_kwargs.setdefault("pool_size", 10)
     engine_kwargs.setdefault("max_overflow", 40)
     # Errors must not carry bound values into logs: prompts, outputs and env can hold secrets.
     engine_kwargs.setdefault("hide_parameters", True)
     _engine = create_engine(url, **engine_kwargs)
+    if not engine_kwargs["pool_pre_ping"]:
+        pool_check.check_on_checkout(_engine)
     _factory = sessionmaker(_engine, expire_on_commit=False)
     return _engine
 
