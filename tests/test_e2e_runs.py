@@ -65,12 +65,15 @@ def test_prompt_arrives_byte_exact(worker, client, auth, ssh_device, app, monkey
     tricky = "quotes ' \" `uname` $(id) $HOME ${X} \\ \n newline\ttab ünïcødé 日本語 🚀\n"
     prompt = tricky + "x" * (200 * 1024)
     run = create(client, auth, prompt=prompt, computer_id="dev-ssh",
-                 command='sha256sum | cut -d" " -f1; sha256sum < "$AGENTRUNS_PROMPT_FILE" | cut -d" " -f1',
+                 command='sha256sum | cut -d" " -f1; sha256sum < "$AGENTRUNS_PROMPT_FILE" | cut -d" " -f1; '
+                         'printf %s "$AGENTRUNS_PROMPT_FILE"',
                  timeout=60)
     done = wait_run(client, auth, run["id"], 60)
     digest = hashlib.sha256(prompt.encode()).hexdigest()
     assert done["status"] == "succeeded", done
-    assert done["output"] == f"{digest}\n{digest}\n"
+    # The prompt file is the run's own copy in its spool on the device (the worker asks the driver).
+    assert done["output"].startswith(f"{digest}\n{digest}\n/") and done["output"].endswith(
+        f"/.agentruns/spool/{run['id']}.prompt"), done["output"][-200:]
 
 
 def test_timeout_kills_the_tree(worker, client, auth, ssh_device, sshd):
