@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import paramiko
 
-from . import ssh_protocol, ssh_script, ssh_spool
+from . import paramiko_pipe, ssh_protocol, ssh_script, ssh_spool
 from ._common import OutputSink, utcnow
 from ._runner import CANCELED, Pacing, Runner
 from .base import (
@@ -44,6 +44,8 @@ if TYPE_CHECKING:
     from .ssh import SSHDriver
 
 log = logging.getLogger("agentruns.drivers.ssh")
+# A run polls its channel's fileno(): paramiko's pipe behind it must not race the channel's close.
+paramiko_pipe.install()
 
 _TICK = 0.05  # how often cancel and the deadline are checked while output flows ...
 _IDLE_TICK = 0.2  # ... and once a run printed nothing for _QUIET_AFTER: hundreds of long, silent runs
