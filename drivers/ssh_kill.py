@@ -51,8 +51,8 @@ class KillBatcher:
             entry.waiting.append(stop)
             lead = not entry.busy
             entry.busy = True
-        if lead:  # this thread sends batches until none is waiting, its own first
-            self._send(key, grace, run)
+        if lead:  # a thread of its own sends batches until none is waiting: each caller waits for its own
+            threading.Thread(target=self._send, args=(key, grace, run), daemon=True, name="ssh-kill").start()
         stop.done.wait()
         if stop.error is not None:
             raise stop.error
@@ -69,7 +69,7 @@ class KillBatcher:
                     return
             try:
                 found = run(sorted({s.pgid for s in batch}), grace)
-            except BaseException as exc:  # noqa: BLE001 - each caller gets it
+            except BaseException as exc:  # noqa: BLE001 - each caller gets it (and is never left waiting)
                 for s in batch:
                     s.error = exc
                     s.done.set()

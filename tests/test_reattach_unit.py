@@ -194,6 +194,37 @@ def test_the_kill_batcher_sends_the_stops_asked_for_meanwhile_together_and_hands
     assert results[13] == "connection_lost"
 
 
+def test_a_stop_returns_once_its_own_batch_is_done_not_the_later_ones():
+    """The first stop of a device used to send the later batches too before returning: its run waited
+    for other runs' kills."""
+    from drivers.ssh_kill import KillBatcher
+
+    batcher, batches = KillBatcher(), []
+    first_sent, second_release = threading.Event(), threading.Event()
+
+    def run(pgids, grace):
+        batches.append(pgids)
+        if pgids == [10]:
+            first_sent.set()
+            time.sleep(0.2)  # the second stop comes in meanwhile
+        else:
+            second_release.wait(5)
+        return set(pgids)
+
+    done: dict[int, float] = {}
+    threads = [threading.Thread(target=lambda p=p: done.setdefault(p, batcher.kill("dev", p, 0.5, run) and
+                                                                   time.monotonic())) for p in (10, 11)]
+    threads[0].start()
+    assert first_sent.wait(5)
+    threads[1].start()
+    threads[0].join(3)
+    assert not threads[0].is_alive() and 10 in done, "the first stop waited for the next batch"
+    assert 11 not in done
+    second_release.set()
+    threads[1].join(5)
+    assert batches == [[10], [11]] and set(done) == {10, 11}
+
+
 def test_a_channel_whose_connection_just_died_closes_without_raising():
     """paramiko's Channel.close sends a message: on a connection that just died it raises EOFError,
     which once escaped the run (its task crashed and the run waited for the reaper)."""
