@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         api.register_blueprint(blp)
     app.before_request(limit_unsized_body)  # first: the checks below may read the body
     app.before_request(guard_api((runs.blp.name, devices.blp.name, webhooks.blp.name, keys.blp.name,
-                                   admin.blp.name)))
+                                   admin.blp.name), sharing=(runs.blp.name,)))
     app.before_request(request_logs.bind_tenant)  # after the key check: its g.tenant_id
     app.teardown_request(request_db.release)  # the connection the key check or the view checked out
     console.init_app(app)  # the web console: /, /runs, /devices, /sign-in

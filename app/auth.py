@@ -37,7 +37,7 @@ def authenticate_request():
 
     The key is looked up in PostgreSQL on every request (no cache): a revoked or expired key is refused
     at once on every API process. The lookup uses the request's connection (app.request_db), which
-    the view then uses too: one pool checkout per request.
+    the runs views then use too: one pool checkout per request (see guard_api's `sharing`).
     """
     header = request.headers.get("Authorization", "")
     scheme, _, raw = header.partition(" ")
@@ -88,8 +88,13 @@ def operator_required(view):
     return Blueprint.errors({403: FORBIDDEN_DOC})(wrapper)
 
 
-def guard_api(blueprints: tuple[str, ...]):
-    """A before_request hook for these blueprints: content type, then the API key, before any validation."""
+def guard_api(blueprints: tuple[str, ...], sharing: tuple[str, ...] = ()):
+    """A before_request hook for these blueprints: content type, then the API key, before any validation.
+
+    sharing: the blueprints whose views run on the request's connection (app.request_db), which keep
+    the one the key check took; the others' views take their own, so it goes back to the pool at once
+    (a device's connection test would otherwise hold it, idle, for seconds).
+    """
 
     def guard():
         if request.blueprint not in blueprints:
@@ -98,5 +103,7 @@ def guard_api(blueprints: tuple[str, ...]):
             if request.mimetype != "application/json":
                 raise APIError(415, "unsupported_media_type", "send the body as application/json")
         authenticate_request()
+        if request.blueprint not in sharing:
+            request_db.release()
 
     return guard
