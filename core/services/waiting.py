@@ -115,8 +115,12 @@ class _Listener:
     def _listen(self) -> None:
         pubsub = self.r.pubsub()
         try:
+            # Connecting is the slow part (up to the connect timeout while Redis is away): not under
+            # the lock every waiter's join and leave take. A waiter that joins meanwhile is subscribed below.
+            pubsub.subscribe(_IDLE_CHANNEL)
             with self.lock:
-                pubsub.subscribe(_IDLE_CHANNEL, *self.waiters)
+                if self.waiters:
+                    pubsub.subscribe(*self.waiters)
                 self.pubsub = pubsub
         except BaseException:
             pubsub.close()
