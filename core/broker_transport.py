@@ -29,6 +29,3 @@ class Channel(kombu_redis.Channel):
 class Transport(kombu_redis.Transport):
     Channel = Channel
 
-
-# What Celery's `broker_transport` setting names (kombu resolves "module:attribute").
-TRANSPORT = f"{__name__}:Transport"
