@@ -53,13 +53,8 @@ def install() -> bool:
     return True
 
 
-def _resume(gen: Any, first: Any) -> Any:
-    """`gen`, whose first wait state was already taken: yields it again, then delegates."""
-    ready = yield first
-    try:
-        s = gen.send(ready)
-    except StopIteration as ex:
-        return ex.value
+def _resume(gen: Any, s: Any) -> Any:
+    """`gen`, whose wait state `s` was already taken: yields it again, then delegates."""
     while True:
         ready = yield s
         try:
