@@ -53,17 +53,11 @@ def create(conn: Connection, tenant_id: uuid.UUID, data: dict, request_id: str, 
         raise Invalid.field("target_id", f"no device {data['target_id']!r} in this tenant")
     if data["target_kind"] and data["target_kind"] != device.kind:
         raise Invalid.field("target_kind", f"device {device.id!r} is a {device.kind}, not a {data['target_kind']}")
-    limit = _prompt_limit(data["provider"])
-    if limit is not None and len(data["prompt"].encode()) > limit:
+    limit = _prompt_over_limit(data)
+    if limit is not None:
         raise Invalid.field("prompt", f"provider {data['provider']} accepts at most {limit} bytes of prompt")
-    values = dict(
-        id=uuid.uuid4(), tenant_id=tenant_id, target_kind=device.kind, target_id=device.id,
-        provider=data["provider"], prompt=data["prompt"], model=data.get("model"), command=data.get("command"),
-        cwd=data.get("cwd") or device.default_cwd or settings.default_cwd,
-        timeout=data.get("timeout") or settings.default_timeout, metadata=data.get("metadata") or {},
-        env_enc=encrypt_json(settings.secret_key, data.get("env") or {}), request_id=request_id,
-        webhook_url=webhook_url,
-    )
+    values = _values(tenant_id, data, request_id, settings, target_kind=device.kind, target_id=device.id,
+                     cwd=data.get("cwd") or device.default_cwd or settings.default_cwd)
     # Last: while a quota is set it locks the tenant's creates until this transaction commits, so
     # nothing slow (the webhook URL's DNS lookup above) may come after it.
     quotas.check_run(conn, tenant_id, settings)  # the tenant's quotas, if set (429 quota_exceeded)
@@ -85,21 +79,34 @@ def create_in_one_statement(conn: Connection, tenant_id: uuid.UUID, data: dict, 
     None when it inserted nothing (no such device of that kind) or the prompt is over the provider's
     limit: the caller then runs create() in a transaction, which answers with exactly its errors.
     """
-    limit = _prompt_limit(data["provider"])
-    if limit is not None and len(data["prompt"].encode()) > limit:
+    if _prompt_over_limit(data) is not None:
         return None
-    values = dict(
-        id=uuid.uuid4(), tenant_id=tenant_id, target_kind=data["target_kind"], target_id=data["target_id"],
-        provider=data["provider"], prompt=data["prompt"], model=data.get("model"), command=data.get("command"),
-        cwd=data.get("cwd") or None, timeout=data.get("timeout") or settings.default_timeout,
-        metadata=data.get("metadata") or {}, env_enc=encrypt_json(settings.secret_key, data.get("env") or {}),
-        request_id=request_id, webhook_url=data.get("webhook_url"),
-    )
+    # The device's kind, id and default cwd come from the statement itself.
+    values = _values(tenant_id, data, request_id, settings, target_kind=data["target_kind"],
+                     target_id=data["target_id"], cwd=data.get("cwd") or None)
     created = runstate.create_queued_on_device(conn, values, settings.default_cwd)
     if created is None:
         return None
     values.update(target_kind=created.target_kind, target_id=created.target_id, cwd=created.cwd)
     return _queued_run(values, created, created.pool)
+
+
+def _prompt_over_limit(data: dict) -> int | None:
+    """The provider's prompt limit in bytes when the run's prompt is over it, else None."""
+    limit = _prompt_limit(data["provider"])
+    return limit if limit is not None and len(data["prompt"].encode()) > limit else None
+
+
+def _values(tenant_id: uuid.UUID, data: dict, request_id: str, settings: Settings, *,
+            target_kind: str | None, target_id: str, cwd: str | None) -> dict:
+    """The new run's row, but for where it goes (decided with its device)."""
+    return dict(
+        id=uuid.uuid4(), tenant_id=tenant_id, target_kind=target_kind, target_id=target_id,
+        provider=data["provider"], prompt=data["prompt"], model=data.get("model"), command=data.get("command"),
+        cwd=cwd, timeout=data.get("timeout") or settings.default_timeout, metadata=data.get("metadata") or {},
+        env_enc=encrypt_json(settings.secret_key, data.get("env") or {}), request_id=request_id,
+        webhook_url=data.get("webhook_url"),
+    )
 
 
 def _queued_run(values: dict, created, pool: str) -> Run:
