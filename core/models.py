@@ -106,8 +106,8 @@ class Device(Base):
 class Run(Base):
     __tablename__ = "runs"
     __allow_unmapped__ = True  # for `pool` below, which is not a column
-    # Not a column: the pool of the run's device when core.services.runs.create made it, for the
-    # runs.execute message that follows (core.messages.queue_for).
+    # Not a column: the pool of the run's device when core.services.runs made it (create,
+    # create_in_one_statement), for the runs.execute message that follows (core.messages.queue_for).
     pool: str | None = None
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))

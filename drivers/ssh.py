@@ -126,8 +126,7 @@ class SSHDriver:
 
         Batched with the other stops of this device asked for meanwhile (ssh_kill.py)."""
         grace = self.kill_grace if grace is None else grace
-        if not isinstance(pgid, int) or isinstance(pgid, bool) or pgid <= 1:
-            raise ValueError(f"refusing to signal process group {pgid!r}")
+        ssh_script.check_pgid(pgid)  # here too: one bad pgid must not fail the batch it would join
 
         def kill(pgids: list[int], grace: float) -> set[int]:
             status, out = self._run_short(ssh_script.kill_command(pgids, grace), timeout=grace + 10, retry=retry)

@@ -102,7 +102,7 @@ def exit_code(status: int | None) -> int | None:
 
 
 def parse_status(word: bytes | None) -> int | None:
-    """A status word from a verdict or the status file ("-" or anything unreadable: None)."""
+    """A status word from a verdict or the spool's status line ("-" or anything unreadable: None)."""
     try:
         return int(word) if word is not None else None
     except ValueError:

@@ -237,6 +237,7 @@ def build_command(
         f"{{ printf '%s\\n' \"$__agentruns_rc\" >> {p}pgid; }} 2>/dev/null",
         # The status as the last command's, not by `exit`: a login shell that calls `exit` runs the
         # user's ~/.bash_logout (Debian's starts clear_console), which `ssh device command` never does.
+        # (The refusals above still exit: rare, and harmless if the logout file runs then.)
         '__agentruns_end() { return "$1"; }',
         '__agentruns_end "$__agentruns_rc"',
     ]
@@ -254,6 +255,14 @@ def _known_group(facts: DeviceFacts | None, limit: str | None) -> str | None:
     return facts.setsid or None
 
 
+def check_pgid(pgid: int) -> int:
+    """pgid if it may be signalled as a process group: `kill -- -1` would signal every process of the
+    device user."""
+    if not isinstance(pgid, int) or isinstance(pgid, bool) or pgid <= 1:
+        raise ValueError(f"refusing to signal process group {pgid!r}")
+    return pgid
+
+
 def kill_command(pgids: Sequence[int], grace: float) -> str:
     """Remote command: TERM each group, wait up to `grace` for them to go, then KILL what is left.
 
@@ -262,9 +271,7 @@ def kill_command(pgids: Sequence[int], grace: float) -> str:
     once cost one session per batch, not one each.
     """
     for pgid in pgids:
-        if not isinstance(pgid, int) or isinstance(pgid, bool) or pgid <= 1:
-            # `kill -- -1` would signal every process of the device user.
-            raise ValueError(f"refusing to signal process group {pgid!r}")
+        check_pgid(pgid)
     if not pgids:
         raise ValueError("no process group to signal")
     ticks = max(1, math.ceil(grace * 10))

@@ -18,7 +18,7 @@ connection or a dead worker costs nothing: another connection reads the spool on
                                      exclusively: the start and an attach that finds no start race
                                      for it, the loser refuses
 
-Every file of a run is written by a shell redirect, a builtin, and has a fixed name (so the
+Every file of a run is created by a shell redirect, a builtin, and has a fixed name (so the
 removal names them: no glob that reads the whole spool directory per run): the layout before (a
 directory per run, the status written to a temporary file and renamed) cost a `mkdir` and a `mv`, a
 tenth of a no-op run's CPU on its device. A run started under that layout (`<key>/stdin`,
