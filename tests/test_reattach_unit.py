@@ -245,3 +245,17 @@ def test_a_channel_whose_connection_just_died_closes_without_raising():
     run.channel = _Channel("conn", DeadChannel(), b"__agentruns_n0nce", attach=False)
     run.close()
     assert released == ["conn"] and run.channel is None
+
+
+def test_no_process_group_below_2_is_ever_signalled():
+    """`kill -- -1` would signal every process of the device user: refused before anything is sent."""
+    from drivers import ssh_script
+    from drivers.base import DeviceSpec
+    from drivers.ssh import SSHDriver
+
+    driver = SSHDriver(DeviceSpec(id="d", driver="ssh", host="192.0.2.1", username="u"))  # never connected
+    for bad in (1, 0, -5, True, "7"):
+        with pytest.raises(ValueError):
+            driver.kill_group(bad)
+        with pytest.raises(ValueError):
+            ssh_script.kill_command([42, bad], 1.0)
